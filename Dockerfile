@@ -1,0 +1,36 @@
+# cmbprep container: docker run --rm -v BIDS:/data:ro -v OUT:/out cmbprep /data /out participant
+FROM debian:bookworm-slim
+
+# Optional CA bundle for pip behind an intercepting proxy (empty by default).
+ARG PIP_CERT=""
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates graphviz \
+    && rm -rf /var/lib/apt/lists/*
+
+# Dependencies first (a cached layer): install a stub of the package, which pulls them in.
+COPY pyproject.toml README.md /src/
+RUN python3 -m venv /opt/cmbprep \
+    && if [ -n "$PIP_CERT" ]; then export PIP_CERT; else unset PIP_CERT; fi \
+    && mkdir -p /src/cmbprep \
+    && printf '__version__ = "0.0.0"\n' > /src/cmbprep/__init__.py \
+    && /opt/cmbprep/bin/pip install --no-cache-dir /src \
+    && /opt/cmbprep/bin/pip uninstall -y cmbprep \
+    && rm -rf /src/build /src/cmbprep /src/*.egg-info /root/.cache
+COPY cmbprep /src/cmbprep
+RUN if [ -n "$PIP_CERT" ]; then export PIP_CERT; else unset PIP_CERT; fi \
+    && /opt/cmbprep/bin/pip install --no-cache-dir --no-deps /src deepmriprep==0.3.0 \
+    && ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=2 /opt/cmbprep/bin/python -m cmbprep.algorithms.lobes \
+    && rm -rf /src /root/.cache
+
+RUN useradd --create-home --uid 1000 cmbprep
+ENV PATH=/opt/cmbprep/bin:$PATH \
+    HOME=/home/cmbprep \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    CMBPREP_CONTAINER=docker \
+    CMBPREP_CONTAINER_TAG=cmbprep:0.1.0 \
+    ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1 \
+    PYTHONDONTWRITEBYTECODE=1
+USER cmbprep
+WORKDIR /tmp
+ENTRYPOINT ["cmbprep"]

@@ -1,0 +1,599 @@
+"""Group-level statistics on microbleed counts: prevalence and count regression.
+
+Pure functions on :mod:`pandas`/:mod:`numpy` data, no file access and no Nipype. They
+reproduce the analysis of the ITP study (Blood 2020;136:2875): prevalence of CMBs per
+group and by bins of a covariate with exact (Clopper-Pearson) confidence intervals and a
+Cochran-Armitage trend test, and univariate then multivariate Poisson regression of CMB
+counts reported as incidence-rate ratios (IRR), with an overdispersion check and a
+negative-binomial fit beside the Poisson one when the counts are overdispersed.
+
+Models are fitted with the :mod:`statsmodels` formula API; formulas use the patsy
+language (``y ~ age + C(sex) + I(smog >= 2)``). Poisson fits are iteratively reweighted
+least squares with a tight tolerance so that the estimates agree with R's
+``glm(family = poisson)`` to better than 1e-6 (see ``tests/data/r_reference``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats as _sps
+
+__all__ = [
+    "CountModelFit",
+    "TrendTest",
+    "bin_by_edges",
+    "clopper_pearson_interval",
+    "cochran_armitage_trend_test",
+    "compare_prevalence",
+    "count_overdispersion_test",
+    "fit_count_model",
+    "formula_term",
+    "prevalence_by_level",
+    "select_multivariate_covariates",
+]
+
+#: Poisson fits whose Pearson chi2/df exceeds this, or whose dispersion test has
+#: P < ``OVERDISPERSION_ALPHA``, are called overdispersed (and get a negative-binomial fit).
+OVERDISPERSION_RATIO = 1.5
+OVERDISPERSION_ALPHA = 0.05
+#: A coefficient whose standard error exceeds this (on the log scale) is not estimable
+#: (quasi-complete separation: a level without any microbleed).
+MAX_ESTIMABLE_SE = 100.0
+#: Negative-binomial alpha below this is on the boundary (the fit equals Poisson).
+MIN_ALPHA = 1e-6
+
+
+# --------------------------------------------------------------------------------------
+# Prevalence
+# --------------------------------------------------------------------------------------
+def clopper_pearson_interval(n_with, n_total, confidence=0.95):
+    """Exact (Clopper-Pearson) confidence interval of a binomial proportion.
+
+    Parameters
+    ----------
+    n_with : int
+        Number of participants with the finding (successes).
+    n_total : int
+        Number of participants (trials).
+    confidence : float, optional
+        Two-sided confidence level, default 0.95.
+
+    Returns
+    -------
+    (float, float)
+        Lower and upper bound; ``(nan, nan)`` when ``n_total`` is 0. The bounds are
+        0 and 1 exactly when ``n_with`` is 0 or ``n_total``, as in R's ``binom.test``.
+    """
+    n_with, n_total = int(n_with), int(n_total)
+    if n_total <= 0:
+        return (math.nan, math.nan)
+    if not 0 <= n_with <= n_total:
+        raise ValueError(f"need 0 <= n_with <= n_total, got {n_with}/{n_total}")
+    tail = (1.0 - confidence) / 2.0
+    lower = 0.0 if n_with == 0 else float(_sps.beta.ppf(tail, n_with, n_total - n_with + 1))
+    upper = 1.0 if n_with == n_total else float(
+        _sps.beta.ppf(1.0 - tail, n_with + 1, n_total - n_with))
+    return (lower, upper)
+
+
+def bin_by_edges(values, edges):
+    """Assign numeric values to half-open bins given by their lower edges.
+
+    Parameters
+    ----------
+    values : array_like of float
+        Covariate values (``nan`` for missing).
+    edges : sequence of float
+        Strictly increasing lower edges ``e0 < e1 < ... < ek``. The bins are
+        ``[e0, e1), [e1, e2), ..., [ek, inf)``, so ``0,5,10,15`` gives four bins as the
+        ITP study's platelet-nadir bins. Values below ``e0`` or missing get no bin.
+
+    Returns
+    -------
+    pandas.Categorical
+        Ordered categorical with labels such as ``"[0, 5)"`` and ``"[15, inf)"``.
+    """
+    edges = [float(e) for e in edges]
+    if len(edges) < 1 or any(b <= a for a, b in zip(edges, edges[1:])):
+        raise ValueError(f"bin edges must be strictly increasing, got {edges}")
+    bounds = edges + [math.inf]
+    labels = [f"[{_fmt_edge(a)}, {_fmt_edge(b)})" for a, b in zip(bounds, bounds[1:])]
+    values = np.asarray(values, dtype=float)
+    return pd.cut(values, bins=bounds, right=False, labels=labels, ordered=True)
+
+
+def _fmt_edge(value):
+    if math.isinf(value):
+        return "inf"
+    return f"{value:g}"
+
+
+def prevalence_by_level(has_finding, levels=None, confidence=0.95):
+    """Prevalence with exact confidence intervals, overall or for each level.
+
+    Parameters
+    ----------
+    has_finding : array_like of bool
+        Whether each participant has the finding (e.g. at least one CMB).
+    levels : array_like, optional
+        The level (group, bin) of each participant; missing levels are left out. When
+        it is a :class:`pandas.Categorical` every category is reported, also empty ones.
+        Without levels a single row ``level == "all"`` is returned.
+    confidence : float, optional
+        Confidence level of the Clopper-Pearson intervals.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``level, n_participants, n_with, prevalence, ci_lower, ci_upper``.
+    """
+    has_finding = pd.Series(np.asarray(has_finding, dtype=bool))
+    if levels is None:
+        groups = [("all", has_finding)]
+    else:
+        if isinstance(levels, pd.Categorical) or isinstance(
+                getattr(levels, "dtype", None), pd.CategoricalDtype):
+            cat = pd.Categorical(levels)
+            order = list(cat.categories)
+        else:
+            cat = pd.Categorical(pd.Series(levels).astype(object).where(
+                pd.notna(pd.Series(levels)), None))
+            order = sorted(cat.categories, key=_natural_key)
+        codes = pd.Series(np.asarray(cat.astype(object)))
+        groups = [(lvl, has_finding[(codes == lvl).to_numpy()]) for lvl in order]
+    rows = []
+    for level, member in groups:
+        n_total, n_with = int(member.size), int(member.sum())
+        low, high = clopper_pearson_interval(n_with, n_total, confidence)
+        rows.append({
+            "level": str(level), "n_participants": n_total, "n_with": n_with,
+            "prevalence": n_with / n_total if n_total else math.nan,
+            "ci_lower": low, "ci_upper": high,
+        })
+    return pd.DataFrame(rows, columns=["level", "n_participants", "n_with", "prevalence",
+                                       "ci_lower", "ci_upper"])
+
+
+def _natural_key(value):
+    try:
+        return (0, float(value), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(value))
+
+
+@dataclass
+class TrendTest:
+    """Result of a test on a contingency table of prevalences."""
+
+    test: str
+    statistic: float
+    p_value: float
+    df: float = math.nan
+    message: str = ""
+
+
+def cochran_armitage_trend_test(n_with, n_total, scores=None):
+    """Cochran-Armitage chi-squared test for a linear trend in proportions.
+
+    Identical to R's ``prop.trend.test(x, n, score)``: the regression sum of squares of
+    the proportions on the scores, weighted by ``n / (p (1 - p))``, chi-squared with 1
+    degree of freedom.
+
+    Parameters
+    ----------
+    n_with, n_total : array_like of int
+        Participants with the finding and participants per ordered bin.
+    scores : array_like of float, optional
+        Score of each bin; default ``1, 2, ..., k``.
+
+    Returns
+    -------
+    TrendTest
+        ``statistic`` is the signed square root of the chi-squared value (a z score,
+        positive when the prevalence rises with the score); ``df`` is 1.
+    """
+    n_with = np.asarray(n_with, dtype=float)
+    n_total = np.asarray(n_total, dtype=float)
+    scores = (np.arange(1, n_with.size + 1, dtype=float) if scores is None
+              else np.asarray(scores, dtype=float))
+    keep = n_total > 0
+    n_with, n_total, scores = n_with[keep], n_total[keep], scores[keep]
+    name = "cochran_armitage"
+    if n_with.size < 2:
+        return TrendTest(name, math.nan, math.nan, 1.0, "fewer than two non-empty bins")
+    big_n = n_total.sum()
+    p_all = n_with.sum() / big_n
+    if p_all in (0.0, 1.0):
+        return TrendTest(name, math.nan, math.nan, 1.0,
+                         "no variation: every participant has the same outcome")
+    score_mean = (n_total * scores).sum() / big_n
+    sxx = (n_total * (scores - score_mean) ** 2).sum()
+    if sxx == 0:
+        return TrendTest(name, math.nan, math.nan, 1.0, "all bins have the same score")
+    sxy = ((n_with - n_total * p_all) * (scores - score_mean)).sum()
+    chi2 = sxy ** 2 / (p_all * (1 - p_all) * sxx)
+    p_value = float(_sps.chi2.sf(chi2, 1))
+    return TrendTest(name, float(math.copysign(math.sqrt(chi2), sxy)), p_value, 1.0)
+
+
+def compare_prevalence(n_with, n_total):
+    """Test whether the prevalence differs between groups.
+
+    Two groups: Fisher's exact test (two-sided, as R's ``fisher.test``). More groups:
+    Pearson's chi-squared test of independence (``chisq.test(correct = FALSE)``).
+
+    Parameters
+    ----------
+    n_with, n_total : array_like of int
+        Participants with the finding and participants per group.
+
+    Returns
+    -------
+    TrendTest
+        ``statistic`` is the odds ratio (Fisher) or chi-squared value.
+    """
+    n_with = np.asarray(n_with, dtype=int)
+    n_total = np.asarray(n_total, dtype=int)
+    keep = n_total > 0
+    table = np.column_stack([n_with[keep], n_total[keep] - n_with[keep]])
+    if table.shape[0] < 2:
+        return TrendTest("fisher_exact", math.nan, math.nan, math.nan,
+                         "fewer than two non-empty groups")
+    if table.shape[0] == 2:
+        odds, p_value = _sps.fisher_exact(table, alternative="two-sided")
+        return TrendTest("fisher_exact", float(odds), float(p_value), math.nan)
+    if table[:, 0].sum() == 0 or table[:, 1].sum() == 0:
+        return TrendTest("chi2_independence", math.nan, math.nan, math.nan,
+                         "no variation: every participant has the same outcome")
+    chi2, p_value, dof, _ = _sps.chi2_contingency(table, correction=False)
+    return TrendTest("chi2_independence", float(chi2), float(p_value), float(dof))
+
+
+# --------------------------------------------------------------------------------------
+# Count regression
+# --------------------------------------------------------------------------------------
+@dataclass
+class CountModelFit:
+    """A fitted (or not fittable) count regression.
+
+    ``terms`` has one row per model coefficient with columns ``term coef se z p_value
+    irr irr_ci_lower irr_ci_upper estimable``; ``coef`` is the log incidence-rate ratio
+    and ``irr = exp(coef)``. When ``fitted`` is False ``message`` says why and ``terms``
+    is empty.
+    """
+
+    formula: str
+    family: str
+    fitted: bool = False
+    message: str = ""
+    terms: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        columns=["term", "coef", "se", "z", "p_value", "irr", "irr_ci_lower",
+                 "irr_ci_upper", "estimable"]))
+    n_used: int = 0
+    n_dropped: int = 0
+    n_params: int = 0
+    df_resid: float = math.nan
+    deviance: float = math.nan
+    pearson_chi2: float = math.nan
+    dispersion: float = math.nan
+    dispersion_test_statistic: float = math.nan
+    dispersion_test_p_value: float = math.nan
+    alpha: float = math.nan
+    aic: float = math.nan
+    log_likelihood: float = math.nan
+    converged: bool = False
+
+    @property
+    def overdispersed(self):
+        """True when a Poisson fit shows overdispersion (see module constants)."""
+        if not self.fitted or self.family != "poisson":
+            return False
+        return bool(self.dispersion > OVERDISPERSION_RATIO
+                    or self.dispersion_test_p_value < OVERDISPERSION_ALPHA)
+
+
+def formula_term(name, categorical=False):
+    """The patsy term for a data column: quoted with ``Q()`` unless a plain identifier.
+
+    Categorical columns should be stored as :class:`pandas.Categorical` (the first
+    category is the reference level); ``categorical=True`` wraps the term in ``C()``.
+    """
+    term = name if name.isidentifier() and name not in {"C", "I", "Q"} else f'Q("{name}")'
+    return f"C({term})" if categorical else term
+
+
+@contextlib.contextmanager
+def _patsy_engine():
+    """Use patsy as the statsmodels formula engine (statsmodels may pick formulaic)."""
+    try:
+        from statsmodels.formula import options
+    except ImportError:  # statsmodels < 0.15 only knows patsy
+        yield
+        return
+    previous = options.formula_engine
+    options.formula_engine = "patsy"
+    try:
+        yield
+    finally:
+        options.formula_engine = previous
+
+
+def _formula_env():
+    import patsy
+
+    return patsy.EvalEnvironment([{"np": np}])
+
+
+def fit_count_model(data, formula, family="poisson", confidence=0.95, tol=1e-12,
+                    maxiter=200):
+    """Fit a Poisson or negative-binomial regression of a count with a formula.
+
+    Parameters
+    ----------
+    data : pandas.DataFrame
+        One row per participant. Categorical covariates should be
+        :class:`pandas.Categorical` (the first category is the reference level).
+    formula : str
+        patsy formula, e.g. ``"n_cmb ~ age + sex + platelet_nadir"``; ``np`` is
+        available (``np.log(age)``). Rows with a missing value in any variable of the
+        formula are dropped (reported as ``n_dropped``).
+    family : {"poisson", "negative_binomial"}
+        ``"poisson"``: GLM with log link by IRLS (R's ``glm(family = poisson)``), with
+        Pearson chi2/df and the Cameron-Trivedi overdispersion test.
+        ``"negative_binomial"``: NB2 by maximum likelihood (``alpha = 1/theta`` of R's
+        ``MASS::glm.nb``).
+    confidence : float
+        Level of the Wald confidence intervals of the IRRs.
+    tol, maxiter : float, int
+        Convergence settings of the optimiser.
+
+    Returns
+    -------
+    CountModelFit
+        Never raises for data that cannot be fitted (all-zero counts, fewer
+        observations than parameters, a singular design, non-convergence): the result
+        then has ``fitted=False`` and a ``message``. Formula errors (unknown column,
+        syntax) raise :class:`ValueError`.
+    """
+    import statsmodels.api as sm
+    import statsmodels.formula.api as smf
+
+    result = CountModelFit(formula=formula, family=family)
+    n_rows = len(data)
+    with _patsy_engine(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            import patsy
+
+            outcome, _ = patsy.dmatrices(formula, data, NA_action="drop",
+                                         eval_env=_formula_env())
+            if outcome.shape[0] == 0:
+                result.n_dropped = n_rows
+                result.message = ("no participant has values for every variable of the "
+                                  "model")
+                return result
+            if family == "poisson":
+                model = smf.glm(formula, data, family=sm.families.Poisson(),
+                                eval_env=_formula_env())
+            elif family == "negative_binomial":
+                model = smf.negativebinomial(formula, data, loglike_method="nb2",
+                                             eval_env=_formula_env())
+            else:
+                raise ValueError(f"unknown family {family!r}")
+        except ValueError:
+            raise
+        except Exception as exc:  # patsy errors: unknown names, syntax
+            raise ValueError(f"cannot build the model {formula!r}: "
+                             f"{str(exc).splitlines()[0]}") from exc
+    endog = np.asarray(model.endog, dtype=float)
+    exog = np.asarray(model.exog, dtype=float)
+    result.n_used = int(endog.size)
+    result.n_dropped = int(n_rows - endog.size)
+    result.n_params = int(exog.shape[1])
+    if endog.size == 0:
+        result.message = "no participant has values for every variable of the model"
+        return result
+    if np.any(endog < 0) or np.any(endog != np.round(endog)):
+        raise ValueError(f"the outcome of {formula!r} is not a count")
+    if endog.sum() == 0:
+        result.message = "all CMB counts are zero: no model fitted"
+        return result
+    if endog.size <= exog.shape[1]:
+        result.message = (f"{endog.size} participant(s) with complete data for "
+                          f"{exog.shape[1]} parameter(s): no model fitted")
+        return result
+    if np.linalg.matrix_rank(exog) < exog.shape[1]:
+        result.message = ("the design matrix is singular (a covariate is constant or "
+                          "collinear in the participants used): no model fitted")
+        return result
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            if family == "poisson":
+                fit = model.fit(tol=tol, maxiter=maxiter)
+                converged = bool(fit.converged)
+            else:
+                fit, converged, alpha = _fit_negative_binomial(model, formula, data, tol,
+                                                               maxiter)
+        except Exception as exc:  # numerical failure (e.g. NB with alpha -> 0)
+            result.message = f"fit failed: {str(exc).splitlines()[0]}"
+            return result
+    if family == "negative_binomial" and fit is None:
+        result.message = "fit failed: the negative-binomial likelihood did not converge"
+        return result
+
+    names = list(model.exog_names)[: exog.shape[1]]
+    params = np.asarray(fit.params, dtype=float)[: len(names)]
+    bse = np.asarray(fit.bse, dtype=float)[: len(names)]
+    if not np.all(np.isfinite(params)):
+        result.message = "fit failed: non-finite estimates"
+        return result
+    zcrit = _sps.norm.ppf(0.5 + confidence / 2.0)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        zval = params / bse
+        pval = 2.0 * _sps.norm.sf(np.abs(zval))
+        estimable = np.isfinite(bse) & (bse < MAX_ESTIMABLE_SE)
+        terms = pd.DataFrame({
+            "term": names, "coef": params, "se": bse, "z": zval, "p_value": pval,
+            "irr": np.exp(params), "irr_ci_lower": np.exp(params - zcrit * bse),
+            "irr_ci_upper": np.exp(params + zcrit * bse), "estimable": estimable,
+        })
+    separated = _separated_terms(exog, endog, names)
+    terms.loc[terms["term"].isin(separated), "estimable"] = False
+    result.terms = terms
+    result.fitted = True
+    result.converged = converged
+    result.log_likelihood = float(fit.llf)
+    # AIC counts every estimated parameter (for NB also alpha), as R's AIC() does.
+    result.aic = float(-2.0 * fit.llf + 2.0 * (len(names) + (family != "poisson")))
+    notes = []
+    if not converged:
+        notes.append("the fit did not converge")
+    if not terms["estimable"].all():
+        bad = ", ".join(terms.loc[~terms["estimable"], "term"])
+        notes.append(f"not estimable (a level without any CMB: quasi-complete "
+                     f"separation): {bad}")
+    if family == "poisson":
+        mu = np.asarray(fit.fittedvalues, dtype=float)
+        result.df_resid = float(fit.df_resid)
+        result.deviance = float(fit.deviance)
+        result.pearson_chi2 = float(fit.pearson_chi2)
+        result.dispersion = (result.pearson_chi2 / result.df_resid
+                             if result.df_resid > 0 else math.nan)
+        stat, p_disp = count_overdispersion_test(endog, mu)
+        result.dispersion_test_statistic, result.dispersion_test_p_value = stat, p_disp
+    else:
+        result.alpha = alpha
+        if alpha <= MIN_ALPHA:
+            notes.append("alpha is 0 (boundary): no extra-Poisson variation after "
+                         "adjustment; the negative-binomial fit equals the Poisson fit")
+        result.df_resid = float(fit.df_resid)
+        result.deviance = float(fit.deviance)
+    result.message = "; ".join(notes)
+    return result
+
+
+def _fit_negative_binomial(model, formula, data, tol, maxiter):
+    """NB2 fit as R's ``MASS::glm.nb``: ML for alpha, then a GLM with alpha fixed.
+
+    The maximum-likelihood ``alpha`` comes from :class:`statsmodels` ``NegativeBinomial``
+    (started from the Poisson estimates; Newton, falling back to BFGS). Coefficients and
+    standard errors are then those of the GLM with that ``alpha`` fixed, which is what
+    ``summary(glm.nb(...))`` reports (the SEs do not include the uncertainty of alpha).
+    Returns ``(glm_results or None, converged, alpha)``.
+    """
+    import statsmodels.api as sm
+    import statsmodels.formula.api as smf
+
+    endog = np.asarray(model.endog, dtype=float)
+    exog = np.asarray(model.exog, dtype=float)
+    pois = sm.GLM(endog, exog, family=sm.families.Poisson()).fit(tol=tol, maxiter=maxiter)
+    mu = np.asarray(pois.fittedvalues)
+    alpha0 = max(float(np.sum(((endog - mu) ** 2 - endog) / mu ** 2) / endog.size), 0.05)
+    start = np.append(np.asarray(pois.params), alpha0)
+    nb_fit = None
+    for method in ("newton", "bfgs", "lbfgs", "nm"):
+        try:
+            candidate = model.fit(start_params=start, method=method,
+                                  maxiter=maxiter if method != "nm" else 50 * maxiter,
+                                  disp=0)
+        except Exception:  # noqa: BLE001 - try the next optimiser
+            continue
+        params = np.asarray(candidate.params, dtype=float)
+        if (np.all(np.isfinite(params)) and np.isfinite(candidate.llf)
+                and candidate.mle_retvals.get("converged", False)):
+            nb_fit = candidate
+            break
+    if nb_fit is None:
+        return None, False, math.nan
+    alpha = float(np.asarray(nb_fit.params)[-1])
+    # alpha on the boundary: no extra-Poisson variation, the NB fit is the Poisson fit
+    alpha = max(alpha, MIN_ALPHA)
+    with _patsy_engine():
+        glm = smf.glm(formula, data, family=sm.families.NegativeBinomial(alpha=alpha),
+                      eval_env=_formula_env())
+    fit = glm.fit(tol=tol, maxiter=maxiter)
+    return fit, bool(fit.converged), alpha
+
+
+def _separated_terms(exog, endog, names):
+    """Indicator columns with no count among the rows where they are 1."""
+    bad = []
+    for col, name in enumerate(names):
+        x = exog[:, col]
+        if name == "Intercept" or not np.all(np.isin(x, (0.0, 1.0))):
+            continue
+        if 0 < x.sum() < x.size and endog[x == 1].sum() == 0:
+            bad.append(name)
+    return bad
+
+
+def count_overdispersion_test(counts, fitted_means):
+    """Cameron-Trivedi regression test of Poisson overdispersion (NB2 alternative).
+
+    Regresses ``((y - mu)^2 - y) / mu`` on ``mu`` without intercept by ordinary least
+    squares (statsmodels); under equidispersion the slope is 0.
+
+    Parameters
+    ----------
+    counts, fitted_means : array_like
+        Observed counts ``y`` and fitted Poisson means ``mu``.
+
+    Returns
+    -------
+    (float, float)
+        The t statistic of the slope and its one-sided P value (overdispersion).
+    """
+    import statsmodels.api as sm
+
+    y = np.asarray(counts, dtype=float)
+    mu = np.asarray(fitted_means, dtype=float)
+    if y.size < 3 or np.any(mu <= 0):
+        return (math.nan, math.nan)
+    aux = ((y - mu) ** 2 - y) / mu
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ols = sm.OLS(aux, mu[:, None]).fit()
+    t_stat = float(np.asarray(ols.tvalues)[0])
+    if not np.isfinite(t_stat):
+        return (math.nan, math.nan)
+    return (t_stat, float(_sps.t.sf(t_stat, ols.df_resid)))
+
+
+def select_multivariate_covariates(univariate, alpha=0.05, forced=("age", "sex")):
+    """Covariates for the multivariate model, as the ITP study chose them.
+
+    Parameters
+    ----------
+    univariate : dict of str to CountModelFit
+        Univariate Poisson fit of each covariate (keyed by column name).
+    alpha : float
+        A covariate enters when any of its terms has ``P < alpha`` and is estimable.
+    forced : sequence of str
+        Covariates always included when present in ``univariate`` (matched
+        case-insensitively), by default age and sex.
+
+    Returns
+    -------
+    list of str
+        Column names, forced covariates first, then in the order of ``univariate``.
+    """
+    chosen = []
+    lower = {name.lower(): name for name in univariate}
+    for name in forced:
+        if name.lower() in lower:
+            chosen.append(lower[name.lower()])
+    for name, fit in univariate.items():
+        if name in chosen or not fit.fitted:
+            continue
+        terms = fit.terms[fit.terms["term"] != "Intercept"]
+        if ((terms["p_value"] < alpha) & terms["estimable"]).any():
+            chosen.append(name)
+    return chosen

@@ -1,0 +1,1 @@
+"""Package data: boilerplate, lookup tables, atlas and detector files."""

@@ -1,0 +1,63 @@
+"""Exceptions that carry the exit code the command line returns.
+
+The exit codes follow the draft BIDS execution specification (see
+``docs/usage.rst``). Library code raises these; ``cmbprep.cli.run`` turns them into a
+one-line message and the exit code. Messages must name the offending file (or
+participant, column...) and say what is wrong.
+"""
+
+from __future__ import annotations
+
+
+class CmbprepError(Exception):
+    """Base class; ``exit_code`` is what the command line returns."""
+
+    exit_code = 1
+
+
+class BIDSValidationError(CmbprepError):
+    """The input dataset fails BIDS validation (exit 16)."""
+
+    exit_code = 16
+
+
+class AnalysisLevelError(CmbprepError):
+    """Unknown analysis level (exit 17)."""
+
+    exit_code = 17
+
+
+class SelectionError(CmbprepError):
+    """Participant labels or BIDS filters selected nothing (exit 18)."""
+
+    exit_code = 18
+
+
+class UsageError(CmbprepError):
+    """Any other usage error (exit 64)."""
+
+    exit_code = 64
+
+
+class DataError(CmbprepError):
+    """Unreadable or inconsistent data (exit 65)."""
+
+    exit_code = 65
+
+
+class InputMissingError(CmbprepError):
+    """``bids_dir`` missing, or a participant without usable SWI input (exit 66)."""
+
+    exit_code = 66
+
+
+class OutputError(CmbprepError):
+    """The output cannot be created (exit 73)."""
+
+    exit_code = 73
+
+
+class IOFailure(CmbprepError):
+    """An input/output error while running (exit 74)."""
+
+    exit_code = 74

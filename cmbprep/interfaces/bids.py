@@ -1,0 +1,135 @@
+"""Writing outputs into the BIDS-Derivatives tree.
+
+:class:`DerivativesDataSink` plays the role of niworkflows' interface of the same name,
+with cmbprep's own path pattern (:func:`derivative_path`). Every file is written
+atomically (a temporary file in the target folder, then :func:`os.replace`), and every
+file gets a JSON sidecar unless it is itself a JSON file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    SimpleInterface,
+    TraitedSpec,
+    isdefined,
+    traits,
+)
+
+from ..utils.io import copy_atomic, write_json_atomic, write_text_atomic
+
+__all__ = ["DerivativesDataSink", "derivative_path", "write_json_atomic",
+           "write_text_atomic"]
+
+#: Order of the entities in a derivative file name (BIDS entity table).
+ENTITY_ORDER = ("subject", "session", "acquisition", "run", "part", "from", "to", "mode",
+                "space", "atlas", "res", "label", "desc")
+_SHORT = {"subject": "sub", "session": "ses", "acquisition": "acq", "run": "run",
+          "part": "part", "from": "from", "to": "to", "mode": "mode", "space": "space",
+          "atlas": "atlas", "res": "res", "label": "label", "desc": "desc"}
+
+
+def derivative_path(entities: dict, suffix: str, extension: str,
+                    datatype: str | None = "anat") -> Path:
+    """Relative path of a derivative, e.g. ``sub-01/ses-1/anat/sub-01_ses-1_desc-cmb_cmb.tsv``.
+
+    Parameters
+    ----------
+    entities : dict
+        BIDS entities by long name (``subject``, ``session``, ``acquisition``, ``run``,
+        ``space``, ``atlas``, ``label``, ``desc``...). ``None`` values are skipped.
+    suffix : str
+        The BIDS suffix (``swi``, ``mask``, ``dseg``, ``cmb``, ``xfm``...).
+    extension : str
+        With its leading dot (``.nii.gz``, ``.tsv``, ``.json``, ``.h5``).
+    datatype : str or None
+        Folder below the subject/session folder; ``None`` puts the file at the root.
+    """
+    unknown = set(entities) - set(ENTITY_ORDER)
+    if unknown:
+        raise ValueError(f"unknown BIDS entities {sorted(unknown)}")
+    parts = [f"{_SHORT[key]}-{entities[key]}" for key in ENTITY_ORDER
+             if entities.get(key) not in (None, "")]
+    name = "_".join(parts + [suffix]) + extension
+    if datatype is None:
+        return Path(name)
+    folder = Path(f"sub-{entities['subject']}")
+    if entities.get("session"):
+        folder = folder / f"ses-{entities['session']}"
+    return folder / datatype / name
+
+
+def _extension(path: str) -> str:
+    name = Path(path).name
+    for ext in (".nii.gz", ".tsv.gz"):
+        if name.endswith(ext):
+            return ext
+    return Path(path).suffix
+
+
+class _DerivativesDataSinkInputSpec(BaseInterfaceInputSpec):
+    base_directory = traits.Str(mandatory=True, desc="root of the derivatives dataset")
+    in_file = File(exists=True, mandatory=True, desc="file to write")
+    entities = traits.Dict(mandatory=True, desc="BIDS entities of the participant unit "
+                           "(subject, session, acquisition, run)")
+    suffix = traits.Str(mandatory=True, desc="BIDS suffix")
+    desc = traits.Str(desc="desc entity")
+    space = traits.Str(desc="space entity")
+    atlas = traits.Str(desc="atlas entity")
+    label = traits.Str(desc="label entity")
+    part = traits.Str(desc="part entity")
+    from_ = traits.Str(desc="from entity (transforms)")
+    to = traits.Str(desc="to entity (transforms)")
+    mode = traits.Str(desc="mode entity (transforms)")
+    datatype = traits.Str("anat", usedefault=True, desc="datatype folder")
+    source_files = traits.List(traits.Str, desc="BIDS-URIs or paths of the sources")
+    meta_dict = traits.Dict(desc="metadata for the JSON sidecar")
+    sidecar = File(exists=True, desc="a JSON file whose content starts the sidecar "
+                   "(e.g. column descriptions of a TSV)")
+    write_sidecar = traits.Bool(True, usedefault=True,
+                                desc="write a JSON sidecar (off for a dseg lookup TSV, "
+                                "whose image's sidecar describes both, and for figures)")
+
+
+class _DerivativesDataSinkOutputSpec(TraitedSpec):
+    out_file = File(desc="the written file")
+    out_meta = File(desc="the written JSON sidecar")
+
+
+class DerivativesDataSink(SimpleInterface):
+    """Copy a file into the derivatives tree under its BIDS name, with a JSON sidecar."""
+
+    input_spec = _DerivativesDataSinkInputSpec
+    output_spec = _DerivativesDataSinkOutputSpec
+    # Writing is cheap and must happen on every run (the output folder may be new).
+    always_run = True
+
+    def _run_interface(self, runtime):
+        entities = {k: v for k, v in self.inputs.entities.items() if v is not None}
+        for name, key in (("part", "part"), ("from_", "from"), ("to", "to"),
+                          ("mode", "mode"), ("space", "space"), ("atlas", "atlas"),
+                          ("label", "label"), ("desc", "desc")):
+            value = getattr(self.inputs, name)
+            if isdefined(value) and value:
+                entities[key] = value
+        ext = _extension(self.inputs.in_file)
+        rel = derivative_path(entities, self.inputs.suffix, ext, self.inputs.datatype)
+        out = Path(self.inputs.base_directory) / rel
+        copy_atomic(self.inputs.in_file, out)
+        self._results["out_file"] = str(out)
+        if ext != ".json" and self.inputs.write_sidecar:
+            meta = {}
+            if isdefined(self.inputs.sidecar):
+                meta.update(json.loads(Path(self.inputs.sidecar).read_text()))
+            if isdefined(self.inputs.meta_dict):
+                meta.update(self.inputs.meta_dict)
+            if isdefined(self.inputs.source_files) and self.inputs.source_files:
+                meta["Sources"] = list(self.inputs.source_files)
+            sidecar = out.with_name(out.name[: -len(ext)] + ".json")
+            write_json_atomic(sidecar, meta)
+            self._results["out_meta"] = str(sidecar)
+        return runtime

@@ -1,0 +1,1 @@
+"""Helpers that are neither algorithms nor Nipype interfaces: BIDS queries, derivatives."""

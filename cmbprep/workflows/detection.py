@@ -1,0 +1,54 @@
+"""Microbleed detection sub-workflow (graph assembly only)."""
+
+from __future__ import annotations
+
+from nipype.interfaces import utility as niu
+from nipype.pipeline import engine as pe
+
+from ..algorithms.detection import DETECTORS
+from ..interfaces.detection import DetectMicrobleeds
+
+INPUT_FIELDS = ["swi", "minip", "filtered_phase", "brain_mask", "dseg", "dseg_tsv",
+                "swi_to_template_xfm", "template_to_swi_xfm"]
+OUTPUT_FIELDS = ["candidates_tsv", "cmb_tsv", "cmb_dseg", "cmb_mask", "detection_meta",
+                 "candidates_sidecar", "cmb_sidecar"]
+
+
+def init_detection_wf(*, detector, seed, omp_nthreads, name="detection_wf"):
+    """Detect cerebral microbleeds on the SWI.
+
+    Parameters
+    ----------
+    detector : {"cmbprep", "bian2013"}
+        Detector name (see :mod:`cmbprep.algorithms.detection`).
+    seed : int
+        Random seed (recorded in ``detection_meta``; both detectors are deterministic).
+    omp_nthreads : int
+        Threads for the node (ANTs point mapping to the template).
+    name : str, optional
+
+    Inputs
+    ------
+    swi, minip, filtered_phase (path or ``"n/a"``), brain_mask, dseg, dseg_tsv,
+    swi_to_template_xfm, template_to_swi_xfm
+
+    Outputs
+    -------
+    candidates_tsv, cmb_tsv, cmb_dseg, cmb_mask, detection_meta (dict), plus
+    candidates_sidecar and cmb_sidecar (JSON column descriptions).
+    """
+    if detector not in DETECTORS:
+        raise ValueError(f"unknown detector {detector!r}; choose one of {DETECTORS}")
+    workflow = pe.Workflow(name=name)
+    inputnode = pe.Node(niu.IdentityInterface(fields=INPUT_FIELDS), name="inputnode")
+    inputnode.inputs.filtered_phase = "n/a"
+    outputnode = pe.Node(niu.IdentityInterface(fields=OUTPUT_FIELDS), name="outputnode")
+    detect = pe.Node(
+        DetectMicrobleeds(detector=detector, seed=int(seed), num_threads=int(omp_nthreads)),
+        name="detect", n_procs=int(omp_nthreads),
+    )
+    workflow.connect([
+        (inputnode, detect, [(f, f) for f in INPUT_FIELDS]),
+        (detect, outputnode, [(f, f) for f in OUTPUT_FIELDS]),
+    ])
+    return workflow

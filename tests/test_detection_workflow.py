@@ -1,0 +1,155 @@
+"""The detection interface and sub-workflow on NIfTI files (oblique, flipped grid)."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage as ndi
+
+from cmbprep.algorithms.detection import CMB_COLUMNS
+from cmbprep.errors import DataError
+from cmbprep.interfaces.detection import DetectMicrobleeds
+from cmbprep.workflows.detection import init_detection_wf
+
+from .test_detection import simulate_gre
+
+
+def _rotation():
+    angle = np.deg2rad(20)
+    rot = np.array([[1, 0, 0], [0, np.cos(angle), -np.sin(angle)],
+                    [0, np.sin(angle), np.cos(angle)]])
+    return rot @ np.diag([-1.0, 1.0, 1.0])  # oblique and left-right flipped storage
+
+
+SPHERES = [((9.0, 9.0, 8.0), 0.6, 1.0), ((21.0, 11.0, 15.0), 0.6, 1.2),
+           ((20.0, 20.0, 8.0), 0.6, -1.5)]  # the last one is a calcification
+CYLINDERS = [((10.0, 20.0, 12.0), (0.3, 0.2, 1.0), 0.5, 0.45)]
+
+
+@pytest.fixture(scope="module")
+def nifti_inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("det")
+    rot = _rotation()
+    mag, phase, affine = simulate_gre(spheres=SPHERES, cylinders=CYLINDERS, seed=5,
+                                      rotation=rot)
+    mask = np.zeros(mag.shape, np.uint8)
+    mask[3:-3, 3:-3, 2:-2] = 1
+    dseg = np.zeros(mag.shape, np.int16)
+    dseg[mask > 0] = 1
+    dseg[: mag.shape[0] // 2][mask[: mag.shape[0] // 2] > 0] = 2
+    paths = {}
+    for name, data in (("swi", mag), ("phase", phase), ("mask", mask), ("dseg", dseg),
+                       ("minip", ndi.minimum_filter1d(mag, 3, axis=2))):
+        paths[name] = str(root / f"{name}.nii.gz")
+        nib.Nifti1Image(data, affine).to_filename(paths[name])
+    lut = pd.DataFrame({"index": [1, 2], "name": ["Right cerebellum", "Left parietal lobe"],
+                        "abbreviation": ["RC", "LP"], "color": ["#ff0000", "#00ff00"],
+                        "mapping": ["n/a", "n/a"],
+                        "mars_category": ["infratentorial", "lobar"],
+                        "hemisphere": ["right", "left"]})
+    paths["dseg_tsv"] = str(root / "dseg.tsv")
+    lut.to_csv(paths["dseg_tsv"], sep="\t", index=False)
+    truth = [np.asarray(c) / np.array([0.5, 0.5, 1.0]) - 0.5 for c, _, _ in SPHERES]
+    paths["truth_ras"] = [nib.affines.apply_affine(affine, t) for t in truth]
+    return paths
+
+
+def _truth_distance(table, point):
+    pts = table[["x", "y", "z"]].to_numpy(float)
+    return np.linalg.norm(pts - point, axis=1).min() if len(pts) else np.inf
+
+
+def test_workflow_outputs(nifti_inputs, tmp_path):
+    wf = init_detection_wf(detector="cmbprep", seed=3, omp_nthreads=1)
+    wf.base_dir = str(tmp_path)
+    inputs = wf.get_node("inputnode").inputs
+    inputs.swi = nifti_inputs["swi"]
+    inputs.minip = nifti_inputs["minip"]
+    inputs.filtered_phase = nifti_inputs["phase"]
+    inputs.brain_mask = nifti_inputs["mask"]
+    inputs.dseg = nifti_inputs["dseg"]
+    inputs.dseg_tsv = nifti_inputs["dseg_tsv"]
+    inputs.swi_to_template_xfm = "n/a"
+    inputs.template_to_swi_xfm = "n/a"
+    graph = wf.run()
+    node = [n for n in graph.nodes() if n.name == "detect"][0]
+    out = node.result.outputs
+    cmb = pd.read_csv(out.cmb_tsv, sep="\t", keep_default_na=False)
+    assert list(cmb.columns) == CMB_COLUMNS
+    assert len(cmb) == 2  # two microbleeds; calcification and vein rejected
+    for centre in nifti_inputs["truth_ras"][:2]:
+        assert _truth_distance(cmb, centre) < 1.5
+    assert (cmb["mni_x"] == "n/a").all()
+    # region lookup: left part of the array (flipped storage) is label 2
+    assert set(cmb["mars_category"]) <= {"lobar", "infratentorial"}
+    cand = pd.read_csv(out.candidates_tsv, sep="\t", keep_default_na=False)
+    assert {"score", "status", "reason"} <= set(cand.columns)
+    calc = cand.loc[np.argmin(np.linalg.norm(
+        cand[["x", "y", "z"]].to_numpy(float) - nifti_inputs["truth_ras"][2], axis=1))]
+    assert calc["status"] == "rejected" and "not_paramagnetic" in calc["reason"]
+    with open(out.cmb_sidecar) as fobj:
+        sidecar = json.load(fobj)
+    assert set(sidecar) == set(CMB_COLUMNS)
+    dseg = nib.load(out.cmb_dseg)
+    data = np.asarray(dseg.dataobj)
+    assert sorted(np.unique(data)) == [0, 1, 2]
+    assert np.allclose(dseg.affine, nib.load(nifti_inputs["swi"]).affine)
+    mask = np.asarray(nib.load(out.cmb_mask).dataobj)
+    np.testing.assert_array_equal(mask > 0, data > 0)
+    meta = out.detection_meta
+    assert meta["detector"] == "cmbprep" and meta["seed"] == 3 and meta["phase_sign"] in (1, -1)
+    json.dumps(meta)  # serialisable for sidecars
+
+
+def test_interface_bian2013_and_template_points(nifti_inputs, tmp_path):
+    ants = pytest.importorskip("ants")
+    xfm = str(tmp_path / "xfm.mat")
+    tx = ants.create_ants_transform(transform_type="AffineTransform", dimension=3,
+                                    translation=(1.0, 2.0, 3.0))
+    ants.write_transform(tx, xfm)
+    iface = DetectMicrobleeds(detector="bian2013", swi=nifti_inputs["swi"],
+                              minip=nifti_inputs["minip"], brain_mask=nifti_inputs["mask"],
+                              template_to_swi_xfm=xfm)
+    res = iface.run(cwd=str(tmp_path))
+    cand = pd.read_csv(res.outputs.candidates_tsv, sep="\t", keep_default_na=False)
+    assert len(cand) > 0
+    # ANTs works in LPS: a (1, 2, 3) LPS translation is (-1, -2, +3) in RAS
+    np.testing.assert_allclose(cand["mni_x"].astype(float), cand["x"] - 1.0, atol=1e-4)
+    np.testing.assert_allclose(cand["mni_y"].astype(float), cand["y"] - 2.0, atol=1e-4)
+    np.testing.assert_allclose(cand["mni_z"].astype(float), cand["z"] + 3.0, atol=1e-4)
+    assert res.outputs.detection_meta["detector"] == "bian2013"
+    assert (cand["region"] == "n/a").all()
+
+
+def test_interface_rejects_mismatched_mask(nifti_inputs, tmp_path):
+    bad = tmp_path / "bad_mask.nii.gz"
+    nib.Nifti1Image(np.ones((5, 5, 5), np.uint8), np.eye(4)).to_filename(bad)
+    iface = DetectMicrobleeds(swi=nifti_inputs["swi"], brain_mask=str(bad))
+    with pytest.raises(DataError, match="bad_mask"):
+        iface.run(cwd=str(tmp_path))
+
+
+def test_unknown_detector_in_workflow():
+    with pytest.raises(ValueError):
+        init_detection_wf(detector="other", seed=0, omp_nthreads=1)
+
+
+@pytest.mark.parametrize("detector", ["cmbprep", "bian2013"])
+def test_interface_no_candidates(tmp_path, detector):
+    rng = np.random.default_rng(7)
+    data = (1.0 + 0.01 * rng.standard_normal((30, 30, 20))).astype(np.float32)
+    affine = np.diag([0.8, 0.8, 1.5, 1.0])
+    paths = {}
+    for name, arr in (("swi", data), ("mask", np.ones(data.shape, np.uint8))):
+        paths[name] = str(tmp_path / f"{name}.nii.gz")
+        nib.Nifti1Image(arr, affine).to_filename(paths[name])
+    res = DetectMicrobleeds(detector=detector, swi=paths["swi"], minip=paths["swi"],
+                            brain_mask=paths["mask"]).run(cwd=str(tmp_path))
+    cmb = pd.read_csv(res.outputs.cmb_tsv, sep="\t")
+    assert list(cmb.columns) == CMB_COLUMNS and len(cmb) == 0
+    assert np.asarray(nib.load(res.outputs.cmb_mask).dataobj).sum() == 0
+    assert res.outputs.detection_meta["n_cmb"] == 0
