@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO := demo
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-slow benchmarks docs boutiques clean
+.PHONY: install demo test test-slow benchmarks train-classifier docs boutiques clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,13 @@ test-slow: install
 
 benchmarks: install
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+# Re-trains the detector's classifier on generated phantoms (about 30 min on 2 cores;
+# writes cmbprep/data/models/cmbprep_classifier.json; docs/detection.rst).
+TRAIN_CACHE ?= /tmp/cmbprep-training
+train-classifier: install
+	ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1 $(BIN)/python -m cmbprep.testing.detector_training \
+		--cache $(TRAIN_CACHE) --jobs 2
 
 docs: install
 	$(BIN)/sphinx-build -W -b html docs docs/_build/html

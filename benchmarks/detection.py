@@ -1,44 +1,53 @@
-"""Detection benchmark on a phantom cohort (run by hand; not a test).
+"""Detection benchmark on a phantom cohort, through the real pipeline (run by hand).
 
-Seeds 1000+ are used here and by nothing else (tests use 0-99).
+Seeds 1001-1099 are used here and by nothing else (tests use other seeds, the classifier
+was trained on 20000+ and its thresholds chosen on 30000+; see
+:mod:`cmbprep.testing.detector_training`).
 
-    ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1 \\
-        .venv/bin/python benchmarks/detection.py [--quick] [--cache DIR]
+    .venv/bin/python benchmarks/detection.py --work /tmp/detbench [--quick] [--direct]
 
-For every phantom subject: SWI processing with :func:`cmbprep.algorithms.swi.process_swi`
-(N4 bias correction, homodyne high-pass, auto handedness; one thread), sliding minIP with
-:func:`cmbprep.algorithms.mip.sliding_minip`, the phantom's brain mask (the real pipeline
-estimates it by registration), then both detectors. Detections (status ``cmb``; for
-bian2013 also ``review``, i.e. everything shown to the rater as putative) are matched
-one-to-one to truth within max(3 mm, apparent radius + 1.5 mm). ``bian2013_cmb_only``
-counts only the candidates passing every rule.
+Default (pipeline) mode: the cohort is written as one raw BIDS dataset (``sub-<protocol>
+<seed>``, single-echo magnitude + phase) with its truth, then ``cmbprep <bids> <out>
+participant`` is run once per detector (``--detector cmbprep`` and ``--detector
+bian2013``, same work directory), and the derivative tables are scored against truth:
+accepted microbleeds (``desc-cmb_cmb.tsv``; for bian2013 also the ``review`` candidates,
+i.e. everything it shows the rater as putative) are matched one-to-one within
+max(3 mm, apparent radius + 1.5 mm) (:mod:`cmbprep.testing.scoring`).
+
+``--direct`` skips the CLI: SWI from :func:`~cmbprep.algorithms.swi.process_swi`, the
+phantom's brain mask, detectors called as functions (quick iteration; also gives the
+detection time of one call and the ``rules`` scorer for comparison).
+
+Truth: *visible* microbleeds (the phantom lowers the noise-free magnitude below 50 % in
+at least one voxel); detections of invisible ones count neither way. Measures with all
+microbleeds as truth are printed too.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
+import json
 import os
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import linear_sum_assignment
 
-from cmbprep.algorithms.detection import detect_bian2013, detect_cmbprep
-from cmbprep.algorithms.mip import sliding_minip
-from cmbprep.algorithms.swi import process_swi
-from cmbprep.testing.phantom import PhantomConfig, simulate_subject
+from cmbprep.testing.scoring import summarise
 
 #: (protocol, overrides, seeds). Controls have no CMBs.
 COHORT = [
-    ("clinical", {"n_cmbs": 8, "n_calcifications": 2}, [1011, 1012]),
-    ("iso1", {"n_cmbs": 8, "n_calcifications": 1}, [1021, 1022]),
+    ("clinical", {"n_cmbs": 8, "n_calcifications": 2}, [1011, 1012, 1013]),
+    ("iso1", {"n_cmbs": 8, "n_calcifications": 1}, [1021, 1022, 1023]),
     ("iso1", {"n_cmbs": 0, "n_calcifications": 1}, [1031]),
-    ("clinical", {"n_cmbs": 0, "n_calcifications": 0}, [1041]),
-    ("itp", {"n_cmbs": 8, "n_calcifications": 2}, [1001]),
+    ("clinical", {"n_cmbs": 0, "n_calcifications": 0}, [1041, 1042]),
+    ("itp", {"n_cmbs": 8, "n_calcifications": 2}, [1001, 1002]),
 ]
 QUICK = [
     ("clinical", {"n_cmbs": 8, "n_calcifications": 2}, [1011]),
@@ -46,173 +55,194 @@ QUICK = [
 ]
 
 
-def match(detected_xyz, truth_xyz, radius_mm):
-    """One-to-one matching within a per-truth radius (Hungarian on distances)."""
-    if len(detected_xyz) == 0 or len(truth_xyz) == 0:
-        return []
-    dist = np.linalg.norm(truth_xyz[:, None, :] - detected_xyz[None, :, :], axis=2)
-    cost = np.where(dist <= radius_mm[:, None], dist, 1e6)
-    rows, cols = linear_sum_assignment(cost)
-    return [(r, c) for r, c in zip(rows, cols) if cost[r, c] < 1e6]
+def scans(cohort):
+    return [(p, o, s) for p, o, seeds in cohort for s in seeds]
 
 
-class _Subject:
-    """What the benchmark needs from a phantom subject (also restorable from a cache)."""
+def write_cohort(bids, cohort):
+    """Raw BIDS dataset of the cohort plus ``derivatives/phantom-truth``."""
+    from cmbprep.testing.phantom import PhantomConfig, simulate_subject, write_subject
 
-    def __init__(self, truth, shape):
-        self.truth = truth
-        self.shape = shape
+    bids = Path(bids)
+    todo = [(p, o, s) for p, o, s in scans(cohort)
+            if not (bids / "derivatives" / "phantom-truth" / f"sub-{p}{s}").exists()]
+    for protocol, overrides, seed in todo:
+        t0 = time.perf_counter()
+        ph = simulate_subject(PhantomConfig.from_protocol(protocol, **overrides), seed=seed)
+        write_subject(ph, bids, f"{protocol}{seed}", input_kind="gre")
+        print(f"wrote sub-{protocol}{seed} in {time.perf_counter() - t0:.0f} s", flush=True)
+    return bids
 
 
-def prepare_subject(protocol, overrides, seed, cache_dir=None):
-    """Simulate a subject and run the SWI chain; optionally cache the arrays (npz)."""
-    tag = f"{protocol}_{seed}"
-    if cache_dir:
-        npz = os.path.join(cache_dir, tag + ".npz")
-        if os.path.exists(npz):
-            d = np.load(npz)
-            truth = pd.read_csv(os.path.join(cache_dir, tag + ".csv"))
-            arrays = {k: d[k] for k in ("swi", "phase", "minip", "brain", "affine")}
-            return _Subject(truth, d["swi"].shape), arrays, {"simulate_s": np.nan,
-                                                             "swi_s": np.nan}
-    cfg = PhantomConfig.from_protocol(protocol, **overrides)
+def run_pipeline(bids, out, work, detector, nprocs):
+    cmd = [sys.executable, "-m", "cmbprep.cli.run", str(bids), str(out), "participant",
+           "-w", str(work), "--detector", detector, "--nprocs", str(nprocs),
+           "--omp-nthreads", "1", "--skip-bids-validation"]
     t0 = time.perf_counter()
-    sub = simulate_subject(cfg, seed=seed)
-    t_sim = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    out = process_swi(sub.magnitude, sub.phase, sub.affine, input_kind="gre",
-                      echo_times=list(sub.echo_times_s), phase_units="rad", n_threads=1)
-    minip = sliding_minip(out["swi"], sub.affine)
-    t_swi = time.perf_counter() - t0
-    arrays = {"swi": out["swi"], "phase": out["filtered_phase"], "minip": minip,
-              "brain": sub.brain_mask, "affine": sub.affine}
-    if cache_dir:
-        os.makedirs(cache_dir, exist_ok=True)
-        np.savez(os.path.join(cache_dir, tag + ".npz"), **arrays)
-        sub.truth.to_csv(os.path.join(cache_dir, tag + ".csv"), index=False)
-    return _Subject(sub.truth, out["swi"].shape), arrays, {"simulate_s": t_sim,
-                                                           "swi_s": t_swi}
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+        raise SystemExit(f"cmbprep exited with {proc.returncode}: {' '.join(cmd)}")
+    return wall
 
 
-def run_subject(protocol, overrides, seed, cache_dir=None):
-    sub, a, timing = prepare_subject(protocol, overrides, seed, cache_dir)
+def node_durations(work, node="detect"):
+    """Run time (s) of every ``node`` in the work directory, by participant."""
+    from nipype.utils.filemanip import loadpkl
+
+    out = {}
+    for pklz in glob.glob(str(Path(work) / "**" / node / f"result_{node}.pklz"),
+                          recursive=True):
+        res = loadpkl(pklz)
+        parts = [p for p in Path(pklz).parts if "sub_" in p or "sub-" in p]
+        out[parts[-1] if parts else pklz] = float(getattr(res.runtime, "duration", np.nan))
+    return out
+
+
+def read_detections(out, label, detector):
+    anat = Path(out) / f"sub-{label}" / "anat"
+    cand = pd.read_csv(next(anat.glob("*desc-candidates_cmb.tsv")), sep="\t",
+                       na_values="n/a", keep_default_na=False)
+    cmb = pd.read_csv(next(anat.glob("*desc-cmb_cmb.tsv")), sep="\t", na_values="n/a",
+                      keep_default_na=False)
+    if detector == "bian2013":
+        return cand[cand["status"].isin(["cmb", "review"])], cmb, cand
+    return cmb, cmb, cand
+
+
+def print_summary(name, m):
+    v, a = m["visible"], m["all"]
+    print(f"== {name}")
+    print(f"  visible CMBs: sensitivity {v['sensitivity']:.3f} ({v['true_positives']}/"
+          f"{v['n_cmbs']}), precision {v['precision']:.3f}, F1 {v['f1']:.3f}")
+    print(f"  all CMBs:     sensitivity {a['sensitivity']:.3f} ({a['true_positives']}/"
+          f"{a['n_cmbs']}), precision {a['precision']:.3f}, F1 {a['f1']:.3f}")
+    print(f"  sensitivity apparent diameter >= 3 mm {m['sensitivity_ge3mm']:.3f} "
+          f"({m['n_ge3mm']}), visible < 3 mm {m['sensitivity_lt3mm_visible']:.3f} "
+          f"({m['n_lt3mm_visible']}), invisible {m['sensitivity_invisible']:.3f} "
+          f"({m['n_invisible']})")
+    print(f"  false positives {m['false_positives']}: {m['fp_per_scan']:.2f}/scan, "
+          f"{m['fp_per_control_scan']:.2f}/control scan ({m['n_control_scans']} controls)")
+    print(f"  calcifications reported as CMB: {m['calcifications_as_cmb']}/"
+          f"{m['calcifications']}")
+    print(f"  sensitivity by MARS category: "
+          f"{ {k: round(x, 3) for k, x in m['sensitivity_by_mars'].items()} }")
+    print(f"  sensitivity by protocol: "
+          f"{ {k: round(x, 3) for k, x in m['sensitivity_by_protocol'].items()} }")
+    print(f"  MARS category agreement of matched detections: {m['mars_agreement']:.3f} "
+          f"({m['n_mars_pairs']})", flush=True)
+
+
+def pipeline_mode(args, cohort):
+    work = Path(args.work)
+    bids = write_cohort(work / "bids", cohort)
     results = {}
-    t0 = time.perf_counter()
-    results["cmbprep"] = detect_cmbprep(a["swi"], a["brain"], a["affine"],
-                                        filtered_phase=a["phase"])
-    timing["cmbprep_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    results["bian2013"] = detect_bian2013(a["swi"], a["minip"], a["brain"], a["affine"])
-    timing["bian2013_s"] = time.perf_counter() - t0
-    return sub, results, timing
+    for detector in args.detectors:
+        out = work / f"out-{detector}"
+        wall = run_pipeline(bids, out, work / "work", detector, args.nprocs)
+        print(f"cmbprep participant --detector {detector}: {wall:.0f} s wall", flush=True)
+        per_scan, extra = [], {}
+        for protocol, _, seed in scans(cohort):
+            label = f"{protocol}{seed}"
+            truth = pd.read_csv(bids / "derivatives" / "phantom-truth" / f"sub-{label}" /
+                                "anat" / f"sub-{label}_desc-truth_cmb.tsv", sep="\t",
+                                na_values="n/a", keep_default_na=False)
+            det, cmb, cand = read_detections(out, label, detector)
+            per_scan.append({"truth": truth, "detections": det, "protocol": protocol})
+            extra[label] = {"accepted": len(cmb), "candidates": len(cand)}
+        results[detector] = summarise(per_scan)
+        if detector == "bian2013":
+            only = [dict(s, detections=s["detections"][s["detections"]["status"] == "cmb"])
+                    for s in per_scan]
+            results["bian2013_cmb_only"] = summarise(only)
+        durations = node_durations(work / "work")
+        results[detector]["detect_node_s"] = durations
+        results[detector]["wall_s"] = wall
+        results[detector]["scans"] = extra
+    return results
 
 
-def evaluate(sub, result, detector):
-    cand = result.candidates
-    if len(cand) == 0:
-        positive = cand
-    elif detector == "bian2013":
-        positive = cand[cand["status"].isin(["cmb", "review"])]
-    elif detector == "bian2013_cmb_only":
-        positive = cand[cand["status"] == "cmb"]
-    else:
-        positive = cand[cand["status"] == "cmb"]
-    truth = sub.truth
-    det_xyz = positive[["x", "y", "z"]].to_numpy(float)
-    rows = []
-    cmb = truth[truth["kind"] == "cmb"].reset_index(drop=True)
-    calc = truth[truth["kind"] == "calcification"].reset_index(drop=True)
-    radius = np.maximum(3.0, cmb["apparent_diameter_mm"].to_numpy(float) / 2 + 1.5)
-    pairs = match(det_xyz, cmb[["x", "y", "z"]].to_numpy(float), radius)
-    matched_det = {c for _, c in pairs}
-    matched_truth = {r for r, _ in pairs}
-    for r in range(len(cmb)):
-        rows.append({"kind": "cmb", "found": r in matched_truth,
-                     "apparent_diameter_mm": float(cmb.loc[r, "apparent_diameter_mm"]),
-                     "mars_category": cmb.loc[r, "mars_category"]})
-    # calcifications reported as CMB
-    remaining = [c for c in range(len(det_xyz)) if c not in matched_det]
-    calc_hits = 0
-    if len(calc) and remaining:
-        cr = np.maximum(3.0, calc["apparent_diameter_mm"].to_numpy(float) / 2 + 1.5)
-        cpairs = match(det_xyz[remaining], calc[["x", "y", "z"]].to_numpy(float), cr)
-        calc_hits = len(cpairs)
-        matched_det |= {remaining[c] for _, c in cpairs}
-    fp = len(det_xyz) - len(matched_det)
-    return rows, fp, calc_hits, len(calc)
+def direct_mode(args, cohort):
+    from cmbprep.algorithms.detection import detect_bian2013, detect_cmbprep
+    from cmbprep.testing.detector_training import prepare_scan
+
+    names = ("cmbprep", "cmbprep_rules", "bian2013", "bian2013_cmb_only")
+    per_scan = {n: [] for n in names}
+    times = []
+    for protocol, overrides, seed in scans(cohort):
+        a, truth, timing = prepare_scan(protocol, overrides, seed, args.cache)
+        t0 = time.perf_counter()
+        r = detect_cmbprep(a["swi"], a["brain"], a["affine"], filtered_phase=a["phase"],
+                           n_jobs=args.nprocs)
+        timing["cmbprep_s"] = time.perf_counter() - t0
+        rr = detect_cmbprep(a["swi"], a["brain"], a["affine"], filtered_phase=a["phase"],
+                            parameters={"scorer": "rules"})
+        t0 = time.perf_counter()
+        rb = detect_bian2013(a["swi"], a["minip"], a["brain"], a["affine"])
+        timing["bian2013_s"] = time.perf_counter() - t0
+        timing.update(protocol=protocol, seed=seed, shape="x".join(map(str, a["swi"].shape)))
+        times.append(timing)
+        c, cr, cb = r.candidates, rr.candidates, rb.candidates
+        per_scan["cmbprep"].append({"truth": truth, "protocol": protocol,
+                                    "detections": c[c["status"] == "cmb"]})
+        per_scan["cmbprep_rules"].append({"truth": truth, "protocol": protocol,
+                                          "detections": cr[cr["status"] == "cmb"]})
+        per_scan["bian2013"].append({"truth": truth, "protocol": protocol,
+                                     "detections": cb[cb["status"].isin(["cmb", "review"])]})
+        per_scan["bian2013_cmb_only"].append({"truth": truth, "protocol": protocol,
+                                              "detections": cb[cb["status"] == "cmb"]})
+        print(f"{protocol} {seed}: cmbprep {int((c['status'] == 'cmb').sum())} accepted, "
+              f"{timing['cmbprep_s']:.1f} s; bian2013 {timing['bian2013_s']:.1f} s",
+              flush=True)
+    print(pd.DataFrame(times).round(1).to_string(index=False))
+    return {n: summarise(per_scan[n]) for n in names}
+
+
+def timing_mode(args):
+    """Detection time of the default detector on the 0.5x0.5x1 mm whole-head scans."""
+    from cmbprep.algorithms.detection import detect_cmbprep
+    from cmbprep.testing.detector_training import prepare_scan
+
+    for protocol, overrides, seed in scans(COHORT):
+        if protocol != "itp":
+            continue
+        a, _, _ = prepare_scan(protocol, overrides, seed, args.cache)
+        for n_jobs in (2, 1):
+            t0 = time.perf_counter()
+            r = detect_cmbprep(a["swi"], a["brain"], a["affine"], filtered_phase=a["phase"],
+                               n_jobs=n_jobs)
+            print(f"{protocol} {seed} {'x'.join(map(str, a['swi'].shape))}: n_jobs {n_jobs}: "
+                  f"{time.perf_counter() - t0:.1f} s, {len(r.candidates)} candidates",
+                  flush=True)
+    return {}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="two subjects only")
+    parser.add_argument("--work", default="/tmp/cmbprep-detection-benchmark",
+                        help="folder for the BIDS cohort, outputs and work directory")
+    parser.add_argument("--quick", action="store_true", help="two scans only")
+    parser.add_argument("--direct", action="store_true",
+                        help="call the detectors directly instead of the CLI")
+    parser.add_argument("--timing", action="store_true",
+                        help="only time the default detector on the 0.5 mm scans")
     parser.add_argument("--cache", default=None,
-                        help="directory to store/reuse simulated+SWI-processed subjects")
+                        help="(--direct, --timing) cache of simulated scans")
+    parser.add_argument("--nprocs", type=int, default=2)
+    parser.add_argument("--detectors", nargs="+", default=["cmbprep", "bian2013"],
+                        choices=["cmbprep", "bian2013"], help="(pipeline mode)")
+    parser.add_argument("--json", default=None, help="write the measures to this file")
     args = parser.parse_args(argv)
     cohort = QUICK if args.quick else COHORT
-    stats = {d: {"lesions": [], "fp": [], "fp_control": [], "calc_hits": 0, "calc_total": 0}
-             for d in ("cmbprep", "bian2013", "bian2013_cmb_only")}
-    timings = []
-    for protocol, overrides, seeds in cohort:
-        for seed in seeds:
-            sub, results, timing = run_subject(protocol, overrides, seed, args.cache)
-            timing.update(protocol=protocol, seed=seed, shape="x".join(map(str, sub.shape)))
-            timings.append(timing)
-            control = int((sub.truth["kind"] == "cmb").sum()) == 0
-            results["bian2013_cmb_only"] = results["bian2013"]
-            for det, result in results.items():
-                rows, fp, calc_hits, n_calc = evaluate(sub, result, det)
-                s = stats[det]
-                s["lesions"] += [dict(r, protocol=protocol) for r in rows]
-                s["fp"].append(fp)
-                if control:
-                    s["fp_control"].append(fp)
-                s["calc_hits"] += calc_hits
-                s["calc_total"] += n_calc
-                found = sum(r["found"] for r in rows)
-                print(f"{protocol:9s} seed {seed} {det:17s}: {found}/{len(rows)} CMBs, FP {fp}, "
-                      f"calc as CMB {calc_hits}/{n_calc}, "
-                      f"candidates {len(result.candidates)}, "
-                      f"{timing[det.replace('_cmb_only', '') + '_s']:.1f} s",
-                      flush=True)
+    if args.timing:
+        return timing_mode(args) and 0
+    results = direct_mode(args, cohort) if args.direct else pipeline_mode(args, cohort)
     print()
-    print(pd.DataFrame(timings).round(2).to_string(index=False))
-    print()
-    for det, s in stats.items():
-        les = pd.DataFrame(s["lesions"])
-        tp = int(les["found"].sum()) if len(les) else 0
-        n = len(les)
-        fp = int(np.sum(s["fp"]))
-        sens = tp / n if n else float("nan")
-        prec = tp / (tp + fp) if tp + fp else float("nan")
-        f1 = 2 * sens * prec / (sens + prec) if sens + prec else 0.0
-        big = les[les["apparent_diameter_mm"] >= 3] if n else les
-        small = les[(les["apparent_diameter_mm"] < 3) & (les["apparent_diameter_mm"] > 0)] \
-            if n else les
-        invisible = les[les["apparent_diameter_mm"] <= 0] if n else les
-        print(f"== {det}")
-        print(f"  sensitivity {sens:.3f} ({tp}/{n}), precision {prec:.3f}, F1 {f1:.3f}")
-        print(f"  sensitivity apparent diameter >= 3 mm: "
-              f"{big['found'].mean() if len(big) else float('nan'):.3f} ({len(big)}), "
-              f"0-3 mm: {small['found'].mean() if len(small) else float('nan'):.3f} "
-              f"({len(small)}), invisible (apparent diameter 0, signal never below 50 %): "
-              f"{invisible['found'].mean() if len(invisible) else float('nan'):.3f} "
-              f"({len(invisible)})")
-        if len(invisible):
-            tp_v = tp - int(invisible["found"].sum())
-            n_v = n - len(invisible)
-            sens_v = tp_v / n_v if n_v else float("nan")
-            prec_v = tp_v / (tp_v + fp) if tp_v + fp else float("nan")
-            f1_v = 2 * sens_v * prec_v / (sens_v + prec_v) if sens_v + prec_v else 0.0
-            print(f"  visible CMBs only (detections of invisible CMBs not counted): "
-                  f"sensitivity {sens_v:.3f}, precision {prec_v:.3f}, F1 {f1_v:.3f}")
-        print(f"  FP/scan {fp / len(s['fp']):.2f}, FP/control scan "
-              f"{np.mean(s['fp_control']) if s['fp_control'] else float('nan'):.2f}")
-        print(f"  calcifications reported as CMB: {s['calc_hits']}/{s['calc_total']}")
-        if n:
-            print("  sensitivity by MARS category:",
-                  les.groupby("mars_category")["found"].mean().round(3).to_dict())
-            print("  sensitivity by protocol:",
-                  les.groupby("protocol")["found"].mean().round(3).to_dict())
+    for name, m in results.items():
+        print_summary(name, m)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=str))
     return 0
 
 

@@ -160,9 +160,15 @@ def test_calcification_rejected_with_phase(phase_sign):
     table = with_phase.candidates
     cmb_found, calc_found = _matched(table, affine, [spheres[0][0], spheres[1][0]])
     assert cmb_found and not calc_found
-    # without phase the calcification cannot be told apart and is accepted
-    without = detect_cmbprep(mag, mask, affine).candidates
-    assert all(_matched(without, affine, [spheres[0][0], spheres[1][0]]))
+    # without phase the calcification cannot be told apart: same status, same score
+    without = detect_cmbprep(mag, mask, affine)
+    assert without.parameters["model_part"] == "no_phase"
+    table = without.candidates
+    rows = [int(np.argmin(np.linalg.norm(table[["i", "j", "k"]].to_numpy(float)
+                                         - _voxel_of(affine, c), axis=1))) for c, _, _ in spheres]
+    cmb_row, calc_row = table.iloc[rows[0]], table.iloc[rows[1]]
+    assert cmb_row["status"] == calc_row["status"] != "rejected"
+    assert abs(cmb_row["score"] - calc_row["score"]) < 0.05
 
 
 def test_deterministic(cmb_and_vein):
@@ -171,6 +177,15 @@ def test_deterministic(cmb_and_vein):
     b = detect_cmbprep(mag, _mask(mag.shape), affine, filtered_phase=phase)
     pd.testing.assert_frame_equal(a.candidates, b.candidates)
     np.testing.assert_array_equal(a.labels, b.labels)
+
+
+def test_two_processes_give_the_same_result(cmb_and_vein):
+    mag, phase, affine = cmb_and_vein
+    one = detect_cmbprep(mag, _mask(mag.shape), affine, filtered_phase=phase, n_jobs=1)
+    two = detect_cmbprep(mag, _mask(mag.shape), affine, filtered_phase=phase, n_jobs=2)
+    assert len(one.candidates) > 3
+    pd.testing.assert_frame_equal(one.candidates, two.candidates)
+    np.testing.assert_array_equal(one.labels, two.labels)
 
 
 def test_tables_regions_and_labels(cmb_and_vein):
@@ -211,3 +226,25 @@ def test_unknown_detector_and_bad_inputs(cmb_and_vein):
         detect_cmbprep(mag, np.zeros(mag.shape, bool), affine)
     with pytest.raises(ValueError):
         detect_cmbprep(mag, _mask(mag.shape)[:-1], affine)
+
+
+def test_microbleed_beside_vein_found_vein_not():
+    """A microbleed 1.6 mm from the wall of a 2 mm vein is accepted, the vein is not."""
+    vein = ((15.0, 15.0, 12.0), (0.0, 0.0, 1.0), 1.0, 0.45)
+    cmb = ((17.6, 15.0, 12.0), 0.6, 1.5)
+    mag, phase, affine = simulate_gre(spheres=[cmb], cylinders=[vein], seed=5)
+    table = detect_cmbprep(mag, _mask(mag.shape), affine, filtered_phase=phase).candidates
+    assert _matched(table, affine, [cmb[0]]) == [True]
+    assert (table["status"] == "cmb").sum() == 1
+
+
+def test_local_maxima_plateau_is_one_peak():
+    from cmbprep.algorithms.candidates import local_maxima
+
+    response = np.zeros((20, 20, 10), np.float32)
+    response[5:9, 5:9, 3:6] = 1.0  # a plateau: every voxel equals its max filter
+    response[15, 15, 5] = 0.5
+    peaks = local_maxima(response, np.ones(response.shape, bool), (1.0, 1.0, 1.0),
+                         min_separation_mm=1.5, threshold=0.1)
+    assert len(peaks) == 2
+    assert tuple(peaks[0]) == (5, 5, 3) and tuple(peaks[1]) == (15, 15, 5)

@@ -19,7 +19,9 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-__all__ = ["head_mask", "erode_mask_mm", "n4_bias_field", "start_n4_bias_field"]
+from ..utils.fork import run_in_fork
+
+__all__ = ["erode_mask_mm", "head_mask", "n4_bias_field", "start_n4_bias_field"]
 
 
 def _block_factors(voxel_size, working_resolution_mm):
@@ -267,7 +269,7 @@ def start_n4_bias_field(image, voxel_size, mask=None, *, working_resolution_mm=4
     spacing = tuple(float(v) for v in voxel_size * np.asarray(factors))
     fit_args = (coarse, coarse_mask, spacing, shrink_factor, iterations, tolerance,
                 spline_distance_mm)
-    fit = _run_in_fork(_n4_fit, fit_args) if background else None
+    fit = run_in_fork(_n4_fit, fit_args) if background else None
 
     def finish():
         field = fit() if fit is not None else None
@@ -297,51 +299,3 @@ def _n4_fit(coarse, coarse_mask, spacing, shrink_factor, iterations, tolerance,
         spline_param=float(spline_distance_mm), return_bias_field=True,
     ).numpy().astype(np.float32)
     return np.where(np.isfinite(field) & (field > 0), field, 1.0).astype(np.float32)
-
-
-def _run_in_fork(function, args, timeout_s=600.0):
-    """Run ``function(*args)`` in a forked child; return a function that waits for the
-    (pickled) result, or gives None if the child failed or there is no ``os.fork``."""
-    import pickle
-    import select
-
-    if not hasattr(os, "fork"):
-        return None
-    try:
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-    except OSError:
-        return None
-    if pid == 0:  # child: compute, send, leave without running the parent's cleanup
-        status = 1
-        try:
-            os.close(read_fd)
-            data = pickle.dumps(function(*args), protocol=pickle.HIGHEST_PROTOCOL)
-            with os.fdopen(write_fd, "wb") as pipe:
-                pipe.write(data)
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(write_fd)
-
-    def result():
-        chunks = []
-        try:
-            while True:
-                ready, _, _ = select.select([read_fd], [], [], timeout_s)
-                if not ready:  # hung child: give up on it
-                    os.kill(pid, 9)
-                    chunks = []
-                    break
-                chunk = os.read(read_fd, 1 << 20)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        finally:
-            os.close(read_fd)
-            _, status = os.waitpid(pid, 0)
-        if status != 0 or not chunks:
-            return None
-        return pickle.loads(b"".join(chunks))
-
-    return result

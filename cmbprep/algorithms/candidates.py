@@ -179,14 +179,37 @@ def multiscale_dark_blobness(image, voxel_size, sigmas_mm):
     image = np.asarray(image, dtype=np.float32)
     blobness = np.full(image.shape, -np.inf, dtype=np.float32)
     best = np.zeros(image.shape, dtype=np.float32)
-    for sigma_mm in sigmas_mm:
-        sigma_vox = [sigma_mm / v for v in voxel_size]
-        response = ndi.gaussian_laplace(image, sigma_vox, mode="nearest")
+    # scale space built incrementally (G_s2 = G_inc * G_s1), Laplacian by central
+    # differences in mm: one separable smoothing with a short kernel per scale instead
+    # of three second-derivative filters with the full kernel
+    smoothed = image
+    previous = 0.0
+    for sigma_mm in sorted(float(x) for x in sigmas_mm):
+        increment = np.sqrt(sigma_mm**2 - previous**2)
+        smoothed = ndi.gaussian_filter(smoothed, [increment / v for v in voxel_size],
+                                       mode="nearest")
+        previous = sigma_mm
+        response = _laplacian(smoothed, voxel_size)
         response *= np.float32(sigma_mm**2)
         better = response > blobness
         blobness[better] = response[better]
         best[better] = sigma_mm
     return blobness, best
+
+
+def _laplacian(image, voxel_size):
+    """Discrete Laplacian (central differences, mm units, edges replicated)."""
+    out = np.zeros(image.shape, dtype=np.float32)
+    for axis, h in enumerate(voxel_size):
+        padded = np.pad(image, [(1, 1) if a == axis else (0, 0) for a in range(image.ndim)],
+                        mode="edge")
+        lo = [slice(None)] * image.ndim
+        mid = [slice(None)] * image.ndim
+        hi = [slice(None)] * image.ndim
+        lo[axis], mid[axis], hi[axis] = slice(0, -2), slice(1, -1), slice(2, None)
+        out += (padded[tuple(lo)] - 2 * padded[tuple(mid)] + padded[tuple(hi)]) * \
+            np.float32(1.0 / (h * h))
+    return out
 
 
 def local_maxima(response, mask, voxel_size, *, min_separation_mm, threshold):
@@ -210,6 +233,14 @@ def local_maxima(response, mask, voxel_size, *, min_separation_mm, threshold):
     size = [max(1, 2 * int(round(min_separation_mm / v)) + 1) for v in voxel_size]
     filtered = ndi.maximum_filter(response, size=size, mode="nearest")
     peaks = (response == filtered) & mask & (response > threshold)
+    # a plateau (equal values, e.g. a clipped or constant region) is one maximum
+    labels, n = ndi.label(peaks, structure=np.ones((3,) * response.ndim, bool))
+    if n < peaks.sum():
+        flat = labels.ravel()
+        first = np.unique(flat, return_index=True)[1][1:]  # first voxel of each plateau
+        peaks = np.zeros(peaks.size, bool)
+        peaks[first] = True
+        peaks = peaks.reshape(labels.shape)
     coords = np.argwhere(peaks)
     order = np.argsort(-response[tuple(coords.T)], kind="stable")
     return coords[order]
@@ -331,9 +362,17 @@ def segment_dark_lesion(image, seed, voxel_size, *, patch_radius_mm, depth_fract
         labels, _ = ndi.label(dark, structure=structure)
         region = labels == labels[start]
         if ball is not None and ball.sum() > 1:
-            opened = ndi.binary_opening(region, structure=ball)
+            # open only the region's bounding box plus the ball's reach (same result,
+            # much less work for small regions in large patches)
+            where = np.argwhere(region)
+            reach = [n // 2 + 1 for n in ball.shape]
+            crop = tuple(slice(max(lo - r, 0), min(hi + r + 1, n)) for lo, hi, r, n in
+                         zip(where.min(0), where.max(0), reach, region.shape))
+            opened = np.zeros_like(region)
+            opened[crop] = ndi.binary_opening(region[crop], structure=ball)
             if opened[near].any():
-                lab, _ = ndi.label(opened, structure=structure)
+                lab = np.zeros(region.shape, np.int32)
+                lab[crop], _ = ndi.label(opened[crop], structure=structure)
                 keep = np.unique(lab[near][opened[near]])
                 region = np.isin(lab, keep[keep > 0])
         touches = bool(

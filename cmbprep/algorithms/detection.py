@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
+from scipy.spatial import cKDTree
 
+from ..utils.fork import run_in_fork
 from .candidates import (
     brain_bounding_box,
     grow_region,
@@ -36,6 +38,7 @@ from .candidates import (
     slice_axis_from_affine,
     voxel_size_from_affine,
 )
+from .classifier import DEFAULT_MODEL_PATH, load_model, model_frame, predict_proba
 from .features import (
     b0_direction_from_affine,
     dipole_correlation,
@@ -56,19 +59,21 @@ __all__ = [
     "DETECTOR_VERSION",
     "DetectionResult",
     "assign_regions",
+    "assign_status",
     "cmb_label_image",
     "cmb_table",
     "column_descriptions",
     "detect_bian2013",
     "detect_cmbprep",
     "detect_microbleeds",
+    "detector_code_id",
     "score_candidates",
     "write_sidecar",
     "write_table",
 ]
 
 DETECTORS = ("cmbprep", "bian2013")
-DETECTOR_VERSION = {"cmbprep": "0.1.0", "bian2013": "0.1.0"}
+DETECTOR_VERSION = {"cmbprep": "0.2.0", "bian2013": "0.1.0"}
 
 #: Parameters of the reference method. The published values are for images rescaled to
 #: 0-255 with about 0.5 mm pixels; lengths are converted to mm with that pixel size.
@@ -97,9 +102,12 @@ CMBPREP_PARAMETERS = {
     "min_separation_mm": 1.5,
     "max_peak_intensity": 0.85,  # relative intensity at the candidate (15 % darker)
     "max_candidates": 3000,
+    "minimum_seed_intensity": 0.5,  # local intensity minima this dark are seeds too
+    "minimum_seed_sigma_mm": 0.9,  # largest scale assumed for an intensity-minimum seed
     "depth_fraction": 0.5,  # segmentation at half depth
     "patch_margin_mm": 3.0,
     "min_diameter_mm": 1.5,
+    "min_voxels_for_shape": 3,  # smaller regions are not screened on their shape
     "max_diameter_mm": 12.0,
     "min_contrast": 0.55,
     "max_elongation_perp_b0": 2.0,  # across B0 (blooming stretches CMBs along B0)
@@ -114,8 +122,10 @@ CMBPREP_PARAMETERS = {
     "min_distance_to_edge_mm": 3.0,
     "dipole_shell_mm": 3.0,
     "min_paramagnetic_evidence": 0.05,  # with phase: required dipole evidence
-    "accept_score": 0.5,
-    "review_score": 0.2,
+    "scorer": "classifier",  # "classifier" (learned, packaged model) or "rules"
+    "model": None,  # path of a classifier JSON; None: the packaged model
+    "accept_score": None,  # None: the model's validated threshold (rules: 0.5)
+    "review_score": None,  # None: the model's review threshold (rules: 0.2)
     "phase_sign": "auto",  # +1, -1 or "auto" (calibrated on veins)
     "vessel_intensity": 0.5,  # relative intensity below which voxels may be vessel
     "vessel_min_elongation": 5.0,  # dark components this elongated are vessels
@@ -363,7 +373,8 @@ def score_candidates(features, parameters=None):
     return score, reason
 
 
-def detect_cmbprep(swi, brain_mask, affine, *, filtered_phase=None, parameters=None):
+def detect_cmbprep(swi, brain_mask, affine, *, filtered_phase=None, parameters=None,
+                   n_jobs=1):
     """Default detector: 3D multi-scale blobs, segmentation, features, score.
 
     Parameters
@@ -380,6 +391,9 @@ def detect_cmbprep(swi, brain_mask, affine, *, filtered_phase=None, parameters=N
         produced by a positive susceptibility source along B0).
     parameters : dict, optional
         Overrides of :data:`CMBPREP_PARAMETERS`.
+    n_jobs : int, optional
+        With 2 or more, half of the candidates are analysed in a forked child process
+        (same result as with 1).
 
     Returns
     -------
@@ -389,6 +403,7 @@ def detect_cmbprep(swi, brain_mask, affine, *, filtered_phase=None, parameters=N
     p.update(parameters or {})
     swi, brain, affine = _check_inputs(swi, brain_mask, affine)
     voxel_size = voxel_size_from_affine(affine)
+    vs_arr = np.asarray(voxel_size, dtype=float)
     slice_axis = slice_axis_from_affine(affine)
     margin = [int(np.ceil(4.0 / v)) for v in voxel_size]
     box = brain_bounding_box(brain, margin_vox=margin)
@@ -400,6 +415,19 @@ def detect_cmbprep(swi, brain_mask, affine, *, filtered_phase=None, parameters=N
                          min_separation_mm=p["min_separation_mm"],
                          threshold=p["blobness_threshold"])
     peaks = peaks[: int(p["max_candidates"])]
+    if p["minimum_seed_intensity"] is not None:
+        # intensity minima as extra seeds: a small lesion beside a larger dark structure
+        # is not a maximum of the multi-scale blobness (the larger response wins)
+        minima = local_maxima(-rel, brain_c & (rel <= p["minimum_seed_intensity"]),
+                              voxel_size, min_separation_mm=p["min_separation_mm"],
+                              threshold=-np.inf)
+        if len(minima) and len(peaks):
+            dist, _ = cKDTree(peaks * vs_arr).query(minima * vs_arr)
+            minima = minima[dist > p["min_separation_mm"]]
+        n_blob_peaks = len(peaks)
+        peaks = np.concatenate([peaks.reshape(-1, 3), minima.reshape(-1, 3)])
+    else:
+        n_blob_peaks = len(peaks)
     # distance to the brain edge on blocks of about 1 mm (a block is brain if all of
     # its voxels are)
     edge_factors = [max(1, int(round(1.0 / v))) for v in voxel_size]
@@ -427,23 +455,18 @@ def detect_cmbprep(swi, brain_mask, affine, *, filtered_phase=None, parameters=N
         if sign == 0:
             phase_c = None
 
-    labels_c = np.zeros(brain_c.shape, dtype=np.int32)
-    rows = []
-    owners = {}  # candidate_id -> (peak, radius_mm)
     offset = np.array([b.start for b in box])
     b0 = b0_direction_from_affine(affine)
     vs = np.asarray(voxel_size)
     weight = np.clip(rel, 0, 1.5)  # phase reliability ~ relative magnitude
-    for peak in peaks:
-        peak = tuple(int(v) for v in peak)
+
+    def analyse(n_peak):
+        """Segmentation and features of one peak (independent of the other peaks)."""
+        peak = tuple(int(v) for v in peaks[n_peak])
         sigma = float(best_sigma[peak])
+        if n_peak >= n_blob_peaks:  # intensity minimum: small lesion, small patch
+            sigma = min(sigma, float(p["minimum_seed_sigma_mm"]))
         radius_est = np.sqrt(3.0) * sigma
-        owner = int(labels_c[peak])
-        if owner:
-            owner_peak, owner_radius = owners[owner]
-            if np.linalg.norm((np.subtract(peak, owner_peak)) * vs) <= max(
-                    owner_radius, p["min_separation_mm"]):
-                continue  # the same blob
         region, rbox, background, darkest, touches, attached_ratio = segment_dark_lesion(
             rel, peak, voxel_size, patch_radius_mm=2 * radius_est + p["patch_margin_mm"],
             depth_fraction=p["depth_fraction"],
@@ -453,11 +476,7 @@ def detect_cmbprep(swi, brain_mask, affine, *, filtered_phase=None, parameters=N
             shallow_fraction=p["shallow_fraction"],
         )
         if not region.any():
-            continue
-        cid = len(rows) + 1
-        free = region & (labels_c[rbox] == 0)
-        labels_c[rbox][free] = cid
-        owners[cid] = (peak, radius_est)
+            return None
         contrast = float(1.0 - darkest / background) if background > 0 else np.nan
         shape = shape_features(region, rbox, voxel_size, b0, surface=False)
         geom = slice_features(region, rbox, voxel_size, slice_axis)
@@ -465,12 +484,15 @@ def detect_cmbprep(swi, brain_mask, affine, *, filtered_phase=None, parameters=N
         radius = shape["diameter_mm"] / 2
         ic = tuple(int(v) for v in np.clip(np.rint(centre), 0, np.array(rel.shape) - 1))
         # cheap screening: clear vessels, faint or huge blobs skip the costly features
+        # (shape is not judged on regions of a few voxels: two voxels side by side are
+        # "elongated" whatever the lesion looks like)
+        shape_known = int(region.sum()) > p["min_voxels_for_shape"]
         screened_out = bool(
             touches
             or not contrast >= p["min_contrast"] - 0.15
             or shape["diameter_mm"] > p["max_diameter_mm"] + 2.0
-            or shape["elongation_perp_b0"] > p["max_elongation_perp_b0"] + 0.6
-            or shape["b0_aspect"] > p["max_b0_aspect"] + 1.0
+            or (shape_known and shape["elongation_perp_b0"] > p["max_elongation_perp_b0"] + 0.6)
+            or (shape_known and shape["b0_aspect"] > p["max_b0_aspect"] + 1.0)
         )
         dark_fraction = hess = corr = evidence = sphericity = np.nan
         if not screened_out:
@@ -484,8 +506,7 @@ def detect_cmbprep(swi, brain_mask, affine, *, filtered_phase=None, parameters=N
                     radius + 0.5 + p["dipole_shell_mm"] + radius,
                 )
                 evidence = phase_info["phase_sign"] * corr
-        rows.append({
-            "candidate_id": cid,
+        row = {
             "centroid": centre + offset,
             "blobness": float(blobness[peak]),
             "scale_mm": sigma,
@@ -507,22 +528,118 @@ def detect_cmbprep(swi, brain_mask, affine, *, filtered_phase=None, parameters=N
                 min(c // f, n - 1) for c, f, n in zip(ic, edge_factors, edge_small.shape))]),
             "dipole_correlation": corr,
             "paramagnetic_evidence": evidence,
-        })
+            "n_voxels": int(region.sum()),
+            "screened_out": screened_out,
+        }
+        bounds = tuple((sl.start, sl.stop) for sl in rbox)
+        return row, np.packbits(region), region.shape, bounds, radius_est, bool(touches)
+
+    def analyse_many(indices):
+        return {int(i): analyse(int(i)) for i in indices}
+
+    # every peak is analysed on its own (half of them in a forked child when n_jobs > 1;
+    # the parent does them itself if the child fails, so the result never depends on it)
+    everything = np.arange(len(peaks))
+    child = run_in_fork(analyse_many, (everything[1::2],)) \
+        if int(n_jobs) > 1 and len(peaks) > 1 else None
+    analysed = analyse_many(everything[0::2] if child is not None else everything)
+    if child is not None:
+        theirs = child()
+        analysed.update(theirs if theirs is not None else analyse_many(everything[1::2]))
+
+    # then, in order of blob strength, a peak inside an earlier candidate (within that
+    # candidate's radius) is the same blob and is skipped
+    labels_c = np.zeros(brain_c.shape, dtype=np.int32)
+    rows = []
+    owners = {}  # candidate_id -> (peak, radius_mm, region leaves its patch)
+    for n_peak in range(len(peaks)):
+        result = analysed[n_peak]
+        if result is None:
+            continue
+        row, packed, rshape, bounds, radius_est, touches = result
+        peak = tuple(int(v) for v in peaks[n_peak])
+        owner = int(labels_c[peak])
+        if owner:
+            owner_peak, owner_radius, owner_open = owners[owner]
+            if not owner_open and np.linalg.norm((np.subtract(peak, owner_peak)) * vs) <= max(
+                    owner_radius, p["min_separation_mm"]):
+                continue  # the same blob (a region leaving its patch may hide a lesion)
+        region = np.unpackbits(packed, count=int(np.prod(rshape))).astype(bool).reshape(rshape)
+        rbox = tuple(slice(lo, hi) for lo, hi in bounds)
+        cid = len(rows) + 1
+        free = region & (labels_c[rbox] == 0)
+        labels_c[rbox][free] = cid
+        owners[cid] = (peak, radius_est, touches)
+        rows.append({"candidate_id": cid, **row})
     table = _finish_table(rows, affine)
+    scoring = {}
     if len(table):
-        score, reason = score_candidates(table, p)
-        table["score"] = score
-        table["status"] = np.where(
-            score >= p["accept_score"], "cmb",
-            np.where(score >= p["review_score"], "review", "rejected"),
-        )
-        table["reason"] = reason
-        _remove_duplicates(table)
+        score, reason, scoring = _score(table, p, use_phase=phase_c is not None)
+        assign_status(table, score, reason, scoring["accept_score"], scoring["review_score"])
+    else:
+        scoring = _thresholds(p, use_phase=phase_c is not None)
     labels = np.zeros(swi.shape, dtype=np.int32)
     labels[box] = labels_c
     params = {"detector": "cmbprep", "version": DETECTOR_VERSION["cmbprep"],
-              "slice_axis": slice_axis, **_jsonable(p), **_jsonable(phase_info)}
+              "slice_axis": slice_axis, **_jsonable(p), **_jsonable(phase_info),
+              **_jsonable(scoring)}
     return DetectionResult(table, labels, params)
+
+
+def _thresholds(p, use_phase):
+    """Scorer description and the accept/review thresholds in use."""
+    if p["scorer"] == "rules":
+        return {"scorer": "rules",
+                "accept_score": 0.5 if p["accept_score"] is None else float(p["accept_score"]),
+                "review_score": 0.2 if p["review_score"] is None else float(p["review_score"])}
+    if p["scorer"] != "classifier":
+        raise ValueError(f"unknown scorer {p['scorer']!r}; use 'classifier' or 'rules'")
+    model = load_model(p["model"])
+    part = model["phase" if use_phase else "no_phase"]
+    return {
+        "scorer": "classifier",
+        "model": str(p["model"] or DEFAULT_MODEL_PATH.name),
+        "model_version": model["version"],
+        "model_part": "phase" if use_phase else "no_phase",
+        "accept_score": float(part["accept_score"] if p["accept_score"] is None
+                              else p["accept_score"]),
+        "review_score": float(part["review_score"] if p["review_score"] is None
+                              else p["review_score"]),
+    }
+
+
+def _score(table, p, use_phase):
+    """Score of every candidate; screened-out candidates score 0."""
+    scoring = _thresholds(p, use_phase)
+    rule_score, reason = score_candidates(table, p)
+    screened = table["screened_out"].to_numpy(bool)
+    if scoring["scorer"] == "rules":
+        score = rule_score
+    else:
+        score = np.zeros(len(table))
+        keep = ~screened
+        if keep.any():
+            score[keep] = predict_proba(model_frame(table.loc[keep]), load_model(p["model"]),
+                                        use_phase=use_phase)
+    score = np.where(screened, 0.0, score)
+    reason = [("screened:" + r) if s else r for r, s in zip(reason, screened)]
+    return score, reason, scoring
+
+
+def assign_status(table, score, reason, accept_score, review_score):
+    """Set ``score``, ``status`` and ``reason`` in place, then reject duplicates.
+
+    ``cmb`` when ``score >= accept_score``, ``review`` when ``score >= review_score``,
+    ``rejected`` otherwise; a non-rejected candidate whose centroid lies inside a
+    better-scored one is rejected as ``duplicate``.
+    """
+    score = np.asarray(score, dtype=float)
+    table["score"] = score
+    table["status"] = np.where(score >= accept_score, "cmb",
+                               np.where(score >= review_score, "review", "rejected"))
+    table["reason"] = list(reason)
+    _remove_duplicates(table)
+    return table
 
 
 def _remove_duplicates(table):
@@ -546,12 +663,23 @@ def _remove_duplicates(table):
             kept.append(idx)
 
 
+def detector_code_id(detector):
+    """Detector name, version and (``cmbprep``) SHA-256 prefix of the packaged model."""
+    code = f"{detector} {DETECTOR_VERSION[detector]}"
+    if detector == "cmbprep":
+        import hashlib
+
+        digest = hashlib.sha256(DEFAULT_MODEL_PATH.read_bytes()).hexdigest()[:16]
+        code += f" model sha256:{digest}"
+    return code
+
+
 def detect_microbleeds(detector, swi, brain_mask, affine, *, minip=None, filtered_phase=None,
-                       parameters=None):
-    """Run a detector by name (see :data:`DETECTORS`)."""
+                       parameters=None, n_jobs=1):
+    """Run a detector by name (see :data:`DETECTORS`); ``n_jobs`` is used by ``cmbprep``."""
     if detector == "cmbprep":
         return detect_cmbprep(swi, brain_mask, affine, filtered_phase=filtered_phase,
-                              parameters=parameters)
+                              parameters=parameters, n_jobs=n_jobs)
     if detector == "bian2013":
         if minip is None:
             raise ValueError("the bian2013 detector needs the minimum-intensity projection")
@@ -749,6 +877,9 @@ _DESCRIPTIONS = {
                              "relative to the lesion depth (0: none attached; about 1: a "
                              "bead on a vessel)", None),
     "distance_to_edge_mm": ("Distance from the centroid to the brain-mask edge", "mm"),
+    "n_voxels": ("Number of voxels of the segmented region", None),
+    "screened_out": ("Whether cheap criteria (region leaves its patch, faint, huge, clearly "
+                     "elongated) rejected the candidate before the costly features", None),
     "dipole_correlation": ("Correlation of the filtered phase with a z-oriented point-dipole "
                            "pattern around the lesion (n/a without phase)", None),
     "paramagnetic_evidence": ("dipole_correlation times the phase handedness: > 0 "

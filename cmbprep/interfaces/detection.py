@@ -76,9 +76,14 @@ class _DetectInputSpec(BaseInterfaceInputSpec):
     swi_to_template_xfm = traits.Str("n/a", usedefault=True, desc="unused; recorded")
     detector = traits.Enum(*DETECTORS, usedefault=True, desc="detector name")
     parameters = traits.Dict(desc="overrides of the detector parameters")
-    num_threads = traits.Int(1, usedefault=True, desc="threads for ANTs point mapping")
+    num_threads = traits.Int(1, usedefault=True, desc="processes for the cmbprep detector "
+                                                      "and threads for ANTs point mapping")
     seed = traits.Int(0, usedefault=True, desc="random seed (recorded; detectors are "
                                                "deterministic)")
+    code_id = traits.Str(
+        "", usedefault=True,
+        desc="identifies the detector code and model (a change makes Nipype re-run the "
+             "node in an existing work directory); recorded")
 
 
 class _DetectOutputSpec(TraitedSpec):
@@ -123,6 +128,7 @@ class DetectMicrobleeds(SimpleInterface):
                 filtered_phase=None if phase is None else np.asarray(phase, np.float32),
                 parameters=dict(self.inputs.parameters) if _given(self.inputs.parameters)
                 else None,
+                n_jobs=self.inputs.num_threads,
             )
         except ValueError as exc:
             raise DataError(f"{self.inputs.swi}: {exc}") from exc
@@ -138,6 +144,7 @@ class DetectMicrobleeds(SimpleInterface):
         template_points = None
         meta = dict(result.parameters)
         meta["seed"] = int(self.inputs.seed)
+        meta["code_id"] = self.inputs.code_id
         meta["template_coordinates"] = "n/a"
         if _given(self.inputs.template_to_swi_xfm) and len(candidates):
             from ..algorithms.registration import points_to_template, set_ants_threads

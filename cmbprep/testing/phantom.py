@@ -61,6 +61,7 @@ __all__ = [
     "sphere_field_ppm",
     "write_bids_dataset",
     "write_example_dataset",
+    "write_subject",
 ]
 
 #: Proton gyromagnetic ratio / (2 pi), in Hz per tesla.
@@ -1545,6 +1546,67 @@ def write_bids_dataset(out_dir, n_subjects: int = 3, seed: int = 0, protocol="sm
                             tdir / f"{prefix}_desc-brain_mask.nii.gz", dtype=np.uint8)
                 _save_nifti(ph.vein_mask.astype(np.uint8), ph.affine,
                             tdir / f"{prefix}_label-vein_mask.nii.gz", dtype=np.uint8)
+    return root
+
+
+def write_subject(ph: SubjectPhantom, root, participant_label: str, input_kind: str = "gre",
+                  phase_units: str = "rad") -> Path:
+    """Add one simulated subject (images and truth) to a raw BIDS dataset.
+
+    Creates ``dataset_description.json`` and ``derivatives/phantom-truth`` when missing
+    and appends the participant to ``participants.tsv`` (age, sex, group only).
+
+    Parameters
+    ----------
+    ph : SubjectPhantom
+        From :func:`simulate_subject`.
+    root : path
+        Dataset root.
+    participant_label : str
+        Label without ``sub-``.
+    input_kind, phase_units
+        As in :func:`write_bids_dataset`.
+
+    Returns
+    -------
+    pathlib.Path
+        The dataset root.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    if not (root / "dataset_description.json").exists():
+        _write_json({"Name": "cmbprep physics-based SWI phantom", "BIDSVersion": "1.10.0",
+                     "DatasetType": "raw", "License": "CC0",
+                     "Authors": ["cmbprep phantom generator"],
+                     "GeneratedBy": [{"Name": "cmbprep.testing.phantom",
+                                      "Version": _version()}]},
+                    root / "dataset_description.json")
+    truth_root = root / "derivatives" / "phantom-truth"
+    if not (truth_root / "dataset_description.json").exists():
+        _write_json({"Name": "cmbprep phantom ground truth", "BIDSVersion": "1.10.0",
+                     "DatasetType": "derivative",
+                     "GeneratedBy": [{"Name": "cmbprep.testing.phantom",
+                                      "Version": _version()}]},
+                    truth_root / "dataset_description.json")
+    sub = f"sub-{participant_label}"
+    _write_subject_images(ph, root / sub / "anat", sub, input_kind, phase_units, True)
+    tdir = truth_root / sub / "anat"
+    tdir.mkdir(parents=True, exist_ok=True)
+    ph.truth.to_csv(tdir / f"{sub}_desc-truth_cmb.tsv", sep="\t", index=False, na_rep="n/a",
+                    float_format="%.4f")
+    meta = dict(_TRUTH_JSON)
+    meta["SimulationParameters"] = {"config": ph.config.to_dict(), "seed": ph.seed,
+                                    "template": TEMPLATE_NAME, "input_kind": input_kind}
+    _write_json(meta, tdir / f"{sub}_desc-truth_cmb.json")
+    _save_nifti(ph.brain_mask.astype(np.uint8), ph.affine,
+                tdir / f"{sub}_desc-brain_mask.nii.gz", dtype=np.uint8)
+    n_cmbs = int((ph.truth["kind"] == "cmb").sum())
+    row = pd.DataFrame([{"participant_id": sub, "group": "patient" if n_cmbs else "control"}])
+    tsv = root / "participants.tsv"
+    if tsv.exists():
+        old = pd.read_csv(tsv, sep="\t", dtype=str)
+        row = pd.concat([old[old["participant_id"] != sub], row], ignore_index=True)
+    row.to_csv(tsv, sep="\t", index=False, na_rep="n/a")
     return root
 
 

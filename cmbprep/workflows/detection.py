@@ -5,7 +5,7 @@ from __future__ import annotations
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from ..algorithms.detection import DETECTORS
+from ..algorithms.detection import DETECTORS, detector_code_id
 from ..interfaces.detection import DetectMicrobleeds
 
 INPUT_FIELDS = ["swi", "minip", "filtered_phase", "brain_mask", "dseg", "dseg_tsv",
@@ -44,7 +44,8 @@ def init_detection_wf(*, detector, seed, omp_nthreads, name="detection_wf"):
     inputnode.inputs.filtered_phase = "n/a"
     outputnode = pe.Node(niu.IdentityInterface(fields=OUTPUT_FIELDS), name="outputnode")
     detect = pe.Node(
-        DetectMicrobleeds(detector=detector, seed=int(seed), num_threads=int(omp_nthreads)),
+        DetectMicrobleeds(detector=detector, seed=int(seed), num_threads=int(omp_nthreads),
+                          code_id=detector_code_id(detector)),
         name="detect", n_procs=int(omp_nthreads),
     )
     workflow.connect([

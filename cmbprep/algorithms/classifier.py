@@ -1,0 +1,176 @@
+"""Boosted-tree classifier of microbleed candidates (prediction in pure numpy).
+
+The model is a gradient-boosted ensemble of small regression trees on the candidate
+features (:data:`FEATURES`), fitted at development time with scikit-learn's
+``HistGradientBoostingClassifier`` by :mod:`cmbprep.testing.detector_training` on
+generated phantoms only, and stored as a small JSON file (:data:`DEFAULT_MODEL_PATH`)
+holding every tree, the seeds of the training data and the measured validation numbers.
+Prediction (:func:`predict_proba`) walks the trees with numpy: the run time does not
+depend on scikit-learn or on pickles.
+
+Two ensembles are stored: ``phase`` (uses ``paramagnetic_evidence``) and ``no_phase``
+(for inputs without phase, e.g. scanner SWI or magnitude only).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "DEFAULT_MODEL_PATH",
+    "FEATURES",
+    "PHASE_FEATURES",
+    "export_hist_gradient_boosting",
+    "load_model",
+    "model_frame",
+    "predict_proba",
+]
+
+DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "data" / "models" / \
+    "cmbprep_classifier.json"
+
+#: Candidate features used by the classifier (columns of the candidate table).
+FEATURES = (
+    "contrast",
+    "diameter_mm",
+    "n_voxels",
+    "blobness",
+    "scale_mm",
+    "elongation",
+    "elongation_perp_b0",
+    "b0_aspect",
+    "sphericity",
+    "circularity",
+    "centroid_shift_mm",
+    "hessian_ratio",
+    "surrounding_dark_fraction",
+    "attached_depth_ratio",
+    "distance_to_edge_mm",
+    "paramagnetic_evidence",
+)
+
+#: Features that need phase.
+PHASE_FEATURES = ("paramagnetic_evidence",)
+
+MODEL_KIND = "cmbprep-boosted-trees"
+
+
+def model_frame(features, names=FEATURES):
+    """Feature columns as float (booleans become 0/1, ``n/a`` becomes NaN)."""
+    return pd.DataFrame({k: pd.to_numeric(features[k], errors="coerce") if k in features
+                         else np.nan for k in names}, index=features.index).astype(float)
+
+
+def export_hist_gradient_boosting(estimator, feature_names):
+    """Trees of a fitted binary ``HistGradientBoostingClassifier`` as plain lists.
+
+    Parameters
+    ----------
+    estimator : sklearn.ensemble.HistGradientBoostingClassifier
+        Fitted on numeric features (no categorical ones).
+    feature_names : sequence of str
+        Column order used for fitting.
+
+    Returns
+    -------
+    dict
+        ``features``, ``baseline`` (raw score before the trees) and ``trees``: for each
+        tree the node arrays ``feature threshold missing_left left right leaf value``.
+    """
+    trees = []
+    for iteration in estimator._predictors:  # one predictor per iteration (binary)
+        nodes = iteration[0].nodes
+        trees.append({
+            "feature": nodes["feature_idx"].astype(int).tolist(),
+            "threshold": [float(t) for t in nodes["num_threshold"]],
+            "missing_left": nodes["missing_go_to_left"].astype(int).tolist(),
+            "left": nodes["left"].astype(int).tolist(),
+            "right": nodes["right"].astype(int).tolist(),
+            "leaf": nodes["is_leaf"].astype(int).tolist(),
+            "value": [float(v) for v in nodes["value"]],
+        })
+    baseline = float(np.ravel(estimator._baseline_prediction)[0])
+    return {"features": list(feature_names), "baseline": baseline, "trees": trees}
+
+
+def _stack(part):
+    """Concatenate the trees of an ensemble into flat arrays (node ids made global)."""
+    feature, threshold, missing_left, left, right, leaf, value, roots = ([] for _ in range(8))
+    offset = 0
+    for tree in part["trees"]:
+        n = len(tree["feature"])
+        roots.append(offset)
+        feature += tree["feature"]
+        threshold += tree["threshold"]
+        missing_left += tree["missing_left"]
+        left += [offset + i for i in tree["left"]]
+        right += [offset + i for i in tree["right"]]
+        leaf += tree["leaf"]
+        value += tree["value"]
+        offset += n
+    return (np.array(feature, int), np.array(threshold, float),
+            np.array(missing_left, bool), np.array(left, int), np.array(right, int),
+            np.array(leaf, bool), np.array(value, float), np.array(roots, int))
+
+
+def predict_proba(features, model, *, use_phase):
+    """Probability that each candidate is a microbleed.
+
+    Parameters
+    ----------
+    features : pandas.DataFrame
+        Candidate features (columns of :data:`FEATURES`; missing values allowed).
+    model : dict
+        Loaded with :func:`load_model`.
+    use_phase : bool
+        Use the ``phase`` ensemble (``paramagnetic_evidence`` available) or the
+        ``no_phase`` one.
+
+    Returns
+    -------
+    (N,) ndarray in [0, 1]
+    """
+    part = model["phase" if use_phase else "no_phase"]
+    if len(features) == 0:
+        return np.zeros(0)
+    X = model_frame(features, part["features"]).to_numpy(float)
+    feature, threshold, missing_left, left, right, leaf, value, roots = _stack(part)
+    node = np.repeat(roots[None, :], len(X), axis=0)  # (samples, trees)
+    rows = np.arange(len(X))[:, None]
+    while True:
+        active = ~leaf[node]
+        if not active.any():
+            break
+        x = X[rows, feature[node]]
+        go_left = np.where(np.isnan(x), missing_left[node], x <= threshold[node])
+        node = np.where(active, np.where(go_left, left[node], right[node]), node)
+    raw = part["baseline"] + value[node].sum(axis=1)
+    return 1.0 / (1.0 + np.exp(-raw))
+
+
+@lru_cache(maxsize=4)
+def _load(path):
+    with open(path) as fobj:
+        return json.load(fobj)
+
+
+def load_model(path=None):
+    """Read a classifier JSON (default: the packaged model).
+
+    Raises
+    ------
+    FileNotFoundError
+        When the file does not exist.
+    ValueError
+        When it is not a cmbprep classifier.
+    """
+    path = str(Path(path or DEFAULT_MODEL_PATH))
+    model = _load(path)
+    if model.get("kind") != MODEL_KIND or "phase" not in model or "no_phase" not in model:
+        raise ValueError(f"{path}: not a cmbprep classifier model")
+    return model

@@ -1,0 +1,194 @@
+"""Score detections against phantom ground truth (used by tests, benchmark and training).
+
+Truth lesions come from :func:`cmbprep.testing.phantom.simulate_subject` (``truth`` table).
+A microbleed is *visible* when its ``apparent_diameter_mm`` is > 0, i.e. it lowers the
+noise-free magnitude below 50 % of the lesion-free magnitude in at least one voxel at the
+longest echo. Invisible microbleeds are "don't care" truth: a detection matched to one is
+neither a true nor a false positive, and they are not counted in the sensitivity (a rater
+could not label them either). Both counts are reported by :func:`summarise`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import linear_sum_assignment
+
+__all__ = ["label_detections", "match_detections", "matching_radius_mm", "summarise"]
+
+#: Matching tolerance: max(MIN_RADIUS_MM, apparent radius + MARGIN_MM).
+MIN_RADIUS_MM = 3.0
+MARGIN_MM = 1.5
+
+
+def matching_radius_mm(apparent_diameter_mm):
+    """Per-lesion matching radius, max(3 mm, apparent radius + 1.5 mm)."""
+    d = np.asarray(apparent_diameter_mm, dtype=float)
+    return np.maximum(MIN_RADIUS_MM, d / 2.0 + MARGIN_MM)
+
+
+def match_detections(detected_xyz, truth_xyz, radius_mm):
+    """One-to-one matching of detections to truth within a per-truth radius.
+
+    Parameters
+    ----------
+    detected_xyz : (N, 3) array_like
+        Detection centres, scanner mm.
+    truth_xyz : (M, 3) array_like
+        Truth centres, scanner mm.
+    radius_mm : (M,) array_like
+        Largest allowed distance for each truth lesion.
+
+    Returns
+    -------
+    list of (truth_index, detection_index)
+        Pairs minimising the total distance (Hungarian algorithm).
+    """
+    det = np.asarray(detected_xyz, dtype=float).reshape(-1, 3)
+    tru = np.asarray(truth_xyz, dtype=float).reshape(-1, 3)
+    if len(det) == 0 or len(tru) == 0:
+        return []
+    dist = np.linalg.norm(tru[:, None, :] - det[None, :, :], axis=2)
+    radius = np.asarray(radius_mm, dtype=float).reshape(-1)
+    cost = np.where(dist <= radius[:, None], dist, 1e6)
+    rows, cols = linear_sum_assignment(cost)
+    return [(int(r), int(c)) for r, c in zip(rows, cols) if cost[r, c] < 1e6]
+
+
+def label_detections(detections, truth, *, one_to_one=True):
+    """Label each detection by the truth lesion it matches.
+
+    Detections are matched first to visible microbleeds, then (the rest) to invisible
+    microbleeds, then to calcifications.
+
+    Parameters
+    ----------
+    detections : pandas.DataFrame
+        With ``x y z`` (scanner mm).
+    truth : pandas.DataFrame
+        Phantom truth with ``kind x y z apparent_diameter_mm``.
+    one_to_one : bool
+        ``True`` (scoring): at most one detection per lesion. ``False`` (training
+        labels): every detection within a lesion's radius takes the nearest lesion.
+
+    Returns
+    -------
+    labels : ndarray of str, one per detection
+        ``cmb``, ``invisible_cmb``, ``calcification`` or ``none``.
+    truth_match : ndarray of int, one per detection
+        Row position in ``truth`` of the matched lesion (-1 if none).
+    """
+    det_xyz = detections[["x", "y", "z"]].to_numpy(float) if len(detections) else \
+        np.zeros((0, 3))
+    labels = np.full(len(det_xyz), "none", dtype=object)
+    which = np.full(len(det_xyz), -1, dtype=int)
+    truth = truth.reset_index(drop=True)
+    visible = (truth["kind"] == "cmb") & (truth["apparent_diameter_mm"] > 0)
+    invisible = (truth["kind"] == "cmb") & ~(truth["apparent_diameter_mm"] > 0)
+    groups = [("cmb", visible), ("invisible_cmb", invisible),
+              ("calcification", truth["kind"] == "calcification")]
+    for name, sel in groups:
+        t_idx = np.flatnonzero(sel.to_numpy())
+        free = np.flatnonzero(labels == "none")
+        if len(t_idx) == 0 or len(free) == 0:
+            continue
+        t = truth.iloc[t_idx]
+        t_xyz = t[["x", "y", "z"]].to_numpy(float)
+        radius = matching_radius_mm(t["apparent_diameter_mm"])
+        if one_to_one:
+            pairs = match_detections(det_xyz[free], t_xyz, radius)
+        else:
+            dist = np.linalg.norm(t_xyz[:, None] - det_xyz[free][None], axis=2)
+            dist = np.where(dist <= radius[:, None], dist, np.inf)
+            nearest = np.argmin(dist, axis=0)
+            pairs = [(int(r), c) for c, r in enumerate(nearest) if np.isfinite(dist[r, c])]
+        for r, c in pairs:
+            labels[free[c]] = name
+            which[free[c]] = t_idx[r]
+    return labels, which
+
+
+def summarise(per_scan):
+    """Detection measures over scans.
+
+    Parameters
+    ----------
+    per_scan : list of dict
+        One per scan with ``truth`` (phantom truth table), ``detections`` (accepted
+        detections with ``x y z``) and optionally ``protocol`` and, for MARS agreement,
+        a ``mars_category`` column in ``detections``.
+
+    Returns
+    -------
+    dict
+        ``visible`` and ``all`` blocks (sensitivity, precision, F1 with truth = visible
+        or all microbleeds), false positives per scan and per control scan,
+        calcifications reported as microbleeds, sensitivity by apparent size, by MARS
+        category and by protocol, and MARS-category agreement of matched detections.
+    """
+    lesions, n_fp, n_fp_all, fp_control, calc_hits, calc_total = [], [], [], [], 0, 0
+    mars_pairs = []
+    for scan in per_scan:
+        truth = scan["truth"].reset_index(drop=True)
+        det = scan["detections"].reset_index(drop=True)
+        labels, which = label_detections(det, truth)
+        cmb_rows = np.flatnonzero(truth["kind"].to_numpy() == "cmb")
+        found = set(which[np.isin(labels, ["cmb", "invisible_cmb"])])
+        for r in cmb_rows:
+            lesions.append({
+                "protocol": scan.get("protocol", "n/a"),
+                "apparent_diameter_mm": float(truth.at[r, "apparent_diameter_mm"]),
+                "mars_category": truth.at[r, "mars_category"],
+                "found": r in found,
+            })
+        for d in np.flatnonzero(labels == "cmb"):
+            if "mars_category" in det.columns:
+                mars_pairs.append((truth.at[which[d], "mars_category"],
+                                   det.at[d, "mars_category"]))
+        fp = int(np.sum((labels == "none") | (labels == "calcification")))
+        n_fp.append(fp)
+        n_fp_all.append(fp)
+        if len(cmb_rows) == 0:
+            fp_control.append(fp)
+        calc_hits += int(np.sum(labels == "calcification"))
+        calc_total += int((truth["kind"] == "calcification").sum())
+    les = pd.DataFrame(lesions, columns=["protocol", "apparent_diameter_mm",
+                                         "mars_category", "found"])
+    fp_total = int(np.sum(n_fp))
+
+    def block(sel):
+        n = int(sel.sum())
+        tp = int(les.loc[sel, "found"].sum())
+        sens = tp / n if n else float("nan")
+        prec = tp / (tp + fp_total) if tp + fp_total else float("nan")
+        f1 = 2 * sens * prec / (sens + prec) if n and (sens + prec) > 0 else 0.0
+        return {"n_cmbs": n, "true_positives": tp, "sensitivity": sens,
+                "precision": prec, "f1": f1}
+
+    visible = les["apparent_diameter_mm"] > 0
+    big = les["apparent_diameter_mm"] >= 3
+    small = visible & ~big
+
+    def rate(sel):
+        return float(les.loc[sel, "found"].mean()) if sel.any() else float("nan")
+
+    agree = [a == b for a, b in mars_pairs]
+    return {
+        "visible": block(visible),
+        "all": block(pd.Series(True, index=les.index)),
+        "false_positives": fp_total,
+        "fp_per_scan": fp_total / len(per_scan) if per_scan else float("nan"),
+        "fp_per_control_scan": float(np.mean(fp_control)) if fp_control else float("nan"),
+        "n_control_scans": len(fp_control),
+        "calcifications_as_cmb": calc_hits,
+        "calcifications": calc_total,
+        "sensitivity_ge3mm": rate(big), "n_ge3mm": int(big.sum()),
+        "sensitivity_lt3mm_visible": rate(small), "n_lt3mm_visible": int(small.sum()),
+        "sensitivity_invisible": rate(~visible), "n_invisible": int((~visible).sum()),
+        "sensitivity_by_mars": {k: float(v) for k, v in
+                                les[visible].groupby("mars_category")["found"].mean().items()},
+        "sensitivity_by_protocol": {k: float(v) for k, v in
+                                    les[visible].groupby("protocol")["found"].mean().items()},
+        "mars_agreement": float(np.mean(agree)) if agree else float("nan"),
+        "n_mars_pairs": len(agree),
+    }

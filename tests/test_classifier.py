@@ -1,0 +1,80 @@
+"""Boosted-tree classifier (cmbprep.algorithms.classifier) and the packaged model."""
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+from cmbprep.algorithms.classifier import (
+    FEATURES,
+    export_hist_gradient_boosting,
+    load_model,
+    model_frame,
+    predict_proba,
+)
+from cmbprep.testing.detector_training import COHORTS
+
+
+def test_numpy_prediction_matches_scikit_learn():
+    """The exported trees give scikit-learn's probabilities, missing values included."""
+    rng = np.random.default_rng(0)
+    n = 3000
+    X = pd.DataFrame({"a": rng.normal(size=n), "b": rng.uniform(0, 10, n),
+                      "c": rng.normal(size=n)})
+    X.loc[rng.random(n) < 0.1, "c"] = np.nan
+    logit = 1.5 * X["a"] - np.abs(X["b"] - 5) + np.where(X["c"].isna(), 2.0, X["c"])
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    est = HistGradientBoostingClassifier(max_iter=30, max_leaf_nodes=7, random_state=0,
+                                         early_stopping=False).fit(X.to_numpy(), y)
+    part = export_hist_gradient_boosting(est, ["a", "b", "c"])
+    model = {"phase": part, "no_phase": part}
+    test = pd.DataFrame({"a": rng.normal(size=500), "b": rng.uniform(-2, 12, 500),
+                         "c": np.where(rng.random(500) < 0.2, np.nan, rng.normal(size=500))})
+    ours = predict_proba(test, model, use_phase=True)
+    ref = est.predict_proba(test.to_numpy())[:, 1]
+    np.testing.assert_allclose(ours, ref, rtol=1e-9, atol=1e-12)
+    assert ours.std() > 0.1  # not a constant
+    # column order comes from the model, not from the frame
+    np.testing.assert_allclose(predict_proba(test[["c", "b", "a"]], model, use_phase=True),
+                               ours)
+
+
+def test_model_frame_converts_columns():
+    frame = model_frame(pd.DataFrame({"contrast": ["0.5", "n/a"], "n_voxels": [3, 4]}))
+    assert list(frame.columns) == list(FEATURES)
+    assert frame["contrast"].iloc[0] == 0.5 and np.isnan(frame["contrast"].iloc[1])
+    assert frame["sphericity"].isna().all()
+
+
+def test_packaged_model_is_valid_and_independent_of_benchmark_and_tests():
+    model = load_model()
+    benchmark = set(range(1001, 1100))
+    train, val = set(model["training"]["seeds"]), set(model["validation"]["seeds"])
+    assert train == set(COHORTS["train"]) and val == set(COHORTS["validation"])
+    assert not benchmark & (train | val)
+    assert not train & val
+    assert min(train | val) >= 12000  # above every seed the tests use
+    for part in ("phase", "no_phase"):
+        p = model[part]
+        assert 0 < p["review_score"] <= p["accept_score"] < 1
+        assert len(p["trees"]) == p["parameters"]["max_iter"]
+    assert "paramagnetic_evidence" in model["phase"]["features"]
+    assert "paramagnetic_evidence" not in model["no_phase"]["features"]
+
+
+def test_packaged_model_orders_obvious_cases():
+    """A round, dark, paramagnetic blob scores above a faint, elongated, diamagnetic one."""
+    model = load_model()
+    good = {"contrast": 1.0, "diameter_mm": 4.0, "n_voxels": 40, "blobness": 0.8,
+            "scale_mm": 1.35, "elongation": 1.2, "elongation_perp_b0": 1.05,
+            "b0_aspect": 1.3, "sphericity": 0.8, "circularity": 0.85,
+            "centroid_shift_mm": 0.2, "hessian_ratio": 0.5,
+            "surrounding_dark_fraction": 0.0, "attached_depth_ratio": 0.0,
+            "distance_to_edge_mm": 20.0, "paramagnetic_evidence": 0.6}
+    bad = dict(good, contrast=0.45, elongation=4.0, elongation_perp_b0=2.4,
+               surrounding_dark_fraction=0.4, attached_depth_ratio=1.0,
+               paramagnetic_evidence=-0.5)
+    frame = pd.DataFrame([good, bad])
+    p = predict_proba(frame, model, use_phase=True)
+    assert p[0] > model["phase"]["accept_score"] > model["phase"]["review_score"] > p[1], p
+    p = predict_proba(frame.drop(columns="paramagnetic_evidence"), model, use_phase=False)
+    assert p[0] > 0.5 and p[1] < model["no_phase"]["review_score"], p
