@@ -63,7 +63,15 @@ def write_cohort(bids, cohort):
     """Raw BIDS dataset of the cohort plus ``derivatives/phantom-truth``."""
     from cmbprep.testing.phantom import PhantomConfig, simulate_subject, write_subject
 
+    from cmbprep.testing.detector_training import phantom_fingerprint
+
     bids = Path(bids)
+    stamp = bids / ".phantom-fingerprint"
+    if stamp.exists() and stamp.read_text().strip() != phantom_fingerprint():
+        raise SystemExit(f"{bids} was written by another version of the phantom generator; "
+                         "delete it (or use another --work folder)")
+    bids.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(phantom_fingerprint() + "\n")
     todo = [(p, o, s) for p, o, s in scans(cohort)
             if not (bids / "derivatives" / "phantom-truth" / f"sub-{p}{s}").exists()]
     for protocol, overrides, seed in todo:

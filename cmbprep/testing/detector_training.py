@@ -39,7 +39,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["COHORTS", "candidate_table", "main", "prepare_scan", "scan_list"]
+__all__ = ["COHORTS", "candidate_table", "main", "phantom_fingerprint", "prepare_scan",
+           "scan_list"]
 
 #: (protocol, overrides) cycled over the seeds of each cohort.
 _DESIGN = [
@@ -82,7 +83,9 @@ def prepare_scan(protocol, overrides, seed, cache_dir=None):
     if cache_dir:
         npz = Path(cache_dir) / f"{tag}.npz"
         csv = Path(cache_dir) / f"{tag}.csv"
-        if npz.exists() and csv.exists():
+        stamp = Path(cache_dir) / f"{tag}.phantom"
+        fresh = stamp.exists() and stamp.read_text().strip() == phantom_fingerprint()
+        if npz.exists() and csv.exists() and fresh:
             d = np.load(npz)
             arrays = {k: d[k] for k in ("swi", "phase", "minip", "brain", "affine")}
             return arrays, pd.read_csv(csv), {"simulate_s": np.nan, "swi_s": np.nan}
@@ -105,7 +108,18 @@ def prepare_scan(protocol, overrides, seed, cache_dir=None):
         np.savez(tmp, **arrays)
         os.replace(tmp, Path(cache_dir) / f"{tag}.npz")
         sub.truth.to_csv(Path(cache_dir) / f"{tag}.csv", index=False)
+        (Path(cache_dir) / f"{tag}.phantom").write_text(phantom_fingerprint() + "\n")
     return arrays, sub.truth, {"simulate_s": t_sim, "swi_s": t_swi}
+
+
+def phantom_fingerprint():
+    """SHA-256 prefix of the phantom generator's source: cached scans made by another
+    version of the generator (same seeds, other lesions) are not reused."""
+    import hashlib
+
+    from . import phantom
+
+    return hashlib.sha256(Path(phantom.__file__).read_bytes()).hexdigest()[:16]
 
 
 def candidate_table(protocol, overrides, seed, cache_dir=None, with_phase=True):
