@@ -421,3 +421,25 @@ def test_slab_field_of_view():
     assert len(sub.truth) == 3
     ijk = sub.truth[["i", "j", "k"]].to_numpy()
     assert (ijk >= 0).all() and (ijk <= np.array(sub.magnitude.shape[:3]) - 1).all()
+
+
+def test_write_subject_adds_participants_and_truth(tmp_path):
+    from cmbprep.testing.phantom import write_subject
+
+    for label, n_cmbs in (("a1", 2), ("c1", 0)):
+        cfg = PhantomConfig.from_protocol("small", **dict(FAST, n_cmbs=n_cmbs))
+        write_subject(simulate_subject(cfg, seed=9), tmp_path, label)
+    parts = pd.read_csv(tmp_path / "participants.tsv", sep="\t")
+    assert parts.to_dict("list") == {"participant_id": ["sub-a1", "sub-c1"],
+                                     "group": ["patient", "control"]}
+    for label in ("a1", "c1"):
+        anat = tmp_path / f"sub-{label}" / "anat"
+        assert (anat / f"sub-{label}_part-phase_T2starw.nii.gz").exists()
+        truth = tmp_path / "derivatives" / "phantom-truth" / f"sub-{label}" / "anat"
+        for name in ("desc-truth_cmb.tsv", "desc-truth_cmb.json", "desc-brain_mask.nii.gz",
+                     "label-vein_mask.nii.gz"):
+            assert (truth / f"sub-{label}_{name}").exists()
+    table = pd.read_csv(truth.parent.parent / "sub-a1" / "anat" / "sub-a1_desc-truth_cmb.tsv",
+                        sep="\t")
+    assert (table["kind"] == "cmb").sum() == 2
+    assert json.loads((tmp_path / "dataset_description.json").read_text())["DatasetType"] == "raw"

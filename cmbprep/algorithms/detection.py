@@ -403,7 +403,7 @@ def detect_cmbprep(swi, brain_mask, affine, *, filtered_phase=None, parameters=N
     p.update(parameters or {})
     swi, brain, affine = _check_inputs(swi, brain_mask, affine)
     voxel_size = voxel_size_from_affine(affine)
-    vs_arr = np.asarray(voxel_size, dtype=float)
+    vs = np.asarray(voxel_size, dtype=float)
     slice_axis = slice_axis_from_affine(affine)
     margin = [int(np.ceil(4.0 / v)) for v in voxel_size]
     box = brain_bounding_box(brain, margin_vox=margin)
@@ -415,6 +415,7 @@ def detect_cmbprep(swi, brain_mask, affine, *, filtered_phase=None, parameters=N
                          min_separation_mm=p["min_separation_mm"],
                          threshold=p["blobness_threshold"])
     peaks = peaks[: int(p["max_candidates"])]
+    n_blob_peaks = len(peaks)
     if p["minimum_seed_intensity"] is not None:
         # intensity minima as extra seeds: a small lesion beside a larger dark structure
         # is not a maximum of the multi-scale blobness (the larger response wins)
@@ -422,12 +423,9 @@ def detect_cmbprep(swi, brain_mask, affine, *, filtered_phase=None, parameters=N
                               voxel_size, min_separation_mm=p["min_separation_mm"],
                               threshold=-np.inf)
         if len(minima) and len(peaks):
-            dist, _ = cKDTree(peaks * vs_arr).query(minima * vs_arr)
+            dist, _ = cKDTree(peaks * vs).query(minima * vs)
             minima = minima[dist > p["min_separation_mm"]]
-        n_blob_peaks = len(peaks)
         peaks = np.concatenate([peaks.reshape(-1, 3), minima.reshape(-1, 3)])
-    else:
-        n_blob_peaks = len(peaks)
     # distance to the brain edge on blocks of about 1 mm (a block is brain if all of
     # its voxels are)
     edge_factors = [max(1, int(round(1.0 / v))) for v in voxel_size]
@@ -457,7 +455,6 @@ def detect_cmbprep(swi, brain_mask, affine, *, filtered_phase=None, parameters=N
 
     offset = np.array([b.start for b in box])
     b0 = b0_direction_from_affine(affine)
-    vs = np.asarray(voxel_size)
     weight = np.clip(rel, 0, 1.5)  # phase reliability ~ relative magnitude
 
     def analyse(n_peak):
@@ -572,7 +569,6 @@ def detect_cmbprep(swi, brain_mask, affine, *, filtered_phase=None, parameters=N
         owners[cid] = (peak, radius_est, touches)
         rows.append({"candidate_id": cid, **row})
     table = _finish_table(rows, affine)
-    scoring = {}
     if len(table):
         score, reason, scoring = _score(table, p, use_phase=phase_c is not None)
         assign_status(table, score, reason, scoring["accept_score"], scoring["review_score"])

@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..utils.io import write_text_atomic
+
 __all__ = ["COHORTS", "candidate_table", "main", "phantom_fingerprint", "prepare_scan",
            "scan_list"]
 
@@ -122,7 +124,7 @@ def phantom_fingerprint():
     return hashlib.sha256(Path(phantom.__file__).read_bytes()).hexdigest()[:16]
 
 
-def candidate_table(protocol, overrides, seed, cache_dir=None, with_phase=True):
+def candidate_table(protocol, overrides, seed, cache_dir=None):
     """All candidates of one scan with their features and truth labels."""
     from ..algorithms.detection import detect_cmbprep
     from .scoring import label_detections
@@ -131,7 +133,7 @@ def candidate_table(protocol, overrides, seed, cache_dir=None, with_phase=True):
     t0 = time.perf_counter()
     # features do not depend on the scorer; "rules" needs no model file
     result = detect_cmbprep(arrays["swi"], arrays["brain"], arrays["affine"],
-                            filtered_phase=arrays["phase"] if with_phase else None,
+                            filtered_phase=arrays["phase"],
                             parameters={"scorer": "rules"})
     timing["detect_s"] = time.perf_counter() - t0
     cand = result.candidates.copy()
@@ -149,9 +151,7 @@ def _candidates_job(args):
     if out.exists():
         return str(out)
     cand, truth, timing = candidate_table(protocol, overrides, seed, cache_dir)
-    tmp = out.with_suffix(".tmp")
-    cand.to_csv(tmp, index=False)
-    os.replace(tmp, out)
+    write_text_atomic(out, cand.to_csv(index=False))
     print(f"{protocol} {seed}: {len(cand)} candidates, "
           f"{int((cand['truth'] == 'cmb').sum())} on visible CMBs; "
           + ", ".join(f"{k} {v:.0f} s" for k, v in timing.items()), flush=True)
@@ -175,9 +175,8 @@ def collect(cohort, cache_dir, jobs=1):
 
 
 def _prepare(cand):
+    """``screened_out`` as bool (it is read back from CSV)."""
     cand = cand.copy()
-    if "screened_out" not in cand.columns:  # tables written before the column existed
-        cand["screened_out"] = cand["sphericity"].isna()
     cand["screened_out"] = cand["screened_out"].astype(str).str.lower().isin(["true", "1"])
     return cand
 
@@ -212,7 +211,7 @@ def _fit_part(train, names, calcification_weight=1.0):
     part.update({"n_candidates": int(len(y)), "n_positive": int(y.sum()),
                  "fitted_with": "scikit-learn HistGradientBoostingClassifier",
                  "parameters": dict(TREE_PARAMETERS)})
-    return part, est
+    return part
 
 
 def evaluate_thresholds(cand, truths, part_model, use_phase, thresholds):
@@ -296,8 +295,9 @@ def train_model(train, validation):
         names = [n for n in FEATURES if use_phase or n not in PHASE_FEATURES]
         # without phase a calcification looks like a microbleed: no extra weight, and
         # the calcification target applies only "when phase is available"
-        fitted, _ = _fit_part(train_c, names, CALCIFICATION_WEIGHT if use_phase else 1.0)
-        fitted["calcification_weight"] = CALCIFICATION_WEIGHT if use_phase else 1.0
+        weight = CALCIFICATION_WEIGHT if use_phase else 1.0
+        fitted = _fit_part(train_c, names, weight)
+        fitted["calcification_weight"] = weight
         curve = evaluate_thresholds(val_c, val_truths, fitted, use_phase, grid)
         # best F1 among thresholds meeting the false-positive and calcification targets
         # on the validation scans (all thresholds if none does); ties: the highest
@@ -335,11 +335,8 @@ def main(argv=None):
     from ..algorithms.classifier import DEFAULT_MODEL_PATH
 
     model = train_model(data["train"], data["validation"])
-    out = Path(args.output or DEFAULT_MODEL_PATH)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(model, separators=(",", ":")) + "\n")
-    os.replace(tmp, out)
+    write_text_atomic(args.output or DEFAULT_MODEL_PATH,
+                      json.dumps(model, separators=(",", ":")) + "\n")
     print(json.dumps(model["validation"], indent=1))
     return 0
 

@@ -126,7 +126,7 @@ def summarise(per_scan):
         calcifications reported as microbleeds, sensitivity by apparent size, by MARS
         category and by protocol, and MARS-category agreement of matched detections.
     """
-    lesions, n_fp, n_fp_all, fp_control, calc_hits, calc_total = [], [], [], [], 0, 0
+    lesions, fp_control, fp_total, calc_hits, calc_total = [], [], 0, 0, 0
     mars_pairs = []
     for scan in per_scan:
         truth = scan["truth"].reset_index(drop=True)
@@ -146,15 +146,13 @@ def summarise(per_scan):
                 mars_pairs.append((truth.at[which[d], "mars_category"],
                                    det.at[d, "mars_category"]))
         fp = int(np.sum((labels == "none") | (labels == "calcification")))
-        n_fp.append(fp)
-        n_fp_all.append(fp)
+        fp_total += fp
         if len(cmb_rows) == 0:
             fp_control.append(fp)
         calc_hits += int(np.sum(labels == "calcification"))
         calc_total += int((truth["kind"] == "calcification").sum())
     les = pd.DataFrame(lesions, columns=["protocol", "apparent_diameter_mm",
                                          "mars_category", "found"])
-    fp_total = int(np.sum(n_fp))
 
     def block(sel):
         n = int(sel.sum())
