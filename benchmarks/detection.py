@@ -61,9 +61,8 @@ def scans(cohort):
 
 def write_cohort(bids, cohort):
     """Raw BIDS dataset of the cohort plus ``derivatives/phantom-truth``."""
-    from cmbprep.testing.phantom import PhantomConfig, simulate_subject, write_subject
-
     from cmbprep.testing.detector_training import phantom_fingerprint
+    from cmbprep.testing.phantom import PhantomConfig, simulate_subject, write_subject
 
     bids = Path(bids)
     stamp = bids / ".phantom-fingerprint"
@@ -223,7 +222,6 @@ def timing_mode(args):
             print(f"{protocol} {seed} {'x'.join(map(str, a['swi'].shape))}: n_jobs {n_jobs}: "
                   f"{time.perf_counter() - t0:.1f} s, {len(r.candidates)} candidates",
                   flush=True)
-    return {}
 
 
 def main(argv=None):
@@ -244,7 +242,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     cohort = QUICK if args.quick else COHORT
     if args.timing:
-        return timing_mode(args) and 0
+        timing_mode(args)
+        return 0
     results = direct_mode(args, cohort) if args.direct else pipeline_mode(args, cohort)
     print()
     for name, m in results.items():
