@@ -39,7 +39,8 @@ test-slow: install
 benchmarks: install
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
 
-# Re-trains the detector's classifier on generated phantoms (about 30 min on 2 cores;
+# Re-trains the detector's classifier on generated phantoms (roughly 40 min on 2 cores,
+# docs/benchmarks.md;
 # writes cmbprep/data/models/cmbprep_classifier.json; docs/detection.rst).
 TRAIN_CACHE ?= /tmp/cmbprep-training
 train-classifier: install
