@@ -17,6 +17,7 @@ import tomli_w
 
 from . import __version__
 from .errors import UsageError
+from .utils.io import write_text_atomic
 
 #: Settings that hold paths (converted to/from strings for TOML).
 _PATH_FIELDS = {"bids_dir", "output_dir", "work_dir", "bids_filter_file", "use_plugin",
@@ -92,13 +93,7 @@ class Settings:
 
     def to_toml(self, path: Path) -> Path:
         """Write the settings as TOML (atomically) and return the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            tomli_w.dump({"cmbprep": self.to_dict()}, f)
-        os.replace(tmp, path)
-        return path
+        return write_text_atomic(path, tomli_w.dumps({"cmbprep": self.to_dict()}))
 
     @classmethod
     def from_toml(cls, path: Path) -> "Settings":

@@ -126,3 +126,22 @@ def test_every_expected_output_is_documented():
         if not any(c in docs for c in candidates):
             undocumented.append(rel)
     assert not undocumented, f"not in docs/outputs.rst or docs/group.rst: {undocumented}"
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    """Outputs are readable like files from open() (umask applies), not owner-only."""
+    import os
+    import stat
+
+    from cmbprep.utils.io import copy_atomic, write_text_atomic
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    expected = 0o666 & ~mask
+    a = write_text_atomic(tmp_path / "a.tsv", "x\n")
+    b = copy_atomic(a, tmp_path / "b.tsv")
+    plain = tmp_path / "plain.tsv"
+    plain.write_text("x\n")
+    for path in (a, b):
+        assert stat.S_IMODE(os.stat(path).st_mode) == stat.S_IMODE(os.stat(plain).st_mode)
+        assert stat.S_IMODE(os.stat(path).st_mode) == expected

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import re
-import tempfile
 import warnings
 from importlib import resources
 from pathlib import Path
@@ -19,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..algorithms import stats
+from ..utils.io import write_text_atomic
 
 SIGNIFICANCE = 0.05
 _COLORS = {"any_cmb": "#4c72b0", "lobar_cmb": "#dd8452"}
@@ -221,9 +220,4 @@ def write_group_report(path, *, group_cmb, data, prevalence, tests, models, term
         counts_summary=counts_summary, significance=SIGNIFICANCE,
         overdispersion_ratio=stats.OVERDISPERSION_RATIO,
         overdispersion_alpha=stats.OVERDISPERSION_ALPHA)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(page)
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, page)

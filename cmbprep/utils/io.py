@@ -13,11 +13,23 @@ import tempfile
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: Permissions of written files: those of an ordinary ``open()`` under the process umask
+#: (``mkstemp`` alone would leave them readable by the owner only).
+FILE_MODE = 0o666 & ~_umask()
+
+
 def _atomic(path: Path, write) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, FILE_MODE)
         write(fd, tmp)
         os.replace(tmp, path)
     except BaseException:
