@@ -66,6 +66,7 @@ def run_anatomy(
     import numpy as np
 
     from cmbprep.algorithms import lobes
+    from cmbprep.algorithms.arrays import voxel_sizes
     from cmbprep.algorithms.brain import dice, extract_brain
 
     timings = {}
@@ -93,7 +94,7 @@ def run_anatomy(
     truth = np.asarray(nib.load(folder / "brain_truth.nii.gz").dataobj) > 0
     return {
         "shape": list(mag.shape),
-        "voxel_size_mm": [round(float(v), 3) for v in reg.voxel_sizes(mag.affine)],
+        "voxel_size_mm": [round(float(v), 3) for v in voxel_sizes(mag.affine)],
         "resolution_mm": resolution_mm,
         "nthreads": nthreads,
         "registration_threads": reg_threads,

@@ -94,17 +94,35 @@ def run_pipeline(bids, out, work, detector, nprocs):
     return wall
 
 
-def node_durations(work, node="detect"):
-    """Run time (s) of every ``node`` in the work directory, by participant."""
+def _durations(pattern):
+    """Run time (s) of every node result matching ``pattern``, by participant."""
     from nipype.utils.filemanip import loadpkl
 
     out = {}
-    for pklz in glob.glob(str(Path(work) / "**" / node / f"result_{node}.pklz"),
-                          recursive=True):
+    for pklz in glob.glob(pattern, recursive=True):
         res = loadpkl(pklz)
         parts = [p for p in Path(pklz).parts if "sub_" in p or "sub-" in p]
-        out[parts[-1] if parts else pklz] = float(getattr(res.runtime, "duration", np.nan))
+        out.setdefault(parts[-1] if parts else pklz, []).append(
+            float(getattr(res.runtime, "duration", np.nan)))
     return out
+
+
+def node_durations(work, detector):
+    """Detection time (s) in the work directory, by participant, along the critical
+    path: ``find_candidates`` + the slowest ``analyse_candidates`` chunk + ``detect``
+    (``bian2013``: ``detect`` only)."""
+    work = Path(work)
+    stages = [(work / "**" / "detect" / "result_detect.pklz", sum)]
+    if detector == "cmbprep":
+        stages += [
+            (work / "**" / "find_candidates" / "result_find_candidates.pklz", sum),
+            (work / "**" / "analyse_candidates" / "mapflow" / "_analyse_candidates*" /
+             "result__analyse_candidates*.pklz", max)]
+    total = {}
+    for pattern, combine in stages:
+        for label, times in _durations(str(pattern)).items():
+            total[label] = total.get(label, 0.0) + combine(times)
+    return total
 
 
 def read_detections(out, label, detector):
@@ -163,7 +181,7 @@ def pipeline_mode(args, cohort):
             only = [dict(s, detections=s["detections"][s["detections"]["status"] == "cmb"])
                     for s in per_scan]
             results["bian2013_cmb_only"] = summarise(only)
-        durations = node_durations(work / "work")
+        durations = node_durations(work / "work", detector)
         results[detector]["detect_node_s"] = durations
         results[detector]["wall_s"] = wall
         results[detector]["scans"] = extra
@@ -180,8 +198,7 @@ def direct_mode(args, cohort):
     for protocol, overrides, seed in scans(cohort):
         a, truth, timing = prepare_scan(protocol, overrides, seed, args.cache)
         t0 = time.perf_counter()
-        r = detect_cmbprep(a["swi"], a["brain"], a["affine"], filtered_phase=a["phase"],
-                           n_jobs=args.nprocs)
+        r = detect_cmbprep(a["swi"], a["brain"], a["affine"], filtered_phase=a["phase"])
         timing["cmbprep_s"] = time.perf_counter() - t0
         rr = detect_cmbprep(a["swi"], a["brain"], a["affine"], filtered_phase=a["phase"],
                             parameters={"scorer": "rules"})
@@ -207,21 +224,40 @@ def direct_mode(args, cohort):
 
 
 def timing_mode(args):
-    """Detection time of the default detector on the 0.5x0.5x1 mm whole-head scans."""
-    from cmbprep.algorithms.detection import detect_cmbprep
+    """Detection time of the default detector on the 0.5x0.5x1 mm whole-head scans: each
+    stage, and the wall time with the analysis in ``--nprocs`` chunks run in parallel
+    (as the pipeline's MapNode does)."""
+    from cmbprep.algorithms.detection import (
+        analyse_candidates,
+        find_candidates,
+        merge_and_score,
+    )
     from cmbprep.testing.detector_training import prepare_scan
 
+    n_chunks = max(1, args.nprocs)
     for protocol, overrides, seed in scans(COHORT):
         if protocol != "itp":
             continue
         a, _, _ = prepare_scan(protocol, overrides, seed, args.cache)
-        for n_jobs in (2, 1):
+        t0 = time.perf_counter()
+        context = find_candidates(a["swi"], a["brain"], a["affine"],
+                                  filtered_phase=a["phase"])
+        t_find = time.perf_counter() - t0
+        analysed, t_chunks = {}, []
+        for chunk in range(n_chunks):
             t0 = time.perf_counter()
-            r = detect_cmbprep(a["swi"], a["brain"], a["affine"], filtered_phase=a["phase"],
-                               n_jobs=n_jobs)
-            print(f"{protocol} {seed} {'x'.join(map(str, a['swi'].shape))}: n_jobs {n_jobs}: "
-                  f"{time.perf_counter() - t0:.1f} s, {len(r.candidates)} candidates",
-                  flush=True)
+            analysed.update(analyse_candidates(
+                context, range(chunk, len(context.peaks), n_chunks)))
+            t_chunks.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        r = merge_and_score(context, analysed)
+        t_merge = time.perf_counter() - t0
+        print(f"{protocol} {seed} {'x'.join(map(str, a['swi'].shape))}: find {t_find:.1f} s, "
+              f"analyse {sum(t_chunks):.1f} s ({n_chunks} chunks, slowest "
+              f"{max(t_chunks):.1f} s), merge+score {t_merge:.1f} s; one process "
+              f"{t_find + sum(t_chunks) + t_merge:.1f} s, {n_chunks} processes "
+              f"{t_find + max(t_chunks) + t_merge:.1f} s; {len(r.candidates)} candidates",
+              flush=True)
 
 
 def main(argv=None):

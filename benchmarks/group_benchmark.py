@@ -2,7 +2,7 @@
 
 Synthesises a cohort's participant output trees from a known Poisson model (the
 imaging pipeline is not run; see ``tests/test_group_cohort.py``), then times
-:func:`cmbprep.workflows.group.run_group` on it (reading every participant table,
+:func:`cmbprep.group.run_group` on it (reading every participant table,
 prevalence, univariate/multivariate Poisson and negative-binomial models, the HTML
 report). Python start-up and imports are timed separately.
 
@@ -31,7 +31,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     t0 = time.perf_counter()
-    from cmbprep.workflows.group import run_group
+    from cmbprep.group import run_group
     import statsmodels.formula.api  # noqa: F401 - imported lazily by run_group
     import matplotlib.pyplot  # noqa: F401
     t_import = time.perf_counter() - t0

@@ -25,7 +25,8 @@ def cpu():
     return r.ru_utime + r.ru_stime
 t0, c0 = time.perf_counter(), cpu()
 from cmbprep.testing import phantom
-phantom._template()
+from cmbprep.testing.phantom.anatomy import template_maps
+template_maps()
 t1, c1 = time.perf_counter(), cpu()
 cfg = phantom.PhantomConfig.from_protocol(sys.argv[1])
 sub = phantom.simulate_subject(cfg, seed=0)

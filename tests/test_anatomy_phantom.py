@@ -19,6 +19,7 @@ from scipy import ndimage
 
 from cmbprep.algorithms import lobes
 from cmbprep.algorithms import registration as reg
+from cmbprep.algorithms.arrays import voxel_sizes
 from cmbprep.algorithms.brain import dice
 from cmbprep.testing.phantom import PhantomConfig, simulate_subject
 
@@ -47,7 +48,7 @@ def _truth_regions(ph, atlas, lut):
     truth = lobes.regions_at_points(mni, atlas, lut)
     data = np.asarray(atlas.dataobj)
     ijk = np.rint(nib.affines.apply_affine(np.linalg.inv(atlas.affine), mni)).astype(int)
-    vs = reg.voxel_sizes(atlas.affine)
+    vs = voxel_sizes(atlas.affine)
     r = int(np.ceil((MIN_DEPTH_MM + 2) / vs.min()))
     depth = np.zeros(len(cmbs))
     for n, (label, centre) in enumerate(zip(truth["label"], ijk)):

@@ -1,10 +1,10 @@
-"""Boosted-tree classifier (cmbprep.algorithms.classifier) and the packaged model."""
+"""Boosted-tree classifier (cmbprep.algorithms.detection.classifier) and the packaged model."""
 
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from cmbprep.algorithms.classifier import (
+from cmbprep.algorithms.detection.classifier import (
     FEATURES,
     export_hist_gradient_boosting,
     load_model,

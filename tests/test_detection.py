@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from cmbprep.algorithms.detection import (
     CMB_COLUMNS,
+    analyse_candidates,
     assign_regions,
     cmb_label_image,
     cmb_table,
@@ -15,8 +19,10 @@ from cmbprep.algorithms.detection import (
     detect_bian2013,
     detect_cmbprep,
     detect_microbleeds,
+    find_candidates,
+    merge_and_score,
 )
-from cmbprep.algorithms.features import dipole_field
+from cmbprep.algorithms.detection.phase import dipole_field
 
 GAMMA_HZ_PER_T = 42.577e6
 
@@ -179,13 +185,25 @@ def test_deterministic(cmb_and_vein):
     np.testing.assert_array_equal(a.labels, b.labels)
 
 
-def test_two_processes_give_the_same_result(cmb_and_vein):
+@pytest.mark.parametrize("n_chunks", [2, 3])
+def test_chunked_analysis_gives_the_same_result(cmb_and_vein, n_chunks):
+    """The pipeline's stages (context and chunks through pickle) equal one call."""
     mag, phase, affine = cmb_and_vein
-    one = detect_cmbprep(mag, _mask(mag.shape), affine, filtered_phase=phase, n_jobs=1)
-    two = detect_cmbprep(mag, _mask(mag.shape), affine, filtered_phase=phase, n_jobs=2)
+    one = detect_cmbprep(mag, _mask(mag.shape), affine, filtered_phase=phase)
+    context = find_candidates(mag, _mask(mag.shape), affine, filtered_phase=phase)
+    context = pickle.loads(pickle.dumps(context))
+    analysed = {}
+    for chunk in reversed(range(n_chunks)):
+        part = analyse_candidates(context, range(chunk, len(context.peaks), n_chunks))
+        analysed.update(pickle.loads(pickle.dumps(part)))
+    staged = merge_and_score(context, analysed)
     assert len(one.candidates) > 3
-    pd.testing.assert_frame_equal(one.candidates, two.candidates)
-    np.testing.assert_array_equal(one.labels, two.labels)
+    pd.testing.assert_frame_equal(one.candidates, staged.candidates)
+    np.testing.assert_array_equal(one.labels, staged.labels)
+    assert json.dumps(one.parameters) == json.dumps(staged.parameters)
+    del analysed[len(context.peaks) - 1]
+    with pytest.raises(ValueError, match="not analysed"):
+        merge_and_score(context, analysed)
 
 
 def test_tables_regions_and_labels(cmb_and_vein):
@@ -239,7 +257,7 @@ def test_microbleed_beside_vein_found_vein_not():
 
 
 def test_local_maxima_plateau_is_one_peak():
-    from cmbprep.algorithms.candidates import local_maxima
+    from cmbprep.algorithms.detection.candidates import local_maxima
 
     response = np.zeros((20, 20, 10), np.float32)
     response[5:9, 5:9, 3:6] = 1.0  # a plateau: every voxel equals its max filter

@@ -73,7 +73,6 @@ def test_workflow_outputs(nifti_inputs, tmp_path):
     inputs.brain_mask = nifti_inputs["mask"]
     inputs.dseg = nifti_inputs["dseg"]
     inputs.dseg_tsv = nifti_inputs["dseg_tsv"]
-    inputs.swi_to_template_xfm = "n/a"
     inputs.template_to_swi_xfm = "n/a"
     graph = wf.run()
     node = [n for n in graph.nodes() if n.name == "detect"][0]
@@ -105,6 +104,36 @@ def test_workflow_outputs(nifti_inputs, tmp_path):
     meta = out.detection_meta
     assert meta["detector"] == "cmbprep" and meta["seed"] == 3 and meta["phase_sign"] in (1, -1)
     json.dumps(meta)  # serialisable for sidecars
+
+
+def test_workflow_chunks_equal_one_node(nifti_inputs, tmp_path):
+    """Three nodes with the analysis in two chunks write what one node writes."""
+    wf = init_detection_wf(detector="cmbprep", seed=3, omp_nthreads=2)
+    wf.base_dir = str(tmp_path / "wf")
+    inputs = wf.get_node("inputnode").inputs
+    for name, key in (("swi", "swi"), ("filtered_phase", "phase"), ("brain_mask", "mask"),
+                      ("dseg", "dseg"), ("dseg_tsv", "dseg_tsv")):
+        setattr(inputs, name, nifti_inputs[key])
+    inputs.template_to_swi_xfm = "n/a"
+    graph = wf.run()
+    nodes = {n.name: n for n in graph.nodes()}
+    assert {"find_candidates", "analyse_candidates", "detect"} <= set(nodes)
+    staged = nodes["detect"].result.outputs
+    assert len(nodes["analyse_candidates"].result.outputs.analysed) == 2
+    (tmp_path / "one").mkdir()
+    one = DetectMicrobleeds(
+        swi=nifti_inputs["swi"], filtered_phase=nifti_inputs["phase"],
+        brain_mask=nifti_inputs["mask"], dseg=nifti_inputs["dseg"],
+        dseg_tsv=nifti_inputs["dseg_tsv"], seed=3,
+        code_id=nodes["detect"].inputs.code_id).run(cwd=str(tmp_path / "one")).outputs
+    for name in ("candidates_tsv", "candidates_sidecar", "cmb_tsv", "cmb_sidecar"):
+        with open(getattr(one, name), "rb") as a, open(getattr(staged, name), "rb") as b:
+            assert a.read() == b.read(), name
+    for name in ("cmb_dseg", "cmb_mask"):
+        a, b = nib.load(getattr(one, name)), nib.load(getattr(staged, name))
+        assert a.get_data_dtype() == b.get_data_dtype()
+        np.testing.assert_array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
+    assert json.dumps(one.detection_meta) == json.dumps(staged.detection_meta)
 
 
 def test_interface_bian2013_and_template_points(nifti_inputs, tmp_path):
@@ -159,11 +188,13 @@ def test_interface_no_candidates(tmp_path, detector):
 
 def test_node_hash_follows_the_model(tmp_path, monkeypatch):
     """A different model file changes the node's inputs, so Nipype re-runs detection."""
-    import cmbprep.algorithms.detection as detection
+    import cmbprep.algorithms.detection.parameters as detection
 
-    node = init_detection_wf(detector="cmbprep", seed=0, omp_nthreads=1).get_node("detect")
-    code = node.inputs.code_id
+    wf = init_detection_wf(detector="cmbprep", seed=0, omp_nthreads=1)
+    code = wf.get_node("detect").inputs.code_id
     assert code.startswith("cmbprep ") and "model sha256:" in code
+    for stage in ("find_candidates", "analyse_candidates"):  # every stage re-runs
+        assert wf.get_node(stage).inputs.code_id == code
     other = tmp_path / "model.json"
     other.write_text(detection.DEFAULT_MODEL_PATH.read_text().replace('"version":"1"',
                                                                         '"version":"x"'))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cmbprep.algorithms.frst import fast_radial_symmetry, fast_radial_symmetry_slices
+from cmbprep.algorithms.detection.frst import fast_radial_symmetry, fast_radial_symmetry_slices
 
 
 def _disc_image(shape, centres, radius, depth=0.6, noise=0.0, seed=0):

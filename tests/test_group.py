@@ -13,7 +13,7 @@ import pytest
 
 from cmbprep.algorithms import stats
 from cmbprep.errors import DataError, InputMissingError
-from cmbprep.workflows.group import run_group
+from cmbprep.group import run_group
 from .test_group_cohort import random_cmbs, synthesise_cohort, write_unit
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cmbprep.workflows.group import run_group
+from cmbprep.group import run_group
 from .test_group_cohort import TRUE_LOG_IRR, synthesise_cohort
 
 TERMS = {"age": "age_per_year", "sex[T.M]": "sex_M",

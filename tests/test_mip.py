@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from cmbprep.algorithms.mip import minip_window, slice_axis, sliding_minip, voxel_sizes
+from cmbprep.algorithms.arrays import slice_axis, voxel_sizes
+from cmbprep.algorithms.mip import minip_window, sliding_minip
 
 
 def _affine(columns, origin=(0.0, 0.0, 0.0)):

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cmbprep.interfaces.bids import DerivativesDataSink, derivative_path
+from cmbprep.interfaces.bids import DerivativesDataSink
+from cmbprep.utils.paths import derivative_path
 from cmbprep.reports.participant import (plot_detection_mosaic, render_unit_section,
                                          summarize_cmbs)
 
@@ -145,3 +146,16 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
     for path in (a, b):
         assert stat.S_IMODE(os.stat(path).st_mode) == stat.S_IMODE(os.stat(plain).st_mode)
         assert stat.S_IMODE(os.stat(path).st_mode) == expected
+
+
+def test_utils_and_reports_import_no_nipype():
+    """Layers: utils and reports are importable without Nipype (nor the interfaces)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, cmbprep.utils.derivatives, cmbprep.utils.paths, "
+            "cmbprep.reports.participant, cmbprep.reports.group, cmbprep.group; "
+            "print([m for m in sys.modules if m.startswith(('nipype', 'cmbprep.interfaces'))])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

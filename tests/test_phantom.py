@@ -399,6 +399,17 @@ def test_cli_writes_dataset(tmp_path, capsys):
     assert len(truth) == 0  # a control
 
 
+@pytest.mark.parametrize("module", ["cmbprep.testing.phantom", "cmbprep.testing"])
+def test_module_entry_points(module):
+    """``python -m`` runs the same command line for the package and ``cmbprep.testing``."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.startswith("usage: python -m cmbprep.testing.phantom") and "--example" in out
+
+
 @pytest.mark.slow
 def test_itp_protocol_grid():
     """The high-resolution protocol: 0.5 x 0.5 x 1 mm, 360 x 440 x 150 voxels."""
@@ -443,3 +454,23 @@ def test_write_subject_adds_participants_and_truth(tmp_path):
                         sep="\t")
     assert (table["kind"] == "cmb").sum() == 2
     assert json.loads((tmp_path / "dataset_description.json").read_text())["DatasetType"] == "raw"
+
+
+def test_source_fingerprint_covers_every_module(tmp_path, monkeypatch):
+    """The cache key of simulated scans changes when any module of the package changes."""
+    from pathlib import Path
+
+    from cmbprep.testing import phantom
+
+    fingerprint = phantom.source_fingerprint()
+    assert len(fingerprint) == 16 and int(fingerprint, 16) >= 0
+    assert phantom.source_fingerprint() == fingerprint  # deterministic
+    package = Path(phantom.__file__).parent
+    copy = tmp_path / "phantom"
+    copy.mkdir()
+    for path in package.glob("*.py"):
+        (copy / path.name).write_bytes(path.read_bytes())
+    monkeypatch.setattr(phantom, "__file__", str(copy / "__init__.py"))
+    assert phantom.source_fingerprint() == fingerprint
+    (copy / "veins.py").write_bytes((copy / "veins.py").read_bytes() + b"\n")
+    assert phantom.source_fingerprint() != fingerprint

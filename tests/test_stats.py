@@ -138,6 +138,20 @@ def test_prevalence_by_level_keeps_empty_bins():
     assert list(by_group["n_with"]) == [1, 1]
 
 
+def test_natural_sort_key_numbers_first_then_text():
+    values = ["a", "10", "inf", "2", "B", "1e3", "nan", "-inf", "-1.5"]
+    assert sorted(values, key=stats.natural_sort_key) == [
+        "-1.5", "2", "10", "1e3", "-inf", "B", "a", "inf", "nan"]
+    table = stats.prevalence_by_level([True, False, True], [10.0, 2.0, 10.0])
+    assert list(table["level"]) == ["2.0", "10.0"]
+
+
+def test_prevalence_test_results():
+    assert isinstance(stats.compare_prevalence([1, 2], [5, 5]), stats.PrevalenceTest)
+    assert stats.compare_prevalence([1, 2, 3], [5, 5, 5]).test == "chi2_independence"
+    assert stats.cochran_armitage_trend_test([1, 2], [5, 5]).test == "cochran_armitage"
+
+
 def test_overdispersion_detected_only_when_present():
     """The Cameron-Trivedi test keeps its level on Poisson data and finds NB2 data."""
     rng = np.random.default_rng(3)

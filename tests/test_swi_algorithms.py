@@ -15,7 +15,8 @@ from scipy.spatial.distance import pdist
 from skimage.filters import frangi
 
 from cmbprep.algorithms import swi as S
-from cmbprep.algorithms.mip import sliding_minip, voxel_sizes
+from cmbprep.algorithms.arrays import voxel_sizes
+from cmbprep.algorithms.mip import sliding_minip
 from cmbprep.errors import DataError
 
 ROMEO = Path(__file__).parent / "data" / "romeo-small"

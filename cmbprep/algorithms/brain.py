@@ -23,15 +23,17 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from .registration import (
-    apply_transform,
-    block_reduce,
-    coarse_affine,
-    coarse_step,
-    load_template,
-    upsample_linear,
-    voxel_sizes,
-)
+from .arrays import block_factors, block_reduce, upsample_nearest, voxel_sizes
+from .registration import apply_transform, coarse_affine, load_template
+
+#: Default parameters of :func:`refine_brain_mask` (reported in the brain-mask sidecar).
+REFINEMENT_DEFAULTS = {
+    "band_mm": 3.0,
+    "dark_fraction": 0.35,
+    "smooth_mm": 15.0,
+    "opening_mm": 1.5,
+    "protect_mm": 4.0,
+}
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -57,7 +59,7 @@ def _edt_mm(mask: np.ndarray, vs) -> np.ndarray:
     return ndimage.distance_transform_edt(mask, sampling=vs)
 
 
-def closing_mm(mask: np.ndarray, radius_mm: float, voxel_size) -> np.ndarray:
+def binary_closing_mm(mask: np.ndarray, radius_mm: float, voxel_size) -> np.ndarray:
     """Binary closing with a ball of ``radius_mm`` via Euclidean distance transforms
     (exact for a ball, fast for large radii on fine grids). Pads by the radius."""
     vs = np.asarray(voxel_size, float)
@@ -68,7 +70,7 @@ def closing_mm(mask: np.ndarray, radius_mm: float, voxel_size) -> np.ndarray:
     return closed[pad[0] : -pad[0], pad[1] : -pad[1], pad[2] : -pad[2]]
 
 
-def opening_mm_(mask: np.ndarray, radius_mm: float, voxel_size) -> np.ndarray:
+def binary_opening_mm(mask: np.ndarray, radius_mm: float, voxel_size) -> np.ndarray:
     """Binary opening with a ball of ``radius_mm`` via Euclidean distance transforms."""
     vs = np.asarray(voxel_size, float)
     mask = np.asarray(mask, bool)
@@ -79,7 +81,7 @@ def opening_mm_(mask: np.ndarray, radius_mm: float, voxel_size) -> np.ndarray:
 def _local_mean(image, mask, vs, sigma_mm, coarse_mm: float = 2.0) -> np.ndarray:
     """Gaussian-weighted mean of ``image`` over ``mask`` (normalised convolution),
     computed on a grid decimated to about ``coarse_mm`` and expanded back."""
-    step = np.maximum(np.round(coarse_mm / vs).astype(int), 1)
+    step = np.asarray(block_factors(vs, coarse_mm, rounding="round"))
     sl = tuple(slice(None, None, int(st)) for st in step)
     img_c = np.where(mask, image, 0.0)[sl]
     msk_c = mask[sl].astype(np.float32)
@@ -87,9 +89,7 @@ def _local_mean(image, mask, vs, sigma_mm, coarse_mm: float = 2.0) -> np.ndarray
     num = ndimage.gaussian_filter(img_c.astype(np.float32), sigma)
     den = ndimage.gaussian_filter(msk_c, sigma)
     local_c = num / np.maximum(den, 1e-3)
-    for axis, st in enumerate(step):
-        local_c = np.repeat(local_c, int(st), axis=axis)
-    return local_c[: image.shape[0], : image.shape[1], : image.shape[2]]
+    return upsample_nearest(local_c, step, image.shape)
 
 
 def refine_brain_mask(
@@ -166,9 +166,9 @@ def _refine(image, mask, vs, band_mm, dark_fraction, smooth_mm, opening_mm, prot
     if protect_mm > 0:
         # Closing restores local notches narrower than ``protect_mm`` (e.g. a dark
         # microbleed at the brain surface) but keeps broad peels of skull.
-        refined = closing_mm(refined, protect_mm, vs) & mask
+        refined = binary_closing_mm(refined, protect_mm, vs) & mask
     if opening_mm > 0:
-        refined = opening_mm_(refined, opening_mm, vs)
+        refined = binary_opening_mm(refined, opening_mm, vs)
     lab, n = ndimage.label(refined)
     if n > 1:
         sizes = ndimage.sum(refined, lab, index=np.arange(1, n + 1))
@@ -217,24 +217,13 @@ def extract_brain(
     if data.ndim == 4:
         data = data[..., 0]
     data = np.nan_to_num(data)
-    vs = voxel_sizes(image.affine)
-    voxel_ml = float(np.prod(vs)) / 1000.0
+    voxel_ml = float(np.prod(voxel_sizes(image.affine))) / 1000.0
     head = None
     if head_mask is not None:
         head = np.asarray(head_mask.dataobj) > 0
         if head.shape != data.shape:
             head = None
-    # Work on a grid of about ``work_mm`` (block means of the image): the template mask
-    # has 1 mm detail, and morphology on ~1 mm voxels is many times faster than on
-    # sub-millimetre SWI voxels. The result is interpolated back (linear, > 0.5).
-    step = coarse_step(vs, work_mm)
-    coarse = bool(np.any(step > 1))
-    if coarse:
-        data_c = block_reduce(data, step)
-        affine_c = coarse_affine(image.affine, step)
-        head_c = None if head is None else block_reduce(head.astype(np.float32), step) > 0.5
-    else:
-        data_c, affine_c, head_c = data, np.asarray(image.affine), head
+    data_c, affine_c, head_c, step = _working_grid(data, image.affine, head, work_mm)
     vs_c = voxel_sizes(affine_c)
     prob = warp_template_mask(nib.Nifti1Image(data_c, affine_c), template_to_subject_xfm)
     mask_c = prob > threshold
@@ -247,19 +236,9 @@ def extract_brain(
     }
     if refine:
         mask_c = refine_brain_mask(data_c, mask_c, vs_c, head_mask=head_c, **refine_kwargs)
-        info["refinement"] = {
-            k: v
-            for k, v in {
-                "band_mm": 3.0,
-                "dark_fraction": 0.35,
-                "smooth_mm": 15.0,
-                "opening_mm": 1.5,
-                "protect_mm": 4.0,
-                **refine_kwargs,
-            }.items()
-        }
-    if coarse:
-        mask = upsample_linear(mask_c.astype(np.float32), step, data.shape) > 0.5
+        info["refinement"] = {**REFINEMENT_DEFAULTS, **refine_kwargs}
+    if step is not None:
+        mask = _upsample_linear_axiswise(mask_c.astype(np.float32), step, data.shape) > 0.5
     else:
         mask = mask_c
     if refine and head is not None:
@@ -268,3 +247,48 @@ def extract_brain(
     out = nib.Nifti1Image(mask.astype(np.uint8), image.affine)
     out.set_data_dtype(np.uint8)
     return out, info
+
+
+def _working_grid(data: np.ndarray, affine, head, work_mm: float):
+    """Block means of the image (and of the head mask, > 0.5) over whole voxels, on a
+    grid of about ``work_mm``.
+
+    The template mask has 1 mm detail, and morphology on ~1 mm voxels is many times
+    faster than on sub-millimetre SWI voxels; the result is interpolated back (linear,
+    > 0.5). Returns ``data, affine, head, step`` (``step`` None: the input grid is
+    already coarse enough and is used as it is).
+    """
+    step = block_factors(voxel_sizes(affine), work_mm, rounding="round")
+    if not any(s > 1 for s in step):
+        return data, np.asarray(affine), head, None
+    data_c = block_reduce(data, step, dtype=np.float32)
+    head_c = None
+    if head is not None:
+        head_c = block_reduce(head.astype(np.float32), step, dtype=np.float32) > 0.5
+    return data_c, coarse_affine(affine, step), head_c, step
+
+
+def _upsample_linear_axiswise(coarse: np.ndarray, step, shape) -> np.ndarray:
+    """Separable linear interpolation of a block grid back to ``shape`` (float32;
+    coarse voxel centres at fine index ``k*s + (s-1)/2``, edges clamped), axes in order,
+    ``a * (1 - w) + b * w``.
+
+    Kept instead of :func:`cmbprep.algorithms.arrays.upsample_linear` (largest factor
+    first, ``a + (b - a) * w``): thresholded at 0.5 the two agree except where the exact
+    value is 0.5, which happens for mixed non-power-of-two block factors such as
+    (3, 2, 1); never for factors 1, 2, 4 only, (1, 3, 3) or (3, 3, 3).
+    """
+    out = np.asarray(coarse, dtype=np.float32)
+    for axis, (n, s) in enumerate(zip(shape[:3], step)):
+        s = int(s)
+        if s == 1 and out.shape[axis] == n:
+            continue
+        c = (np.arange(int(n)) - (s - 1) / 2.0) / s
+        lo = np.clip(np.floor(c).astype(int), 0, out.shape[axis] - 1)
+        hi = np.clip(lo + 1, 0, out.shape[axis] - 1)
+        w = np.clip(c - lo, 0.0, 1.0).astype(np.float32)
+        wshape = [1, 1, 1]
+        wshape[axis] = -1
+        w = w.reshape(wshape)
+        out = np.take(out, lo, axis=axis) * (1.0 - w) + np.take(out, hi, axis=axis) * w
+    return out

@@ -3,9 +3,11 @@
 The projection runs along the *acquisition slice axis*, which is read from the image
 affine rather than assumed to be the third array axis:
 
-1. The voxel size along each array axis is the norm of the corresponding affine column.
-2. The slice axis is the array axis with the largest voxel size (thick slices are the
-   rule for SWI, e.g. 0.5 x 0.5 x 1 mm or 0.5 x 0.5 x 2 mm).
+1. The voxel size along each array axis is the norm of the corresponding affine column
+   (:func:`cmbprep.algorithms.arrays.voxel_sizes`).
+2. The slice axis (:func:`cmbprep.algorithms.arrays.slice_axis`) is the array axis
+   with the largest voxel size (thick slices are the rule for SWI, e.g. 0.5 x 0.5 x 1 mm
+   or 0.5 x 0.5 x 2 mm).
 3. If several axes share the largest voxel size (within 1 %), e.g. isotropic data,
    the one among them whose direction is most aligned with the scanner
    superior-inferior axis (RAS+ ``z``, the B0 direction) is taken, so isotropic data
@@ -24,49 +26,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["voxel_sizes", "slice_axis", "minip_window", "sliding_minip"]
+from .arrays import slice_axis, voxel_sizes
 
-
-def voxel_sizes(affine):
-    """Voxel size (mm) along each array axis of a 4x4 voxel-to-mm ``affine``.
-
-    Parameters
-    ----------
-    affine : (4, 4) array_like
-        Voxel index to scanner RAS+ mm transform.
-
-    Returns
-    -------
-    numpy.ndarray of shape (3,)
-        Norms of the first three affine columns.
-    """
-    affine = np.asarray(affine, dtype=float)
-    return np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-
-
-def slice_axis(affine, *, rtol=0.01):
-    """Array axis (0, 1 or 2) of the acquisition slices, read from ``affine``.
-
-    Parameters
-    ----------
-    affine : (4, 4) array_like
-        Voxel index to scanner RAS+ mm transform.
-    rtol : float, optional
-        Relative tolerance under which voxel sizes count as equal (default 0.01).
-
-    Returns
-    -------
-    int
-        The axis with the largest voxel size; ties are broken by the axis most aligned
-        with the scanner ``z`` (superior) direction.
-    """
-    affine = np.asarray(affine, dtype=float)
-    sizes = voxel_sizes(affine)
-    candidates = np.flatnonzero(sizes >= sizes.max() * (1.0 - rtol))
-    if candidates.size == 1:
-        return int(candidates[0])
-    alignment = np.abs(affine[2, :3]) / sizes
-    return int(candidates[np.argmax(alignment[candidates])])
+__all__ = ["minip_window", "sliding_minip"]
 
 
 def minip_window(affine, slab_mm=8.0):

@@ -47,23 +47,8 @@ def _drop_prefix(prefix: str):
     return convert
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Return the argument parser (also used by the docs and by the Boutiques test)."""
-    parser = _Parser(
-        prog="cmbprep",
-        description="cmbprep: find cerebral microbleeds on susceptibility-weighted MRI "
-        "(a BIDS-App).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("bids_dir", type=Path, help="the root folder of a BIDS dataset")
-    parser.add_argument("output_dir", type=Path,
-                        help="the output folder (a BIDS-Derivatives dataset)")
-    parser.add_argument("analysis_level",
-                        help="processing stage: 'participant' or 'group'")
-    parser.add_argument("--version", action="version", version=f"cmbprep v{__version__}")
-    parser.add_argument("-v", "--verbose", dest="verbosity", action="count", default=0,
-                        help="increase log verbosity (-v, -vv)")
-
+def _add_bids_options(parser: argparse.ArgumentParser) -> None:
+    """Options for filtering the BIDS queries."""
     g_bids = parser.add_argument_group("Options for filtering the BIDS queries")
     g_bids.add_argument("--participant-label", "--participant_label", nargs="+",
                         default=[], type=_drop_prefix("sub-"), metavar="LABEL",
@@ -80,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     g_bids.add_argument("--skip-bids-validation", "--skip_bids_validation",
                         action="store_true", help="do not validate the input dataset")
 
+
+def _add_performance_options(parser: argparse.ArgumentParser) -> None:
+    """Processes, threads, memory and the Nipype plugin."""
     g_perf = parser.add_argument_group("Options to handle performance")
     g_perf.add_argument("--nprocs", "--nthreads", "--n_cpus", "--n-cpus",
                         dest="nprocs", type=_positive_int, default=0,
@@ -92,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     g_perf.add_argument("--use-plugin", "--use_plugin", type=Path, metavar="FILE",
                         help="a YAML file with the Nipype plugin and plugin_args")
 
+
+def _add_workflow_options(parser: argparse.ArgumentParser) -> None:
+    """Parameters of the participant-level processing."""
     g_wf = parser.add_argument_group("Workflow configuration")
     g_wf.add_argument("--detector", choices=DETECTORS, default="cmbprep",
                       help="microbleed detector: 'cmbprep' (default) or 'bian2013' "
@@ -111,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="voxel size of the grid on which template registration "
                       "runs (mm)")
 
+
+def _add_group_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the group level."""
     g_group = parser.add_argument_group("Group level")
     g_group.add_argument("--covariates", dest="covariates_file", type=Path,
                          metavar="FILE",
@@ -125,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="right-hand side of the multivariate Poisson model, e.g. "
                          "'age + C(sex) + platelet_nadir'")
 
+
+def _add_other_options(parser: argparse.ArgumentParser) -> None:
+    """Work folder, settings file, seed and debugging."""
     g_other = parser.add_argument_group("Other options")
     g_other.add_argument("-w", "--work-dir", "--work_dir", dest="work_dir", type=Path,
                          help="folder for intermediate results (default: ./work)")
@@ -137,6 +134,30 @@ def build_parser() -> argparse.ArgumentParser:
                          help="write the workflow graph (graph.svg) in the work dir")
     g_other.add_argument("--stop-on-first-crash", action="store_true",
                          help="stop at the first failing node")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser (also used by the docs and by the Boutiques test)."""
+    parser = _Parser(
+        prog="cmbprep",
+        description="cmbprep: find cerebral microbleeds on susceptibility-weighted MRI "
+        "(a BIDS-App).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("bids_dir", type=Path, help="the root folder of a BIDS dataset")
+    parser.add_argument("output_dir", type=Path,
+                        help="the output folder (a BIDS-Derivatives dataset)")
+    parser.add_argument("analysis_level",
+                        help="processing stage: 'participant' or 'group'")
+    parser.add_argument("--version", action="version", version=f"cmbprep v{__version__}")
+    parser.add_argument("-v", "--verbose", dest="verbosity", action="count", default=0,
+                        help="increase log verbosity (-v, -vv)")
+
+    _add_bids_options(parser)
+    _add_performance_options(parser)
+    _add_workflow_options(parser)
+    _add_group_options(parser)
+    _add_other_options(parser)
     return parser
 
 

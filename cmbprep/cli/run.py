@@ -237,7 +237,7 @@ def run_participant(settings) -> int:
         code, message = _crash_exit_code(crash_dir)
         print(f"cmbprep: error: {message}", file=sys.stderr)
         return code
-    reports = assemble_participant_reports(settings.output_dir, units, settings)
+    reports = assemble_participant_reports(settings.output_dir, units)
     for report in reports:
         print(f"cmbprep: participant report: {report}")
     return 0
@@ -245,7 +245,7 @@ def run_participant(settings) -> int:
 
 def run_group(settings) -> int:
     """Group level: tables, models and a report from the participant outputs only."""
-    from ..workflows.group import run_group as group_level
+    from ..group import run_group as group_level
 
     if not settings.output_dir.is_dir():
         from ..errors import InputMissingError

@@ -23,6 +23,7 @@ from nipype.interfaces.base import (
 )
 
 from ..errors import DataError
+from .itk_process import run_with_itk_threads
 
 
 def _load3d(path):
@@ -41,6 +42,34 @@ def _load3d(path):
     if not np.isfinite(data).any() or np.nanmax(np.abs(data)) == 0:
         raise DataError(f"{path}: image is empty (all zero or not finite)")
     return nib.Nifti1Image(np.nan_to_num(data), img.affine)
+
+
+def _register_template(magnitude_path, head_mask_path, t1w, cwd, *, resolution_mm, seed,
+                       n_threads):
+    """Register the template to the SWI magnitude (or to a T1w rigidly aligned to it).
+
+    Returns the :class:`~cmbprep.algorithms.registration.RegistrationResult` and the QC
+    entries that say which image was registered.
+    """
+    from ..algorithms import registration as reg
+
+    reg.set_ants_threads(n_threads)
+    magnitude = _load3d(magnitude_path)
+    head = _load3d(head_mask_path) if head_mask_path is not None else None
+    target = magnitude
+    qc_extra = {"registration_image": "swi_magnitude"}
+    if t1w and t1w != "n/a":
+        target = reg.rigid_align_to_reference(
+            _load3d(t1w), magnitude, cwd / "t1w_to_swi_", seed=seed)
+        qc_extra = {"registration_image": "t1w_rigidly_aligned_to_swi", "t1w": t1w}
+        head = None  # the SWI head mask does not describe the T1w extent
+    try:
+        result = reg.register_template_to_subject(
+            target, cwd, head_mask=head, resolution_mm=resolution_mm, seed=seed,
+            n_threads=n_threads)
+    except ValueError as exc:
+        raise DataError(f"{magnitude_path}: {exc}") from exc
+    return result, qc_extra
 
 
 class _RegisterTemplateInputSpec(BaseInterfaceInputSpec):
@@ -67,31 +96,13 @@ class RegisterTemplate(SimpleInterface):
     def _run_interface(self, runtime):
         from ..algorithms import registration as reg
 
-        reg.set_ants_threads(self.inputs.n_threads)
         cwd = Path(runtime.cwd)
-        magnitude = _load3d(self.inputs.magnitude)
-        head = _load3d(self.inputs.head_mask) if isdefined(self.inputs.head_mask) else None
-        target = magnitude
-        qc_extra = {"registration_image": "swi_magnitude"}
-        t1w = self.inputs.t1w
-        if t1w and t1w != "n/a":
-            t1 = _load3d(t1w)
-            target = reg.rigid_align_to_reference(
-                t1, magnitude, cwd / "t1w_to_swi_", seed=self.inputs.seed
-            )
-            qc_extra = {"registration_image": "t1w_rigidly_aligned_to_swi", "t1w": t1w}
-            head = None  # the SWI head mask does not describe the T1w extent
-        try:
-            result = reg.register_template_to_subject(
-                target,
-                cwd,
-                head_mask=head,
-                resolution_mm=self.inputs.resolution_mm,
-                seed=self.inputs.seed,
-                n_threads=self.inputs.n_threads,
-            )
-        except ValueError as exc:
-            raise DataError(f"{self.inputs.magnitude}: {exc}") from exc
+        head = self.inputs.head_mask if isdefined(self.inputs.head_mask) else None
+        # a new process: ITK's thread count is fixed at its first use in a process
+        result, qc_extra = run_with_itk_threads(
+            _register_template, self.inputs.n_threads, self.inputs.magnitude, head,
+            self.inputs.t1w, cwd, resolution_mm=self.inputs.resolution_mm,
+            seed=self.inputs.seed, n_threads=self.inputs.n_threads)
         fwd = cwd / f"from-{reg.TEMPLATE_NAME}_to-swi_mode-image_xfm.h5"
         inv = cwd / f"from-swi_to-{reg.TEMPLATE_NAME}_mode-image_xfm.h5"
         shutil.move(result.template_to_subject_xfm, fwd)

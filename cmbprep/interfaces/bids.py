@@ -1,9 +1,9 @@
 """Writing outputs into the BIDS-Derivatives tree.
 
 :class:`DerivativesDataSink` plays the role of niworkflows' interface of the same name,
-with cmbprep's own path pattern (:func:`derivative_path`). Every file is written
-atomically (a temporary file in the target folder, then :func:`os.replace`), and every
-file gets a JSON sidecar unless it is itself a JSON file.
+with cmbprep's own path pattern (:func:`cmbprep.utils.paths.derivative_path`). Every
+file is written atomically (a temporary file in the target folder, then
+:func:`os.replace`), and every file gets a JSON sidecar unless it is itself a JSON file.
 """
 
 from __future__ import annotations
@@ -20,55 +20,10 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from ..utils.io import copy_atomic, write_json_atomic, write_text_atomic
+from ..utils.io import copy_atomic, write_json_atomic
+from ..utils.paths import derivative_path, file_extension
 
-__all__ = ["DerivativesDataSink", "derivative_path", "write_json_atomic",
-           "write_text_atomic"]
-
-#: Order of the entities in a derivative file name (BIDS entity table).
-ENTITY_ORDER = ("subject", "session", "acquisition", "run", "part", "from", "to", "mode",
-                "space", "atlas", "res", "label", "desc")
-_SHORT = {"subject": "sub", "session": "ses", "acquisition": "acq", "run": "run",
-          "part": "part", "from": "from", "to": "to", "mode": "mode", "space": "space",
-          "atlas": "atlas", "res": "res", "label": "label", "desc": "desc"}
-
-
-def derivative_path(entities: dict, suffix: str, extension: str,
-                    datatype: str | None = "anat") -> Path:
-    """Relative path of a derivative, e.g. ``sub-01/ses-1/anat/sub-01_ses-1_desc-cmb_cmb.tsv``.
-
-    Parameters
-    ----------
-    entities : dict
-        BIDS entities by long name (``subject``, ``session``, ``acquisition``, ``run``,
-        ``space``, ``atlas``, ``label``, ``desc``...). ``None`` values are skipped.
-    suffix : str
-        The BIDS suffix (``swi``, ``mask``, ``dseg``, ``cmb``, ``xfm``...).
-    extension : str
-        With its leading dot (``.nii.gz``, ``.tsv``, ``.json``, ``.h5``).
-    datatype : str or None
-        Folder below the subject/session folder; ``None`` puts the file at the root.
-    """
-    unknown = set(entities) - set(ENTITY_ORDER)
-    if unknown:
-        raise ValueError(f"unknown BIDS entities {sorted(unknown)}")
-    parts = [f"{_SHORT[key]}-{entities[key]}" for key in ENTITY_ORDER
-             if entities.get(key) not in (None, "")]
-    name = "_".join(parts + [suffix]) + extension
-    if datatype is None:
-        return Path(name)
-    folder = Path(f"sub-{entities['subject']}")
-    if entities.get("session"):
-        folder = folder / f"ses-{entities['session']}"
-    return folder / datatype / name
-
-
-def _extension(path: str) -> str:
-    name = Path(path).name
-    for ext in (".nii.gz", ".tsv.gz"):
-        if name.endswith(ext):
-            return ext
-    return Path(path).suffix
+__all__ = ["DerivativesDataSink"]
 
 
 class _DerivativesDataSinkInputSpec(BaseInterfaceInputSpec):
@@ -116,7 +71,7 @@ class DerivativesDataSink(SimpleInterface):
             value = getattr(self.inputs, name)
             if isdefined(value) and value:
                 entities[key] = value
-        ext = _extension(self.inputs.in_file)
+        ext = file_extension(self.inputs.in_file)
         rel = derivative_path(entities, self.inputs.suffix, ext, self.inputs.datatype)
         out = Path(self.inputs.base_directory) / rel
         copy_atomic(self.inputs.in_file, out)

@@ -1,7 +1,16 @@
-"""Nipype interface around :mod:`cmbprep.algorithms.detection`."""
+"""Nipype interfaces around :mod:`cmbprep.algorithms.detection`.
+
+:class:`DetectMicrobleeds` runs a whole detector in one node (``bian2013`` in the
+pipeline). The default ``cmbprep`` detector runs as three nodes so that Nipype can spread
+the per-candidate analysis over processes: :class:`FindCandidates` (writes the candidate
+context), :class:`AnalyseCandidates` (one chunk of the candidates; a MapNode over chunks)
+and :class:`ScoreCandidates` (merge, score and write the tables). The interfaces only
+read inputs, call the algorithms and save their results.
+"""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import nibabel as nib
@@ -10,22 +19,25 @@ import pandas as pd
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
+    InputMultiObject,
     SimpleInterface,
     TraitedSpec,
     traits,
 )
 
-from ..algorithms.candidates import voxel_size_from_affine
 from ..algorithms.detection import (
     DETECTORS,
-    assign_regions,
-    cmb_label_image,
-    cmb_table,
+    analyse_candidates,
     detect_microbleeds,
-    write_sidecar,
-    write_table,
+    detection_outputs,
+    find_candidates,
+    merge_and_score,
+    write_detection_tables,
 )
 from ..errors import DataError
+
+__all__ = ["AnalyseCandidates", "DetectMicrobleeds", "FindCandidates", "ScoreCandidates",
+           "read_dseg_table"]
 
 
 def _given(value):
@@ -62,28 +74,97 @@ def read_dseg_table(path):
     return table
 
 
-class _DetectInputSpec(BaseInterfaceInputSpec):
+def _load_scan(inputs):
+    """SWI image, SWI (float32), brain mask, minIP and filtered phase (float32 or None)."""
+    swi_img, swi = _load(inputs.swi, "SWI")
+    _, brain = _load(inputs.brain_mask, "brain mask", swi_img)
+    brain = brain > 0
+    if not brain.any():
+        raise DataError(f"{inputs.brain_mask}: the brain mask is empty")
+    minip = None
+    if _given(getattr(inputs, "minip", None)):
+        _, minip = _load(inputs.minip, "minIP", swi_img)
+        minip = np.asarray(minip, np.float32)
+    phase = None
+    if _given(inputs.filtered_phase):
+        _, phase = _load(inputs.filtered_phase, "filtered phase", swi_img)
+        phase = np.asarray(phase, np.float32)
+    swi = np.asarray(swi, dtype=np.float32)
+    if not np.isfinite(swi[brain]).all():
+        raise DataError(f"{inputs.swi}: non-finite values inside the brain mask")
+    return swi_img, swi, brain, minip, phase
+
+
+def _parameters(inputs):
+    return dict(inputs.parameters) if _given(inputs.parameters) else None
+
+
+def _save_pickle(obj, path):
+    with open(path, "wb") as fobj:
+        pickle.dump(obj, fobj, protocol=pickle.HIGHEST_PROTOCOL)
+    return str(path)
+
+
+def _load_pickle(path):
+    with open(path, "rb") as fobj:
+        return pickle.load(fobj)
+
+
+def _save_labels(data, dtype, swi_img, path):
+    img = nib.Nifti1Image(data, swi_img.affine, swi_img.header)
+    img.set_data_dtype(dtype)
+    img.header.set_slope_inter(1, 0)
+    img.to_filename(path)
+    return str(path)
+
+
+def _write_outputs(interface, runtime, swi_img, result):
+    """Locate and tabulate a detection result; save tables and images in the node dir."""
+    inputs = interface.inputs
+    dseg = dseg_table = None
+    if _given(inputs.dseg) and _given(inputs.dseg_tsv):
+        _, dseg = _load(inputs.dseg, "atlas", swi_img)
+        dseg = np.rint(np.asarray(dseg)).astype(np.int32)
+        dseg_table = read_dseg_table(inputs.dseg_tsv)
+    xfm = inputs.template_to_swi_xfm if _given(inputs.template_to_swi_xfm) else None
+    outputs = detection_outputs(result, swi_img.affine, dseg=dseg, dseg_table=dseg_table,
+                                template_to_swi_xfm=xfm, n_threads=inputs.num_threads,
+                                seed=inputs.seed, code_id=inputs.code_id)
+    cwd = Path(runtime.cwd)
+    tables = write_detection_tables(outputs, cwd)
+    labels = outputs.labels
+    interface._results.update(
+        {key: str(path) for key, path in tables.items()},
+        cmb_dseg=_save_labels(labels, labels.dtype, swi_img, cwd / "cmb_dseg.nii.gz"),
+        cmb_mask=_save_labels((labels > 0).astype(np.uint8), np.uint8, swi_img,
+                              cwd / "cmb_mask.nii.gz"),
+        detection_meta=outputs.meta,
+    )
+
+
+class _OutputsInputSpec(BaseInterfaceInputSpec):
     swi = File(exists=True, mandatory=True, desc="bias-corrected SWI")
-    minip = File(exists=True, desc="minimum-intensity projection (bian2013)")
-    filtered_phase = traits.Str("n/a", usedefault=True, desc="filtered phase path or n/a")
-    brain_mask = File(exists=True, mandatory=True, desc="brain mask on the SWI grid")
     dseg = traits.Str("n/a", usedefault=True, desc="atlas labels on the SWI grid or n/a")
     dseg_tsv = traits.Str("n/a", usedefault=True, desc="atlas lookup table or n/a")
     template_to_swi_xfm = traits.Str(
         "n/a", usedefault=True,
         desc="ANTs transform resampling template images to SWI space (maps SWI points "
              "to the template), or n/a")
-    swi_to_template_xfm = traits.Str("n/a", usedefault=True, desc="unused; recorded")
-    detector = traits.Enum(*DETECTORS, usedefault=True, desc="detector name")
-    parameters = traits.Dict(desc="overrides of the detector parameters")
-    num_threads = traits.Int(1, usedefault=True, desc="processes for the cmbprep detector "
-                                                      "and threads for ANTs point mapping")
+    num_threads = traits.Int(1, usedefault=True, desc="threads for ANTs point mapping")
     seed = traits.Int(0, usedefault=True, desc="random seed (recorded; detectors are "
                                                "deterministic)")
     code_id = traits.Str(
         "", usedefault=True,
         desc="identifies the detector code and model (a change makes Nipype re-run the "
              "node in an existing work directory); recorded")
+
+
+class _DetectInputSpec(_OutputsInputSpec):
+    minip = File(exists=True, desc="minimum-intensity projection (bian2013)")
+    filtered_phase = traits.Str("n/a", usedefault=True, desc="filtered phase path or n/a")
+    brain_mask = File(exists=True, mandatory=True, desc="brain mask on the SWI grid")
+    detector = traits.Enum(*DETECTORS, usedefault=True, desc="detector name")
+    parameters = traits.Dict(desc="overrides of the detector parameters")
 
 
 class _DetectOutputSpec(TraitedSpec):
@@ -99,93 +180,104 @@ class _DetectOutputSpec(TraitedSpec):
 class DetectMicrobleeds(SimpleInterface):
     """Detect microbleeds and write the candidate and CMB tables, label image and mask.
 
-    All outputs go to the node's working directory; inputs are only read.
+    The whole detector runs in this node's process. All outputs go to the node's
+    working directory; inputs are only read.
     """
 
     input_spec = _DetectInputSpec
     output_spec = _DetectOutputSpec
 
     def _run_interface(self, runtime):
-        swi_img, swi = _load(self.inputs.swi, "SWI")
-        _, brain = _load(self.inputs.brain_mask, "brain mask", swi_img)
-        brain = brain > 0
-        if not brain.any():
-            raise DataError(f"{self.inputs.brain_mask}: the brain mask is empty")
-        affine = swi_img.affine
-        minip = None
-        if _given(self.inputs.minip):
-            _, minip = _load(self.inputs.minip, "minIP", swi_img)
-        phase = None
-        if _given(self.inputs.filtered_phase):
-            _, phase = _load(self.inputs.filtered_phase, "filtered phase", swi_img)
-        swi = np.asarray(swi, dtype=np.float32)
-        if not np.isfinite(swi[brain]).all():
-            raise DataError(f"{self.inputs.swi}: non-finite values inside the brain mask")
+        swi_img, swi, brain, minip, phase = _load_scan(self.inputs)
         try:
-            result = detect_microbleeds(
-                self.inputs.detector, swi, brain, affine,
-                minip=None if minip is None else np.asarray(minip, np.float32),
-                filtered_phase=None if phase is None else np.asarray(phase, np.float32),
-                parameters=dict(self.inputs.parameters) if _given(self.inputs.parameters)
-                else None,
-                n_jobs=self.inputs.num_threads,
-            )
+            result = detect_microbleeds(self.inputs.detector, swi, brain, swi_img.affine,
+                                        minip=minip, filtered_phase=phase,
+                                        parameters=_parameters(self.inputs))
         except ValueError as exc:
             raise DataError(f"{self.inputs.swi}: {exc}") from exc
-
-        dseg = dseg_table = None
-        if _given(self.inputs.dseg) and _given(self.inputs.dseg_tsv):
-            _, dseg = _load(self.inputs.dseg, "atlas", swi_img)
-            dseg = np.rint(np.asarray(dseg)).astype(np.int32)
-            dseg_table = read_dseg_table(self.inputs.dseg_tsv)
-        candidates = assign_regions(result.candidates, dseg, dseg_table,
-                                    voxel_size_from_affine(affine))
-
-        template_points = None
-        meta = dict(result.parameters)
-        meta["seed"] = int(self.inputs.seed)
-        meta["code_id"] = self.inputs.code_id
-        meta["template_coordinates"] = "n/a"
-        if _given(self.inputs.template_to_swi_xfm) and len(candidates):
-            from ..algorithms.registration import points_to_template, set_ants_threads
-
-            set_ants_threads(self.inputs.num_threads)
-            template_points = points_to_template(
-                candidates[["x", "y", "z"]].to_numpy(float), self.inputs.template_to_swi_xfm)
-            meta["template_coordinates"] = "points_to_template(template_to_swi_xfm)"
-        if template_points is not None:
-            for axis, col in enumerate(("mni_x", "mni_y", "mni_z")):
-                candidates[col] = template_points[:, axis]
-        cmb = cmb_table(candidates, template_points)
-
-        cwd = Path(runtime.cwd)
-        cand_tsv = write_table(candidates, cwd / "candidates.tsv")
-        cand_json = write_sidecar(list(candidates.columns), cwd / "candidates.json")
-        cmb_out = cmb.drop(columns="candidate_id")
-        cmb_tsv = write_table(cmb_out, cwd / "cmb.tsv")
-        cmb_json = write_sidecar(list(cmb_out.columns), cwd / "cmb.json")
-        labels = cmb_label_image(result.labels, cmb)
-        dseg_img = nib.Nifti1Image(labels, affine, swi_img.header)
-        dseg_img.set_data_dtype(labels.dtype)
-        dseg_img.header.set_slope_inter(1, 0)
-        dseg_path = cwd / "cmb_dseg.nii.gz"
-        dseg_img.to_filename(dseg_path)
-        mask = (labels > 0).astype(np.uint8)
-        mask_img = nib.Nifti1Image(mask, affine, swi_img.header)
-        mask_img.set_data_dtype(np.uint8)
-        mask_img.header.set_slope_inter(1, 0)
-        mask_path = cwd / "cmb_mask.nii.gz"
-        mask_img.to_filename(mask_path)
-
-        meta["n_candidates"] = len(candidates)
-        meta["n_cmb"] = len(cmb)
-        meta["n_review"] = int((candidates["status"] == "review").sum()) if len(candidates) else 0
-        self._results.update(
-            candidates_tsv=str(cand_tsv), candidates_sidecar=str(cand_json),
-            cmb_tsv=str(cmb_tsv), cmb_sidecar=str(cmb_json),
-            cmb_dseg=str(dseg_path), cmb_mask=str(mask_path), detection_meta=meta,
-        )
+        _write_outputs(self, runtime, swi_img, result)
         return runtime
 
 
-__all__ = ["DetectMicrobleeds", "read_dseg_table"]
+class _FindInputSpec(BaseInterfaceInputSpec):
+    swi = File(exists=True, mandatory=True, desc="bias-corrected SWI")
+    filtered_phase = traits.Str("n/a", usedefault=True, desc="filtered phase path or n/a")
+    brain_mask = File(exists=True, mandatory=True, desc="brain mask on the SWI grid")
+    parameters = traits.Dict(desc="overrides of the cmbprep detector parameters")
+    code_id = traits.Str("", usedefault=True, desc="detector code and model (cache key)")
+
+
+class _FindOutputSpec(TraitedSpec):
+    context = File(exists=True, desc="pickled CandidateContext (cropped arrays, seeds)")
+
+
+class FindCandidates(SimpleInterface):
+    """First stage of the ``cmbprep`` detector: seeds and their analysis context."""
+
+    input_spec = _FindInputSpec
+    output_spec = _FindOutputSpec
+
+    def _run_interface(self, runtime):
+        swi_img, swi, brain, _, phase = _load_scan(self.inputs)
+        try:
+            context = find_candidates(swi, brain, swi_img.affine, filtered_phase=phase,
+                                      parameters=_parameters(self.inputs))
+        except ValueError as exc:
+            raise DataError(f"{self.inputs.swi}: {exc}") from exc
+        self._results["context"] = _save_pickle(context, Path(runtime.cwd) / "context.pkl")
+        return runtime
+
+
+class _AnalyseInputSpec(BaseInterfaceInputSpec):
+    context = File(exists=True, mandatory=True, desc="output of FindCandidates")
+    chunk = traits.Int(0, usedefault=True, desc="this chunk: seeds chunk, chunk + "
+                                                "n_chunks, chunk + 2 n_chunks, ...")
+    n_chunks = traits.Int(1, usedefault=True, desc="number of chunks")
+    code_id = traits.Str("", usedefault=True, desc="detector code and model (cache key)")
+
+
+class _AnalyseOutputSpec(TraitedSpec):
+    analysed = File(exists=True, desc="pickled {seed index: CandidateAnalysis or None}")
+
+
+class AnalyseCandidates(SimpleInterface):
+    """Second stage of the ``cmbprep`` detector: segmentation and features of one
+    interleaved chunk of the seeds."""
+
+    input_spec = _AnalyseInputSpec
+    output_spec = _AnalyseOutputSpec
+
+    def _run_interface(self, runtime):
+        context = _load_pickle(self.inputs.context)
+        indices = range(int(self.inputs.chunk), len(context.peaks), int(self.inputs.n_chunks))
+        analysed = analyse_candidates(context, indices)
+        self._results["analysed"] = _save_pickle(analysed,
+                                                 Path(runtime.cwd) / "analysed.pkl")
+        return runtime
+
+
+class _ScoreInputSpec(_OutputsInputSpec):
+    context = File(exists=True, mandatory=True, desc="output of FindCandidates")
+    analysed = InputMultiObject(File(exists=True), mandatory=True,
+                                desc="outputs of AnalyseCandidates (every chunk)")
+
+
+class ScoreCandidates(SimpleInterface):
+    """Last stage of the ``cmbprep`` detector: merge the analysed chunks, score, and
+    write the same outputs as :class:`DetectMicrobleeds`."""
+
+    input_spec = _ScoreInputSpec
+    output_spec = _DetectOutputSpec
+
+    def _run_interface(self, runtime):
+        swi_img = nib.load(str(self.inputs.swi))
+        context = _load_pickle(self.inputs.context)
+        analysed = {}
+        for path in self.inputs.analysed:
+            analysed.update(_load_pickle(path))
+        try:
+            result = merge_and_score(context, analysed)
+        except ValueError as exc:
+            raise DataError(f"{self.inputs.swi}: {exc}") from exc
+        _write_outputs(self, runtime, swi_img, result)
+        return runtime

@@ -19,7 +19,6 @@ import numpy as np
 from ..algorithms import stats
 from ..utils.io import write_text_atomic
 
-SIGNIFICANCE = 0.05
 _COLORS = {"any_cmb": "#4c72b0", "lobar_cmb": "#dd8452"}
 
 
@@ -154,19 +153,8 @@ def _html_table(frame, max_rows=None):
     return text
 
 
-def _significant(univariate):
-    chosen = []
-    for name, fit in univariate.items():
-        if not fit.fitted:
-            continue
-        terms = fit.terms[fit.terms["term"] != "Intercept"]
-        if ((terms["p_value"] < SIGNIFICANCE) & terms["estimable"]).any():
-            chosen.append(name)
-    return chosen
-
-
 def write_group_report(path, *, group_cmb, data, prevalence, tests, models, terms,
-                       univariate, kinds, provenance):
+                       univariate, kinds, provenance, significance):
     """Render ``group_cmb.html`` (atomically) and return its path.
 
     Parameters
@@ -177,11 +165,13 @@ def write_group_report(path, *, group_cmb, data, prevalence, tests, models, term
     group_cmb, data, prevalence, tests, models, terms : pandas.DataFrame
         The group tables (``data``: one row per participant with covariates).
     univariate : dict of str to CountModelFit
-        Univariate Poisson fits; covariates with P < 0.05 get a figure.
+        Univariate Poisson fits; covariates with P < ``significance`` get a figure.
     kinds : dict
         ``{covariate: "numeric" | "categorical"}``.
     provenance : dict
         Settings, notes and skipped participants, shown in the report.
+    significance : float
+        P value below which a covariate counts as significant (0.05 for cmbprep).
     """
     import jinja2
 
@@ -192,7 +182,8 @@ def write_group_report(path, *, group_cmb, data, prevalence, tests, models, term
         "prevalence": [figure_prevalence(prevalence, g) for g in ["all", *groupings]],
         "covariates": [figure_count_vs_covariate(data, c, kinds.get(c, "numeric"),
                                                  univariate[c])
-                       for c in _significant(univariate)],
+                       for c in stats.select_multivariate_covariates(
+                           univariate, alpha=significance, forced=())],
     }
     tables = {
         "group_cmb": _html_table(group_cmb, max_rows=500),
@@ -217,7 +208,7 @@ def write_group_report(path, *, group_cmb, data, prevalence, tests, models, term
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     page = env.from_string(template_text).render(
         provenance=provenance, figures=figures, tables=tables, participants=participants,
-        counts_summary=counts_summary, significance=SIGNIFICANCE,
+        counts_summary=counts_summary, significance=significance,
         overdispersion_ratio=stats.OVERDISPERSION_RATIO,
         overdispersion_alpha=stats.OVERDISPERSION_ALPHA)
     return write_text_atomic(path, page)

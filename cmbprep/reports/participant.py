@@ -2,7 +2,9 @@
 
 Pure functions (files in, files out); :mod:`cmbprep.interfaces.reports` wraps the
 per-unit ones for the Nipype graph, and :func:`assemble_participant_reports` runs after
-the graph, reading only the derivatives (as fMRIPrep's report generation does).
+the graph, reading only the derivatives (as fMRIPrep's report generation does). The page
+is rendered from the jinja2 templates ``templates/participant.html`` and
+``templates/participant_unit.html``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import base64
 import html
 import json
 from collections import Counter
+from importlib import resources
 from pathlib import Path
 
 import nibabel as nib
@@ -18,13 +21,33 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from ..utils.io import write_text_atomic
+from ..utils.paths import derivative_path
+from ..utils.tables import NA
 
+#: Categories of the Microbleed Anatomical Rating Scale (the ``mars_category`` column).
 MARS_CATEGORIES = ("lobar", "deep", "infratentorial")
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a BIDS TSV (``n/a`` as missing)."""
-    return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False)
+    """Read a BIDS TSV (``n/a`` as missing; unlike :func:`cmbprep.utils.tables.read_tsv`
+    an empty cell stays an empty string)."""
+    return pd.read_csv(path, sep="\t", na_values=[NA], keep_default_na=False)
+
+
+def _value_counts(cmbs: pd.DataFrame, column: str) -> dict:
+    """``{value: count}`` of a column, sorted; missing values as ``not_assigned``."""
+    if column not in cmbs:
+        return {}
+    return dict(sorted(Counter(cmbs[column].fillna("not_assigned")).items()))
+
+
+def _mars_counts(cmbs: pd.DataFrame) -> dict:
+    by_mars = {category: 0 for category in MARS_CATEGORIES}
+    by_mars["not_assigned"] = 0
+    for category in cmbs.get("mars_category", pd.Series(dtype=str)).fillna("not_assigned"):
+        by_mars[category if category in by_mars else "not_assigned"] += 1
+    return by_mars
 
 
 def summarize_cmbs(cmb_tsv: str | Path, candidates_tsv: str | Path | None,
@@ -50,16 +73,7 @@ def summarize_cmbs(cmb_tsv: str | Path, candidates_tsv: str | Path | None,
     """
     cmbs = read_table(cmb_tsv)
     candidates = read_table(candidates_tsv) if candidates_tsv else None
-    by_mars = {category: 0 for category in MARS_CATEGORIES}
-    by_mars["not_assigned"] = 0
-    for category in cmbs.get("mars_category", pd.Series(dtype=str)).fillna("not_assigned"):
-        by_mars[category if category in by_mars else "not_assigned"] += 1
-
-    def counts(column):
-        if column not in cmbs:
-            return {}
-        return dict(sorted(Counter(cmbs[column].fillna("not_assigned")).items()))
-
+    by_mars = _mars_counts(cmbs)
     warnings = list(anat_meta.get("registration_warnings",
                                   anat_meta.get("warnings", [])) or [])
     entities = unit.get("entities", {})
@@ -88,9 +102,9 @@ def summarize_cmbs(cmb_tsv: str | Path, candidates_tsv: str | Path | None,
         "n_review": int((candidates["status"] == "review").sum())
         if candidates is not None and "status" in candidates else None,
         "counts_by_mars": by_mars,
-        "counts_by_lobe": counts("lobe"),
-        "counts_by_region": counts("region"),
-        "counts_by_hemisphere": counts("hemisphere"),
+        "counts_by_lobe": _value_counts(cmbs, "lobe"),
+        "counts_by_region": _value_counts(cmbs, "region"),
+        "counts_by_hemisphere": _value_counts(cmbs, "hemisphere"),
         "total_volume_mm3": float(cmbs["volume_mm3"].sum()) if "volume_mm3" in cmbs
         and len(cmbs) else 0.0,
         "count_source": "automatic",
@@ -102,10 +116,31 @@ def summarize_cmbs(cmb_tsv: str | Path, candidates_tsv: str | Path | None,
     return summary
 
 
-def _display_volume(path, mask=None):
+def _display_volume(path):
     img = nib.as_closest_canonical(nib.load(str(path)))
     data = np.asanyarray(img.dataobj).astype(np.float32)
     return img, data
+
+
+def _table_voxels(table, inverse_affine, status=None):
+    """Voxel coordinates (float) of a table's ``x y z`` rows (those with ``status``)."""
+    if table is None:
+        return np.zeros((0, 3))
+    frame = read_table(table)
+    if status is not None and "status" in frame:
+        frame = frame[frame["status"] == status]
+    if not {"x", "y", "z"} <= set(frame.columns) or frame.empty:
+        return np.zeros((0, 3))
+    xyz = frame[["x", "y", "z"]].to_numpy(float)
+    return (inverse_affine @ np.c_[xyz, np.ones(len(xyz))].T).T[:, :3]
+
+
+def _mosaic_slices(accepted, nz, n_panels):
+    """Slices with detections first, then evenly spread ones; sorted."""
+    marked = sorted({int(round(k)) for k in accepted[:, 2] if 0 <= round(k) < nz})
+    rest = [int(k) for k in np.linspace(nz * 0.15, nz * 0.85, n_panels)]
+    slices = (marked + [k for k in rest if k not in marked])[:n_panels]
+    return sorted(slices)
 
 
 def plot_detection_mosaic(minip_path: str | Path, cmb_tsv: str | Path, out_png: str | Path,
@@ -126,26 +161,10 @@ def plot_detection_mosaic(minip_path: str | Path, cmb_tsv: str | Path, out_png: 
     img, data = _display_volume(minip_path)
     inv = np.linalg.inv(img.affine)
     zooms = img.header.get_zooms()[:3]
-
-    def voxels(table, status=None):
-        if table is None:
-            return np.zeros((0, 3))
-        frame = read_table(table)
-        if status is not None and "status" in frame:
-            frame = frame[frame["status"] == status]
-        if not {"x", "y", "z"} <= set(frame.columns) or frame.empty:
-            return np.zeros((0, 3))
-        xyz = frame[["x", "y", "z"]].to_numpy(float)
-        return (inv @ np.c_[xyz, np.ones(len(xyz))].T).T[:, :3]
-
-    accepted = voxels(cmb_tsv)
-    review = voxels(candidates_tsv, "review")
+    accepted = _table_voxels(cmb_tsv, inv)
+    review = _table_voxels(candidates_tsv, inv, "review")
     n_panels = n_columns * n_rows
-    nz = data.shape[2]
-    marked = sorted({int(round(k)) for k in accepted[:, 2] if 0 <= round(k) < nz})
-    rest = [int(k) for k in np.linspace(nz * 0.15, nz * 0.85, n_panels)]
-    slices = (marked + [k for k in rest if k not in marked])[:n_panels]
-    slices = sorted(slices)
+    slices = _mosaic_slices(accepted, data.shape[2], n_panels)
     finite = data[np.isfinite(data)]
     vmin, vmax = (np.percentile(finite, [1, 99]) if finite.size else (0, 1))
     fig, axes = plt.subplots(n_rows, n_columns, figsize=(2.2 * n_columns, 2.4 * n_rows),
@@ -174,75 +193,90 @@ def plot_detection_mosaic(minip_path: str | Path, cmb_tsv: str | Path, out_png: 
     return out_png
 
 
-_STYLE = """
-body{font-family:Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;color:#222}
-h1{border-bottom:2px solid #444} h2{margin-top:1.6em;color:#335}
-table{border-collapse:collapse;margin:0.6em 0} td,th{border:1px solid #bbb;padding:3px 8px}
-th{background:#eef} .warn{color:#a00;font-weight:bold} img{max-width:100%}
-.small{color:#666;font-size:90%}
-"""
+def _escape_html(value):
+    """``html.escape(str(value))`` as markup (jinja2's own escaping writes quotes
+    differently: ``&#39;`` where the reports have always had ``&#x27;``)."""
+    from markupsafe import Markup
+
+    return Markup(html.escape(str(value)))
 
 
-def _table(rows: list[tuple], header: tuple) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row)
-                   + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+def _template(name: str):
+    import jinja2
+
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    env.filters["escape_html"] = _escape_html
+    text = resources.files("cmbprep.reports").joinpath(f"templates/{name}").read_text(
+        encoding="utf-8")
+    return env.from_string(text)
 
 
-def render_unit_section(summary: dict, mosaic_png: Path | None, cmb_tsv: Path | None) -> str:
-    """HTML of one participant unit (session/acquisition/run)."""
+def _cmb_rows(cmb_tsv):
+    """Columns and rows (floats to one decimal) of the microbleed table, if any rows."""
+    if cmb_tsv is None or not Path(cmb_tsv).exists():
+        return [], []
+    frame = read_table(cmb_tsv)
+    cols = [c for c in ("cmb_id", "x", "y", "z", "diameter_mm", "score", "region",
+                        "hemisphere", "mars_category") if c in frame]
+    if not len(frame):
+        return cols, []
+    rows = [tuple(f"{v:.1f}" if isinstance(v, float) else v for v in row)
+            for row in frame[cols].itertuples(index=False)]
+    return cols, rows
+
+
+def _unit_context(summary: dict, mosaic_png: Path | None, cmb_tsv: Path | None) -> dict:
+    """The values ``participant_unit.html`` shows, computed from the summary."""
     title = " ".join(str(v) for v in (summary["participant_id"], summary.get("session_id"),
                                       summary.get("acquisition") and
                                       f"acq-{summary['acquisition']}",
                                       summary.get("run") and f"run-{summary['run']}") if v)
     protocol = summary.get("protocol", {})
-    parts = [f"<h2>{html.escape(title)}</h2>", "<h3>Inputs and protocol</h3>",
-             _table([("input kind", summary.get("input_kind")),
+    registration_warning = None
+    if not summary.get("registration_ok", True) or summary.get("registration_warnings"):
+        registration_warning = "; ".join(summary.get("registration_warnings", [])
+                                         or ["registration check failed"])
+    cmb_columns, cmb_rows = _cmb_rows(cmb_tsv)
+    mosaic = None
+    if mosaic_png is not None and Path(mosaic_png).exists():
+        mosaic = base64.b64encode(Path(mosaic_png).read_bytes()).decode()
+    return {
+        "title": title,
+        "protocol": [("input kind", summary.get("input_kind")),
                      ("echo time(s) (s)", protocol.get("EchoTime")),
                      ("field strength (T)", protocol.get("MagneticFieldStrength")),
                      ("voxel size (mm)", protocol.get("voxel_size_mm")),
                      ("matrix", protocol.get("shape")),
-                     ("detector", summary.get("detector"))], ("item", "value")),
-             "<p class='small'>Sources: " + ", ".join(html.escape(str(s)) for s in
-                                                        summary.get("Sources", [])) + "</p>"]
-    if not summary.get("registration_ok", True) or summary.get("registration_warnings"):
-        parts.append("<p class='warn'>Registration warning: "
-                     + html.escape("; ".join(summary.get("registration_warnings", [])
-                                             or ["registration check failed"])) + "</p>")
-    if summary.get("regions_not_covered"):
-        parts.append("<p class='warn'>Regions not covered by the field of view: "
-                     + html.escape(", ".join(summary["regions_not_covered"])) + "</p>")
-    parts.append("<h3>Microbleeds</h3>")
-    parts.append(f"<p><b>{summary['n_cmb']}</b> accepted microbleed(s); "
-                 f"{summary.get('n_review') or 0} candidate(s) left for review; "
-                 f"{summary.get('n_candidates') or 0} candidate(s) in all.</p>")
-    parts.append(_table(sorted(summary["counts_by_mars"].items()),
-                        ("MARS category", "count")))
-    if summary.get("counts_by_lobe"):
-        parts.append(_table(sorted(summary["counts_by_lobe"].items()), ("lobe", "count")))
-    if cmb_tsv is not None and Path(cmb_tsv).exists():
-        frame = read_table(cmb_tsv)
-        cols = [c for c in ("cmb_id", "x", "y", "z", "diameter_mm", "score", "region",
-                            "hemisphere", "mars_category") if c in frame]
-        if len(frame):
-            rows = [tuple(f"{v:.1f}" if isinstance(v, float) else v for v in row)
-                    for row in frame[cols].itertuples(index=False)]
-            parts.append(_table(rows, tuple(cols)))
-    if mosaic_png is not None and Path(mosaic_png).exists():
-        encoded = base64.b64encode(Path(mosaic_png).read_bytes()).decode()
-        parts.append(f"<img alt='detections' src='data:image/png;base64,{encoded}'>")
-    return "\n".join(parts)
+                     ("detector", summary.get("detector"))],
+        "sources": summary.get("Sources", []),
+        "registration_warning": registration_warning,
+        "regions_not_covered": (", ".join(summary["regions_not_covered"])
+                                if summary.get("regions_not_covered") else None),
+        "n_cmb": summary["n_cmb"],
+        "n_review": summary.get("n_review") or 0,
+        "n_candidates": summary.get("n_candidates") or 0,
+        "mars_counts": sorted(summary["counts_by_mars"].items()),
+        "lobe_counts": sorted((summary.get("counts_by_lobe") or {}).items()),
+        "cmb_columns": cmb_columns, "cmb_rows": cmb_rows,
+        "mosaic_base64": mosaic,
+    }
 
 
-def assemble_participant_reports(output_dir: Path, units, settings=None) -> list[Path]:
+def render_unit_section(summary: dict, mosaic_png: Path | None, cmb_tsv: Path | None) -> str:
+    """HTML of one participant unit (session/acquisition/run)."""
+    return _template("participant_unit.html").render(
+        _unit_context(summary, mosaic_png, cmb_tsv))
+
+
+def assemble_participant_reports(output_dir: Path, units) -> list[Path]:
     """Write ``sub-<label>.html`` at the output root for every participant of ``units``."""
-    from ..interfaces.bids import derivative_path, write_text_atomic
+    from markupsafe import Markup
 
     output_dir = Path(output_dir)
     by_subject: dict[str, list] = {}
     for unit in units:
         by_subject.setdefault(unit.subject, []).append(unit)
+    page = _template("participant.html")
     written = []
     for subject, subject_units in sorted(by_subject.items()):
         sections = []
@@ -250,20 +284,15 @@ def assemble_participant_reports(output_dir: Path, units, settings=None) -> list
             entities = {"subject": unit.subject, **unit.entities}
             summary_path = output_dir / derivative_path({**entities, "desc": "summary"},
                                                         "cmb", ".json")
-            if not summary_path.exists():
-                sections.append(f"<h2>{html.escape(unit.name)}</h2><p class='warn'>"
-                                "No outputs found (the run failed?).</p>")
+            if not summary_path.exists():  # shown as "No outputs found"
+                sections.append({"name": unit.name, "section": None})
                 continue
             summary = json.loads(summary_path.read_text())
             mosaic = output_dir / derivative_path({**entities, "desc": "detections"},
                                                   "mosaic", ".png", datatype="figures")
             cmb_tsv = output_dir / derivative_path({**entities, "desc": "cmb"}, "cmb", ".tsv")
-            sections.append(render_unit_section(summary, mosaic, cmb_tsv))
-        page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>cmbprep: "
-                f"sub-{subject}</title><style>{_STYLE}</style></head><body>"
-                f"<h1>cmbprep report: sub-{html.escape(subject)}</h1>"
-                f"<p class='small'>cmbprep {__version__}. Automatic detections: check "
-                "each one before reporting counts.</p>" + "\n".join(sections)
-                + "</body></html>\n")
-        written.append(write_text_atomic(output_dir / f"sub-{subject}.html", page))
+            sections.append({"name": unit.name, "section": Markup(
+                render_unit_section(summary, mosaic, cmb_tsv))})
+        text = page.render(subject=subject, version=__version__, units=sections)
+        written.append(write_text_atomic(output_dir / f"sub-{subject}.html", text))
     return written

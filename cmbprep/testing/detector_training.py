@@ -22,8 +22,8 @@ with all features are extracted by :func:`~cmbprep.algorithms.detection.detect_c
 candidates are labelled with :func:`~cmbprep.testing.scoring.label_detections`
 (``one_to_one=False``); candidates matched to invisible microbleeds are left out. The
 classifier is a gradient-boosted tree ensemble (scikit-learn, one thread, fixed
-``random_state``) exported to JSON (:mod:`cmbprep.algorithms.classifier`); the stored
-model holds every tree, the seeds and the measured validation numbers.
+``random_state``) exported to JSON (:mod:`cmbprep.algorithms.detection.classifier`);
+the stored model holds every tree, the seeds and the measured validation numbers.
 """
 
 from __future__ import annotations
@@ -117,11 +117,9 @@ def prepare_scan(protocol, overrides, seed, cache_dir=None):
 def phantom_fingerprint():
     """SHA-256 prefix of the phantom generator's source: cached scans made by another
     version of the generator (same seeds, other lesions) are not reused."""
-    import hashlib
-
     from . import phantom
 
-    return hashlib.sha256(Path(phantom.__file__).read_bytes()).hexdigest()[:16]
+    return phantom.source_fingerprint()
 
 
 def candidate_table(protocol, overrides, seed, cache_dir=None):
@@ -199,7 +197,7 @@ def _fit_part(train, names, calcification_weight=1.0):
     from sklearn.ensemble import HistGradientBoostingClassifier
     from threadpoolctl import threadpool_limits
 
-    from ..algorithms.classifier import export_hist_gradient_boosting, model_frame
+    from ..algorithms.detection.classifier import export_hist_gradient_boosting, model_frame
 
     data = train[~train["screened_out"] & (train["truth"] != "invisible_cmb")]
     y = (data["truth"] == "cmb").to_numpy(int)
@@ -216,7 +214,7 @@ def _fit_part(train, names, calcification_weight=1.0):
 
 def evaluate_thresholds(cand, truths, part_model, use_phase, thresholds):
     """Validation measures (visible-CMB truth) for each accept threshold."""
-    from ..algorithms.classifier import model_frame, predict_proba
+    from ..algorithms.detection.classifier import model_frame, predict_proba
     from ..algorithms.detection import assign_status
     from .scoring import summarise
 
@@ -274,7 +272,7 @@ def train_model(train, validation):
     import sklearn
 
     from .. import __version__
-    from ..algorithms.classifier import FEATURES, MODEL_KIND, PHASE_FEATURES
+    from ..algorithms.detection.classifier import FEATURES, MODEL_KIND, PHASE_FEATURES
 
     train_c, _ = train
     val_c, val_truths = validation
@@ -332,7 +330,7 @@ def main(argv=None):
     data = {c: collect(c, args.cache, args.jobs) for c in cohorts}
     if args.collect_only:
         return 0
-    from ..algorithms.classifier import DEFAULT_MODEL_PATH
+    from ..algorithms.detection.classifier import DEFAULT_MODEL_PATH
 
     model = train_model(data["train"], data["validation"])
     write_text_atomic(args.output or DEFAULT_MODEL_PATH,

@@ -269,6 +269,75 @@ def _number(value, name, path):
     return number
 
 
+def _by_group(bids_files) -> dict[tuple, list]:
+    """BIDS files grouped by (session, acquisition, run)."""
+    groups: dict[tuple, list] = {}
+    for f in bids_files:
+        groups.setdefault(_group_key(f), []).append(f)
+    return groups
+
+
+def _echo_sorted(bids_files) -> list:
+    return sorted(bids_files, key=lambda f: int(f.get_entities().get("echo", 1) or 1))
+
+
+def _pair_inputs(subject: str, found: dict) -> dict[tuple, SWIInput]:
+    """One unit per (session, acquisition, run), the best input kind first: multi-echo
+    GRE, then single-echo magnitude + phase, then scanner SWI, then magnitude only."""
+    units: dict[tuple, SWIInput] = {}
+
+    def add(key, kind, mags, phases):
+        if key in units:
+            return
+        ent = mags[0].get_entities()
+        entities = {e: ent.get(e) for e in GROUPING_ENTITIES if ent.get(e) is not None}
+        units[key] = SWIInput(subject=subject, kind=kind,
+                              magnitude=[m.path for m in mags],
+                              phase=[p.path for p in phases], entities=entities)
+
+    phases_megre = _by_group(found["megre_phase"])
+    for key, mags in _by_group(found["megre_mag"]).items():
+        add(key, "megre", _echo_sorted(mags), _echo_sorted(phases_megre.get(key, [])))
+    phases = _by_group(found["phase"])
+    for key, mags in _by_group(found["mag"]).items():
+        if key in phases:
+            if len(mags) != 1 or len(phases[key]) != 1:
+                raise DataError(f"{mags[0].path}: expected one magnitude and one phase "
+                                f"image, found {len(mags)} and {len(phases[key])}")
+            add(key, "gre", mags, phases[key])
+    for key, swis in _by_group(found["swi"]).items():
+        add(key, "swi", swis[:1], [])
+    for key, mags in _by_group(found["magnitude"]).items():
+        add(key, "magnitude", mags[:1], [])
+    return units
+
+
+def _read_unit_metadata(layout, unit: SWIInput, t1ws: dict[tuple, list]) -> None:
+    """Fill echo times, field strength, phase units and a same-session T1w from the
+    sidecars (checked: positive numbers, distinct echo times, known phase units)."""
+    meta = [read_sidecar(layout, path) for path in unit.magnitude]
+    phase_meta = [read_sidecar(layout, path) for path in unit.phase]
+    tes = [_number(m.get("EchoTime"), "EchoTime", p) for m, p in zip(meta, unit.magnitude)]
+    unit.echo_times = None if any(t is None for t in tes) else tes
+    if unit.kind == "megre" and unit.echo_times and len(set(unit.echo_times)) != len(
+            unit.echo_times):
+        raise DataError(f"{unit.magnitude[0]}: echoes share the same EchoTime "
+                        f"{unit.echo_times}")
+    unit.field_strength = _number(meta[0].get("MagneticFieldStrength"),
+                                  "MagneticFieldStrength", unit.magnitude[0])
+    if phase_meta:
+        units_value = phase_meta[0].get("Units")
+        if units_value is not None and units_value not in ("rad", "arbitrary"):
+            raise DataError(f"{unit.phase[0]}: phase sidecar Units={units_value!r}; "
+                            "expected 'rad' or 'arbitrary'")
+        unit.phase_units = units_value
+    # A T1w of the same session (any acquisition/run) helps registration.
+    session = unit.entities.get("session")
+    same_session = [files for k, files in t1ws.items() if k[0] == session]
+    if same_session:
+        unit.t1w = sorted(f.path for f in same_session[0])[0]
+
+
 def collect_inputs(layout, subject: str, sessions: list[str] | None = None,
                    queries: dict | None = None) -> list[SWIInput]:
     """All processing units of one participant.
@@ -291,47 +360,8 @@ def collect_inputs(layout, subject: str, sessions: list[str] | None = None,
                 f"sub-{subject}: session(s) {', '.join(sessions)} not found "
                 f"(available: {', '.join(available) or 'none'})")
         base["session"] = sessions
-
-    def files(key):
-        return layout.get(**base, **_to_pybids(queries[key]))
-
-    found = {key: files(key) for key in queries}
-    units: dict[tuple, SWIInput] = {}
-
-    def add(key, kind, mags, phases):
-        if key in units:
-            return
-        ent = mags[0].get_entities()
-        entities = {e: ent.get(e) for e in GROUPING_ENTITIES if ent.get(e) is not None}
-        units[key] = SWIInput(subject=subject, kind=kind,
-                              magnitude=[m.path for m in mags],
-                              phase=[p.path for p in phases], entities=entities)
-
-    def by_group(bids_files):
-        groups: dict[tuple, list] = {}
-        for f in bids_files:
-            groups.setdefault(_group_key(f), []).append(f)
-        return groups
-
-    def echo_sorted(items):
-        return sorted(items, key=lambda f: int(f.get_entities().get("echo", 1) or 1))
-
-    mags_megre = by_group(found["megre_mag"])
-    phases_megre = by_group(found["megre_phase"])
-    for key, mags in mags_megre.items():
-        add(key, "megre", echo_sorted(mags), echo_sorted(phases_megre.get(key, [])))
-    phases = by_group(found["phase"])
-    for key, mags in by_group(found["mag"]).items():
-        if key in phases:
-            if len(mags) != 1 or len(phases[key]) != 1:
-                raise DataError(f"{mags[0].path}: expected one magnitude and one phase "
-                                f"image, found {len(mags)} and {len(phases[key])}")
-            add(key, "gre", mags, phases[key])
-    for key, swis in by_group(found["swi"]).items():
-        add(key, "swi", swis[:1], [])
-    for key, mags in by_group(found["magnitude"]).items():
-        add(key, "magnitude", mags[:1], [])
-
+    found = {key: layout.get(**base, **_to_pybids(query)) for key, query in queries.items()}
+    units = _pair_inputs(subject, found)
     if not units and queries != DEFAULT_QUERIES:
         raise SelectionError(f"sub-{subject}: the BIDS filters select no SWI input")
     if not units:
@@ -340,29 +370,7 @@ def collect_inputs(layout, subject: str, sessions: list[str] | None = None,
         where = f" in session(s) {', '.join(sessions)}" if sessions else ""
         raise InputMissingError(f"sub-{subject}: no usable SWI input{where}; looked for "
                                 f"{looked_for}")
-
-    t1ws = by_group(found["t1w"])
-    for key, unit in units.items():
-        meta = [read_sidecar(layout, path) for path in unit.magnitude]
-        phase_meta = [read_sidecar(layout, path) for path in unit.phase]
-        tes = [_number(m.get("EchoTime"), "EchoTime", p) for m, p in
-               zip(meta, unit.magnitude)]
-        unit.echo_times = None if any(t is None for t in tes) else tes
-        if unit.kind == "megre" and unit.echo_times and len(set(unit.echo_times)) != len(
-                unit.echo_times):
-            raise DataError(f"{unit.magnitude[0]}: echoes share the same EchoTime "
-                            f"{unit.echo_times}")
-        unit.field_strength = _number(meta[0].get("MagneticFieldStrength"),
-                                      "MagneticFieldStrength", unit.magnitude[0])
-        if phase_meta:
-            units_value = phase_meta[0].get("Units")
-            if units_value is not None and units_value not in ("rad", "arbitrary"):
-                raise DataError(f"{unit.phase[0]}: phase sidecar Units={units_value!r}; "
-                                "expected 'rad' or 'arbitrary'")
-            unit.phase_units = units_value
-        # A T1w of the same session (any acquisition/run) helps registration.
-        session = unit.entities.get("session")
-        same_session = [files for k, files in t1ws.items() if k[0] == session]
-        if same_session:
-            unit.t1w = sorted(f.path for f in same_session[0])[0]
+    t1ws = _by_group(found["t1w"])
+    for unit in units.values():
+        _read_unit_metadata(layout, unit, t1ws)
     return [units[k] for k in sorted(units, key=lambda k: tuple(str(x) for x in k))]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from importlib import resources
 from pathlib import Path
 
 from .. import __version__
-from ..interfaces.bids import write_json_atomic, write_text_atomic
+from .io import write_json_atomic, write_text_atomic
 
 CODE_URL = "https://github.com/cmbprep/cmbprep"
 
@@ -66,7 +65,3 @@ def write_dataset_files(settings) -> None:
                       "*.html\nlogs/\nfigures/\ngroup_*\n*_cmb.tsv\n*_cmb.json\n*_mosaic.png\n")
     write_text_atomic(out / "logs" / "CITATION.md", citation_text(settings))
 
-
-def read_json(path: Path) -> dict:
-    """Read a JSON file."""
-    return json.loads(Path(path).read_text())

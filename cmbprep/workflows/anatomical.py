@@ -8,6 +8,18 @@ from nipype.pipeline import engine as pe
 
 from ..interfaces.anatomical import AnatomicalLabels, RegisterTemplate
 
+#: Fields of the workflow's ``outputnode``.
+OUTPUT_FIELDS = [
+    "brain_mask",
+    "dseg",
+    "dseg_tsv",
+    "atlas_name",
+    "template",
+    "template_to_swi_xfm",
+    "swi_to_template_xfm",
+    "anat_meta",
+]
+
 
 def init_anat_wf(*, has_t1w, omp_nthreads, seed, registration_resolution_mm, name="anat_wf"):
     """Build the anatomical workflow.
@@ -42,21 +54,7 @@ def init_anat_wf(*, has_t1w, omp_nthreads, seed, registration_resolution_mm, nam
         niu.IdentityInterface(fields=["magnitude", "head_mask", "t1w"]), name="inputnode"
     )
     inputnode.inputs.t1w = "n/a"
-    outputnode = pe.Node(
-        niu.IdentityInterface(
-            fields=[
-                "brain_mask",
-                "dseg",
-                "dseg_tsv",
-                "atlas_name",
-                "template",
-                "template_to_swi_xfm",
-                "swi_to_template_xfm",
-                "anat_meta",
-            ]
-        ),
-        name="outputnode",
-    )
+    outputnode = pe.Node(niu.IdentityInterface(fields=OUTPUT_FIELDS), name="outputnode")
     # ANTs' Mattes mutual information samples differently with more than one thread:
     # results then differ from run to run (up to 0.3 mm). Registration therefore always
     # runs on one ITK thread, so that the same inputs and seed give the same outputs;

@@ -62,7 +62,7 @@ def init_single_subject_wf(unit, settings, name: str | None = None):
     anat_wf = init_anat_wf(
         has_t1w=unit.t1w is not None, omp_nthreads=omp, seed=settings.random_seed,
         registration_resolution_mm=settings.registration_resolution_mm)
-    anat_wf.get_node("inputnode").inputs.t1w = unit.t1w or "n/a"
+    anat_wf.get_node("inputnode").inputs.t1w = str(Path(unit.t1w)) if unit.t1w else "n/a"
     detection_wf = init_detection_wf(detector=settings.detector, seed=settings.random_seed,
                                      omp_nthreads=omp)
 
@@ -89,7 +89,6 @@ def init_single_subject_wf(unit, settings, name: str | None = None):
             ("outputnode.brain_mask", "inputnode.brain_mask"),
             ("outputnode.dseg", "inputnode.dseg"),
             ("outputnode.dseg_tsv", "inputnode.dseg_tsv"),
-            ("outputnode.swi_to_template_xfm", "inputnode.swi_to_template_xfm"),
             ("outputnode.template_to_swi_xfm", "inputnode.template_to_swi_xfm")]),
         (swi_wf, outputs_wf, [
             ("outputnode.swi", "inputnode.swi"),
@@ -114,6 +113,4 @@ def init_single_subject_wf(unit, settings, name: str | None = None):
             ("outputnode.candidates_sidecar", "inputnode.candidates_sidecar"),
             ("outputnode.cmb_sidecar", "inputnode.cmb_sidecar")]),
     ])
-    if unit.t1w:
-        anat_wf.get_node("inputnode").inputs.t1w = str(Path(unit.t1w))
     return workflow

@@ -6,16 +6,26 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from ..algorithms.detection import DETECTORS, detector_code_id
-from ..interfaces.detection import DetectMicrobleeds
+from ..interfaces.detection import (
+    AnalyseCandidates,
+    DetectMicrobleeds,
+    FindCandidates,
+    ScoreCandidates,
+)
 
 INPUT_FIELDS = ["swi", "minip", "filtered_phase", "brain_mask", "dseg", "dseg_tsv",
-                "swi_to_template_xfm", "template_to_swi_xfm"]
+                "template_to_swi_xfm"]
 OUTPUT_FIELDS = ["candidates_tsv", "cmb_tsv", "cmb_dseg", "cmb_mask", "detection_meta",
                  "candidates_sidecar", "cmb_sidecar"]
 
 
 def init_detection_wf(*, detector, seed, omp_nthreads, name="detection_wf"):
     """Detect cerebral microbleeds on the SWI.
+
+    ``bian2013`` runs as one node (``detect``). The default ``cmbprep`` detector runs as
+    ``find_candidates`` -> ``analyse_candidates`` (a MapNode over ``omp_nthreads``
+    interleaved chunks of the candidates, each chunk its own process under MultiProc)
+    -> ``detect`` (merge, score, tables); the result equals a single-process run.
 
     Parameters
     ----------
@@ -24,13 +34,14 @@ def init_detection_wf(*, detector, seed, omp_nthreads, name="detection_wf"):
     seed : int
         Random seed (recorded in ``detection_meta``; both detectors are deterministic).
     omp_nthreads : int
-        Threads for the node (ANTs point mapping to the template).
+        Chunks of the candidate analysis, and threads of the ``detect`` node (ANTs
+        point mapping to the template).
     name : str, optional
 
     Inputs
     ------
     swi, minip, filtered_phase (path or ``"n/a"``), brain_mask, dseg, dseg_tsv,
-    swi_to_template_xfm, template_to_swi_xfm
+    template_to_swi_xfm
 
     Outputs
     -------
@@ -43,13 +54,36 @@ def init_detection_wf(*, detector, seed, omp_nthreads, name="detection_wf"):
     inputnode = pe.Node(niu.IdentityInterface(fields=INPUT_FIELDS), name="inputnode")
     inputnode.inputs.filtered_phase = "n/a"
     outputnode = pe.Node(niu.IdentityInterface(fields=OUTPUT_FIELDS), name="outputnode")
+    code_id = detector_code_id(detector)
+    if detector == "bian2013":
+        detect = pe.Node(
+            DetectMicrobleeds(detector=detector, seed=int(seed),
+                              num_threads=int(omp_nthreads), code_id=code_id),
+            name="detect", n_procs=int(omp_nthreads),
+        )
+        workflow.connect([
+            (inputnode, detect, [(f, f) for f in INPUT_FIELDS]),
+            (detect, outputnode, [(f, f) for f in OUTPUT_FIELDS]),
+        ])
+        return workflow
+
+    n_chunks = max(1, int(omp_nthreads))
+    find = pe.Node(FindCandidates(code_id=code_id), name="find_candidates")
+    analyse = pe.MapNode(AnalyseCandidates(n_chunks=n_chunks, code_id=code_id),
+                         iterfield=["chunk"], name="analyse_candidates")
+    analyse.inputs.chunk = list(range(n_chunks))
     detect = pe.Node(
-        DetectMicrobleeds(detector=detector, seed=int(seed), num_threads=int(omp_nthreads),
-                          code_id=detector_code_id(detector)),
+        ScoreCandidates(seed=int(seed), num_threads=int(omp_nthreads), code_id=code_id),
         name="detect", n_procs=int(omp_nthreads),
     )
     workflow.connect([
-        (inputnode, detect, [(f, f) for f in INPUT_FIELDS]),
+        (inputnode, find, [("swi", "swi"), ("filtered_phase", "filtered_phase"),
+                           ("brain_mask", "brain_mask")]),
+        (find, analyse, [("context", "context")]),
+        (find, detect, [("context", "context")]),
+        (analyse, detect, [("analysed", "analysed")]),
+        (inputnode, detect, [("swi", "swi"), ("dseg", "dseg"), ("dseg_tsv", "dseg_tsv"),
+                             ("template_to_swi_xfm", "template_to_swi_xfm")]),
         (detect, outputnode, [(f, f) for f in OUTPUT_FIELDS]),
     ])
     return workflow

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
@@ -37,15 +39,23 @@ def init_outputs_wf(*, output_dir: str, entities: dict, sources: list[str],
     """
     workflow = pe.Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=OUTPUT_FIELDS), name="inputnode")
+    sink = partial(_sink, output_dir=output_dir, entities=entities, sources=sources)
+    _connect_swi(workflow, inputnode, sink, has_phase)
+    _connect_anatomy(workflow, inputnode, sink)
+    _connect_detections(workflow, inputnode, sink)
+    _connect_summary(workflow, inputnode, sink, unit_info)
+    return workflow
 
-    def sink(node_name, **kwargs):
-        node = pe.Node(DerivativesDataSink(base_directory=str(output_dir),
-                                           entities=entities, source_files=sources,
-                                           **kwargs),
-                       name=node_name, run_without_submitting=True)
-        return node
 
-    # SWI images
+def _sink(node_name, *, output_dir, entities, sources, **kwargs):
+    """A :class:`DerivativesDataSink` node writing into ``output_dir``."""
+    return pe.Node(DerivativesDataSink(base_directory=str(output_dir), entities=entities,
+                                       source_files=sources, **kwargs),
+                   name=node_name, run_without_submitting=True)
+
+
+def _connect_swi(workflow, inputnode, sink, has_phase):
+    """The SWI, its minimum-intensity projection and the filtered phase."""
     ds_swi = sink("ds_swi", desc="preproc", suffix="swi")
     ds_minip = sink("ds_minip", desc="minip", suffix="swi")
     workflow.connect([
@@ -57,7 +67,9 @@ def init_outputs_wf(*, output_dir: str, entities: dict, sources: list[str],
         workflow.connect([(inputnode, ds_phase, [("filtered_phase", "in_file"),
                                                  ("swi_meta", "meta_dict")])])
 
-    # Anatomy
+
+def _connect_anatomy(workflow, inputnode, sink):
+    """Brain mask, region labels with their lookup table, and the template transforms."""
     ds_mask = sink("ds_brain_mask", desc="brain", suffix="mask",
                    meta_dict={"Type": "Brain"})
     ds_dseg = sink("ds_dseg", suffix="dseg")
@@ -73,7 +85,9 @@ def init_outputs_wf(*, output_dir: str, entities: dict, sources: list[str],
         (inputnode, ds_inv, [("swi_to_template_xfm", "in_file"), ("template", "to")]),
     ])
 
-    # Detections
+
+def _connect_detections(workflow, inputnode, sink):
+    """Candidate and microbleed tables, the microbleed label image and mask."""
     ds_candidates = sink("ds_candidates", desc="candidates", suffix="cmb")
     ds_cmb = sink("ds_cmb", desc="cmb", suffix="cmb")
     ds_cmb_dseg = sink("ds_cmb_dseg", desc="cmb", suffix="dseg")
@@ -88,7 +102,9 @@ def init_outputs_wf(*, output_dir: str, entities: dict, sources: list[str],
         (inputnode, ds_cmb_mask, [("cmb_mask", "in_file"), ("detection_meta", "meta_dict")]),
     ])
 
-    # Summary and figure
+
+def _connect_summary(workflow, inputnode, sink, unit_info):
+    """The ``_desc-summary_cmb.json`` and the detection mosaic figure."""
     summarize = pe.Node(SummarizeCMBs(unit=unit_info), name="summarize")
     ds_summary = sink("ds_summary", desc="summary", suffix="cmb")
     mosaic = pe.Node(DetectionMosaic(), name="mosaic")
@@ -104,4 +120,3 @@ def init_outputs_wf(*, output_dir: str, entities: dict, sources: list[str],
                              ("candidates_tsv", "candidates_tsv")]),
         (mosaic, ds_mosaic, [("out_file", "in_file")]),
     ])
-    return workflow

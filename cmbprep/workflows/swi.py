@@ -7,12 +7,16 @@ from __future__ import annotations
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from ..interfaces.swi import ComputeSWI, MinIP
+from ..interfaces.swi import ComputeSWI, FilterPhase, MinIP, N4BiasField, PrepareMagnitude
 
 
 def init_swi_wf(*, input_kind, echo_times, field_strength, phase_units, handedness,
                 swi_power, highpass_mm, minip_slab_mm, omp_nthreads, name="swi_wf"):
     """Build the SWI workflow.
+
+    Graph: ``prepare_magnitude`` (input checks, combined magnitude, head mask) ->
+    ``n4_bias_field`` and ``filter_phase`` (in parallel) -> ``compute_swi`` -> ``minip``.
+    Without phase ``filter_phase`` passes ``"n/a"`` on.
 
     Parameters
     ----------
@@ -34,7 +38,7 @@ def init_swi_wf(*, input_kind, echo_times, field_strength, phase_units, handedne
     minip_slab_mm : float
         Slab thickness in mm of the minimum-intensity projection.
     omp_nthreads : int
-        Threads for FFTs and ANTs.
+        Threads for FFTs (``filter_phase``) and ANTs (``n4_bias_field``).
     name : str, optional
 
     Inputs
@@ -53,13 +57,10 @@ def init_swi_wf(*, input_kind, echo_times, field_strength, phase_units, handedne
     outputnode = pe.Node(niu.IdentityInterface(
         fields=["swi", "minip", "magnitude", "filtered_phase", "head_mask", "swi_meta"]),
         name="outputnode")
-
-    compute = pe.Node(ComputeSWI(
-        input_kind=input_kind,
-        echo_times=[float(t) for t in echo_times] if echo_times else None,
-        phase_units=phase_units, handedness=handedness, swi_power=int(swi_power),
-        highpass_mm=float(highpass_mm), omp_nthreads=int(omp_nthreads)),
-        name="compute_swi", n_procs=int(omp_nthreads), mem_gb=3.0)
+    prepare, n4, phase, compute = _chain_nodes(
+        input_kind=input_kind, echo_times=echo_times, phase_units=phase_units,
+        handedness=handedness, swi_power=swi_power, highpass_mm=highpass_mm,
+        omp_nthreads=int(omp_nthreads))
     minip = pe.Node(MinIP(slab_mm=float(minip_slab_mm)), name="minip")
     add_meta = pe.Node(niu.Function(function=_add_field_strength,
                                     input_names=["meta", "field_strength"],
@@ -67,16 +68,47 @@ def init_swi_wf(*, input_kind, echo_times, field_strength, phase_units, handedne
     add_meta.inputs.field_strength = field_strength
 
     workflow.connect([
-        (inputnode, compute, [("magnitude", "magnitude"), ("phase", "phase")]),
+        (inputnode, prepare, [("magnitude", "magnitude"), ("phase", "phase")]),
+        (prepare, n4, [("magnitude", "in_file"), ("head_mask", "head_mask"),
+                       ("reference", "reference")]),
+        (inputnode, phase, [("magnitude", "magnitude"), ("phase", "phase")]),
+        (prepare, phase, [("magnitude", "combined_magnitude"), ("head_mask", "head_mask"),
+                          ("swi_meta", "in_meta")]),
+        (prepare, compute, [("magnitude", "magnitude"), ("warnings", "warnings"),
+                            ("sources", "sources"), ("reference", "reference")]),
+        (phase, compute, [("filtered_phase", "filtered_phase"),
+                          ("handedness", "handedness"), ("out_meta", "in_meta")]),
+        (n4, compute, [("bias_field", "bias_field"), ("bias_meta", "bias_meta")]),
         (compute, minip, [("swi", "in_file"), ("swi_meta", "in_meta")]),
         (minip, add_meta, [("out_meta", "meta")]),
-        (compute, outputnode, [("swi", "swi"), ("magnitude", "magnitude"),
-                               ("filtered_phase", "filtered_phase"),
-                               ("head_mask", "head_mask")]),
+        (compute, outputnode, [("swi", "swi"), ("magnitude", "magnitude")]),
+        (phase, outputnode, [("filtered_phase", "filtered_phase")]),
+        (prepare, outputnode, [("head_mask", "head_mask")]),
         (minip, outputnode, [("out_file", "minip")]),
         (add_meta, outputnode, [("meta", "swi_meta")]),
     ])
     return workflow
+
+
+def _chain_nodes(*, input_kind, echo_times, phase_units, handedness, swi_power,
+                 highpass_mm, omp_nthreads):
+    """The nodes of the SWI chain: prepare_magnitude, n4_bias_field, filter_phase,
+    compute_swi."""
+    inputs = {"input_kind": input_kind,
+              "echo_times": [float(t) for t in echo_times] if echo_times else None,
+              "phase_units": phase_units}
+    # N4 (ITK threads) and the phase processing (FFT workers; mostly single-threaded
+    # numpy) run side by side: each claims half of the omp_nthreads cores
+    branch_procs = max(1, omp_nthreads // 2)
+    prepare = pe.Node(PrepareMagnitude(**inputs), name="prepare_magnitude", mem_gb=1.5)
+    n4 = pe.Node(N4BiasField(omp_nthreads=omp_nthreads), name="n4_bias_field",
+                 n_procs=branch_procs, mem_gb=1.0)
+    phase = pe.Node(FilterPhase(handedness=handedness, highpass_mm=float(highpass_mm),
+                                omp_nthreads=omp_nthreads, **inputs),
+                    name="filter_phase", n_procs=branch_procs, mem_gb=3.0)
+    compute = pe.Node(ComputeSWI(swi_power=int(swi_power)), name="compute_swi",
+                      mem_gb=1.0)
+    return prepare, n4, phase, compute
 
 
 def _add_field_strength(meta, field_strength):

@@ -1,11 +1,9 @@
-"""Group-level statistics on microbleed counts: prevalence and count regression.
+"""Count regression of microbleed counts: Poisson and negative-binomial models.
 
-Pure functions on :mod:`pandas`/:mod:`numpy` data, no file access and no Nipype. They
-reproduce the analysis of the ITP study (Blood 2020;136:2875): prevalence of CMBs per
-group and by bins of a covariate with exact (Clopper-Pearson) confidence intervals and a
-Cochran-Armitage trend test, and univariate then multivariate Poisson regression of CMB
-counts reported as incidence-rate ratios (IRR), with an overdispersion check and a
-negative-binomial fit beside the Poisson one when the counts are overdispersed.
+Univariate then multivariate Poisson regression of CMB counts reported as incidence-rate
+ratios (IRR), as in the ITP study (Blood 2020;136:2875), with an overdispersion check and
+a negative-binomial fit beside the Poisson one when the counts are overdispersed. Pure
+functions on :mod:`pandas`/:mod:`numpy` data, no file access and no Nipype.
 
 Models are fitted with the :mod:`statsmodels` formula API; formulas use the patsy
 language (``y ~ age + C(sex) + I(smog >= 2)``). Poisson fits are iteratively reweighted
@@ -26,15 +24,9 @@ from scipy import stats as _sps
 
 __all__ = [
     "CountModelFit",
-    "TrendTest",
-    "bin_by_edges",
-    "clopper_pearson_interval",
-    "cochran_armitage_trend_test",
-    "compare_prevalence",
     "count_overdispersion_test",
     "fit_count_model",
     "formula_term",
-    "prevalence_by_level",
     "select_multivariate_covariates",
 ]
 
@@ -49,215 +41,6 @@ MAX_ESTIMABLE_SE = 100.0
 MIN_ALPHA = 1e-6
 
 
-# --------------------------------------------------------------------------------------
-# Prevalence
-# --------------------------------------------------------------------------------------
-def clopper_pearson_interval(n_with, n_total, confidence=0.95):
-    """Exact (Clopper-Pearson) confidence interval of a binomial proportion.
-
-    Parameters
-    ----------
-    n_with : int
-        Number of participants with the finding (successes).
-    n_total : int
-        Number of participants (trials).
-    confidence : float, optional
-        Two-sided confidence level, default 0.95.
-
-    Returns
-    -------
-    (float, float)
-        Lower and upper bound; ``(nan, nan)`` when ``n_total`` is 0. The bounds are
-        0 and 1 exactly when ``n_with`` is 0 or ``n_total``, as in R's ``binom.test``.
-    """
-    n_with, n_total = int(n_with), int(n_total)
-    if n_total <= 0:
-        return (math.nan, math.nan)
-    if not 0 <= n_with <= n_total:
-        raise ValueError(f"need 0 <= n_with <= n_total, got {n_with}/{n_total}")
-    tail = (1.0 - confidence) / 2.0
-    lower = 0.0 if n_with == 0 else float(_sps.beta.ppf(tail, n_with, n_total - n_with + 1))
-    upper = 1.0 if n_with == n_total else float(
-        _sps.beta.ppf(1.0 - tail, n_with + 1, n_total - n_with))
-    return (lower, upper)
-
-
-def bin_by_edges(values, edges):
-    """Assign numeric values to half-open bins given by their lower edges.
-
-    Parameters
-    ----------
-    values : array_like of float
-        Covariate values (``nan`` for missing).
-    edges : sequence of float
-        Strictly increasing lower edges ``e0 < e1 < ... < ek``. The bins are
-        ``[e0, e1), [e1, e2), ..., [ek, inf)``, so ``0,5,10,15`` gives four bins as the
-        ITP study's platelet-nadir bins. Values below ``e0`` or missing get no bin.
-
-    Returns
-    -------
-    pandas.Categorical
-        Ordered categorical with labels such as ``"[0, 5)"`` and ``"[15, inf)"``.
-    """
-    edges = [float(e) for e in edges]
-    if len(edges) < 1 or any(b <= a for a, b in zip(edges, edges[1:])):
-        raise ValueError(f"bin edges must be strictly increasing, got {edges}")
-    bounds = edges + [math.inf]
-    labels = [f"[{_fmt_edge(a)}, {_fmt_edge(b)})" for a, b in zip(bounds, bounds[1:])]
-    values = np.asarray(values, dtype=float)
-    return pd.cut(values, bins=bounds, right=False, labels=labels, ordered=True)
-
-
-def _fmt_edge(value):
-    if math.isinf(value):
-        return "inf"
-    return f"{value:g}"
-
-
-def prevalence_by_level(has_finding, levels=None, confidence=0.95):
-    """Prevalence with exact confidence intervals, overall or for each level.
-
-    Parameters
-    ----------
-    has_finding : array_like of bool
-        Whether each participant has the finding (e.g. at least one CMB).
-    levels : array_like, optional
-        The level (group, bin) of each participant; missing levels are left out. When
-        it is a :class:`pandas.Categorical` every category is reported, also empty ones.
-        Without levels a single row ``level == "all"`` is returned.
-    confidence : float, optional
-        Confidence level of the Clopper-Pearson intervals.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns ``level, n_participants, n_with, prevalence, ci_lower, ci_upper``.
-    """
-    has_finding = pd.Series(np.asarray(has_finding, dtype=bool))
-    if levels is None:
-        groups = [("all", has_finding)]
-    else:
-        if isinstance(levels, pd.Categorical) or isinstance(
-                getattr(levels, "dtype", None), pd.CategoricalDtype):
-            cat = pd.Categorical(levels)
-            order = list(cat.categories)
-        else:
-            cat = pd.Categorical(pd.Series(levels).astype(object).where(
-                pd.notna(pd.Series(levels)), None))
-            order = sorted(cat.categories, key=_natural_key)
-        codes = pd.Series(np.asarray(cat.astype(object)))
-        groups = [(lvl, has_finding[(codes == lvl).to_numpy()]) for lvl in order]
-    rows = []
-    for level, member in groups:
-        n_total, n_with = int(member.size), int(member.sum())
-        low, high = clopper_pearson_interval(n_with, n_total, confidence)
-        rows.append({
-            "level": str(level), "n_participants": n_total, "n_with": n_with,
-            "prevalence": n_with / n_total if n_total else math.nan,
-            "ci_lower": low, "ci_upper": high,
-        })
-    return pd.DataFrame(rows, columns=["level", "n_participants", "n_with", "prevalence",
-                                       "ci_lower", "ci_upper"])
-
-
-def _natural_key(value):
-    try:
-        return (0, float(value), "")
-    except (TypeError, ValueError):
-        return (1, 0.0, str(value))
-
-
-@dataclass
-class TrendTest:
-    """Result of a test on a contingency table of prevalences."""
-
-    test: str
-    statistic: float
-    p_value: float
-    df: float = math.nan
-    message: str = ""
-
-
-def cochran_armitage_trend_test(n_with, n_total, scores=None):
-    """Cochran-Armitage chi-squared test for a linear trend in proportions.
-
-    Identical to R's ``prop.trend.test(x, n, score)``: the regression sum of squares of
-    the proportions on the scores, weighted by ``n / (p (1 - p))``, chi-squared with 1
-    degree of freedom.
-
-    Parameters
-    ----------
-    n_with, n_total : array_like of int
-        Participants with the finding and participants per ordered bin.
-    scores : array_like of float, optional
-        Score of each bin; default ``1, 2, ..., k``.
-
-    Returns
-    -------
-    TrendTest
-        ``statistic`` is the signed square root of the chi-squared value (a z score,
-        positive when the prevalence rises with the score); ``df`` is 1.
-    """
-    n_with = np.asarray(n_with, dtype=float)
-    n_total = np.asarray(n_total, dtype=float)
-    scores = (np.arange(1, n_with.size + 1, dtype=float) if scores is None
-              else np.asarray(scores, dtype=float))
-    keep = n_total > 0
-    n_with, n_total, scores = n_with[keep], n_total[keep], scores[keep]
-    name = "cochran_armitage"
-    if n_with.size < 2:
-        return TrendTest(name, math.nan, math.nan, 1.0, "fewer than two non-empty bins")
-    big_n = n_total.sum()
-    p_all = n_with.sum() / big_n
-    if p_all in (0.0, 1.0):
-        return TrendTest(name, math.nan, math.nan, 1.0,
-                         "no variation: every participant has the same outcome")
-    score_mean = (n_total * scores).sum() / big_n
-    sxx = (n_total * (scores - score_mean) ** 2).sum()
-    if sxx == 0:
-        return TrendTest(name, math.nan, math.nan, 1.0, "all bins have the same score")
-    sxy = ((n_with - n_total * p_all) * (scores - score_mean)).sum()
-    chi2 = sxy ** 2 / (p_all * (1 - p_all) * sxx)
-    p_value = float(_sps.chi2.sf(chi2, 1))
-    return TrendTest(name, float(math.copysign(math.sqrt(chi2), sxy)), p_value, 1.0)
-
-
-def compare_prevalence(n_with, n_total):
-    """Test whether the prevalence differs between groups.
-
-    Two groups: Fisher's exact test (two-sided, as R's ``fisher.test``). More groups:
-    Pearson's chi-squared test of independence (``chisq.test(correct = FALSE)``).
-
-    Parameters
-    ----------
-    n_with, n_total : array_like of int
-        Participants with the finding and participants per group.
-
-    Returns
-    -------
-    TrendTest
-        ``statistic`` is the odds ratio (Fisher) or chi-squared value.
-    """
-    n_with = np.asarray(n_with, dtype=int)
-    n_total = np.asarray(n_total, dtype=int)
-    keep = n_total > 0
-    table = np.column_stack([n_with[keep], n_total[keep] - n_with[keep]])
-    if table.shape[0] < 2:
-        return TrendTest("fisher_exact", math.nan, math.nan, math.nan,
-                         "fewer than two non-empty groups")
-    if table.shape[0] == 2:
-        odds, p_value = _sps.fisher_exact(table, alternative="two-sided")
-        return TrendTest("fisher_exact", float(odds), float(p_value), math.nan)
-    if table[:, 0].sum() == 0 or table[:, 1].sum() == 0:
-        return TrendTest("chi2_independence", math.nan, math.nan, math.nan,
-                         "no variation: every participant has the same outcome")
-    chi2, p_value, dof, _ = _sps.chi2_contingency(table, correction=False)
-    return TrendTest("chi2_independence", float(chi2), float(p_value), float(dof))
-
-
-# --------------------------------------------------------------------------------------
-# Count regression
-# --------------------------------------------------------------------------------------
 @dataclass
 class CountModelFit:
     """A fitted (or not fittable) count regression.
@@ -361,56 +144,20 @@ def fit_count_model(data, formula, family="poisson", confidence=0.95, tol=1e-12,
         then has ``fitted=False`` and a ``message``. Formula errors (unknown column,
         syntax) raise :class:`ValueError`.
     """
-    import statsmodels.api as sm
-    import statsmodels.formula.api as smf
-
     result = CountModelFit(formula=formula, family=family)
     n_rows = len(data)
-    with _patsy_engine(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            import patsy
-
-            outcome, _ = patsy.dmatrices(formula, data, NA_action="drop",
-                                         eval_env=_formula_env())
-            if outcome.shape[0] == 0:
-                result.n_dropped = n_rows
-                result.message = ("no participant has values for every variable of the "
-                                  "model")
-                return result
-            if family == "poisson":
-                model = smf.glm(formula, data, family=sm.families.Poisson(),
-                                eval_env=_formula_env())
-            elif family == "negative_binomial":
-                model = smf.negativebinomial(formula, data, loglike_method="nb2",
-                                             eval_env=_formula_env())
-            else:
-                raise ValueError(f"unknown family {family!r}")
-        except ValueError:
-            raise
-        except Exception as exc:  # patsy errors: unknown names, syntax
-            raise ValueError(f"cannot build the model {formula!r}: "
-                             f"{str(exc).splitlines()[0]}") from exc
+    model = _formula_model(data, formula, family)
+    if model is None:
+        result.n_dropped = n_rows
+        result.message = "no participant has values for every variable of the model"
+        return result
     endog = np.asarray(model.endog, dtype=float)
     exog = np.asarray(model.exog, dtype=float)
     result.n_used = int(endog.size)
     result.n_dropped = int(n_rows - endog.size)
     result.n_params = int(exog.shape[1])
-    if endog.size == 0:
-        result.message = "no participant has values for every variable of the model"
-        return result
-    if np.any(endog < 0) or np.any(endog != np.round(endog)):
-        raise ValueError(f"the outcome of {formula!r} is not a count")
-    if endog.sum() == 0:
-        result.message = "all CMB counts are zero: no model fitted"
-        return result
-    if endog.size <= exog.shape[1]:
-        result.message = (f"{endog.size} participant(s) with complete data for "
-                          f"{exog.shape[1]} parameter(s): no model fitted")
-        return result
-    if np.linalg.matrix_rank(exog) < exog.shape[1]:
-        result.message = ("the design matrix is singular (a covariate is constant or "
-                          "collinear in the participants used): no model fitted")
+    result.message = _unfittable_reason(endog, exog, formula)
+    if result.message:
         return result
 
     with warnings.catch_warnings():
@@ -418,7 +165,7 @@ def fit_count_model(data, formula, family="poisson", confidence=0.95, tol=1e-12,
         try:
             if family == "poisson":
                 fit = model.fit(tol=tol, maxiter=maxiter)
-                converged = bool(fit.converged)
+                converged, alpha = bool(fit.converged), None
             else:
                 fit, converged, alpha = _fit_negative_binomial(model, formula, data, tol,
                                                                maxiter)
@@ -435,6 +182,65 @@ def fit_count_model(data, formula, family="poisson", confidence=0.95, tol=1e-12,
     if not np.all(np.isfinite(params)):
         result.message = "fit failed: non-finite estimates"
         return result
+    _fill_fit(result, fit, _terms_table(names, params, bse, exog, endog, confidence),
+              converged, alpha, endog)
+    return result
+
+
+def _formula_model(data, formula, family):
+    """The statsmodels model of ``formula`` on ``data``; ``None`` without a complete row.
+
+    Raises :class:`ValueError` for formula errors (unknown names, syntax) and an unknown
+    ``family``.
+    """
+    import statsmodels.api as sm
+    import statsmodels.formula.api as smf
+
+    with _patsy_engine(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            import patsy
+
+            outcome, _ = patsy.dmatrices(formula, data, NA_action="drop",
+                                         eval_env=_formula_env())
+            if outcome.shape[0] == 0:
+                return None
+            if family == "poisson":
+                return smf.glm(formula, data, family=sm.families.Poisson(),
+                               eval_env=_formula_env())
+            if family == "negative_binomial":
+                return smf.negativebinomial(formula, data, loglike_method="nb2",
+                                            eval_env=_formula_env())
+            raise ValueError(f"unknown family {family!r}")
+        except ValueError:
+            raise
+        except Exception as exc:  # patsy errors: unknown names, syntax
+            raise ValueError(f"cannot build the model {formula!r}: "
+                             f"{str(exc).splitlines()[0]}") from exc
+
+
+def _unfittable_reason(endog, exog, formula):
+    """Why no model can be fitted to these data (``""`` when one can).
+
+    Raises :class:`ValueError` when the outcome is not a count.
+    """
+    if endog.size == 0:
+        return "no participant has values for every variable of the model"
+    if np.any(endog < 0) or np.any(endog != np.round(endog)):
+        raise ValueError(f"the outcome of {formula!r} is not a count")
+    if endog.sum() == 0:
+        return "all CMB counts are zero: no model fitted"
+    if endog.size <= exog.shape[1]:
+        return (f"{endog.size} participant(s) with complete data for "
+                f"{exog.shape[1]} parameter(s): no model fitted")
+    if np.linalg.matrix_rank(exog) < exog.shape[1]:
+        return ("the design matrix is singular (a covariate is constant or "
+                "collinear in the participants used): no model fitted")
+    return ""
+
+
+def _terms_table(names, params, bse, exog, endog, confidence):
+    """One row per coefficient: Wald z, P, IRR with its confidence interval, estimable."""
     zcrit = _sps.norm.ppf(0.5 + confidence / 2.0)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         zval = params / bse
@@ -447,12 +253,18 @@ def fit_count_model(data, formula, family="poisson", confidence=0.95, tol=1e-12,
         })
     separated = _separated_terms(exog, endog, names)
     terms.loc[terms["term"].isin(separated), "estimable"] = False
+    return terms
+
+
+def _fill_fit(result, fit, terms, converged, alpha, endog):
+    """Copy a successful fit's terms, likelihood and dispersion into ``result``."""
+    family = result.family
     result.terms = terms
     result.fitted = True
     result.converged = converged
     result.log_likelihood = float(fit.llf)
     # AIC counts every estimated parameter (for NB also alpha), as R's AIC() does.
-    result.aic = float(-2.0 * fit.llf + 2.0 * (len(names) + (family != "poisson")))
+    result.aic = float(-2.0 * fit.llf + 2.0 * (len(terms) + (family != "poisson")))
     notes = []
     if not converged:
         notes.append("the fit did not converge")
@@ -477,7 +289,6 @@ def fit_count_model(data, formula, family="poisson", confidence=0.95, tol=1e-12,
         result.df_resid = float(fit.df_resid)
         result.deviance = float(fit.deviance)
     result.message = "; ".join(notes)
-    return result
 
 
 def _fit_negative_binomial(model, formula, data, tol, maxiter):

@@ -31,7 +31,7 @@ __all__ = [
     "predict_proba",
 ]
 
-DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "data" / "models" / \
+DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[2] / "data" / "models" / \
     "cmbprep_classifier.json"
 
 #: Candidate features used by the classifier (columns of the candidate table).

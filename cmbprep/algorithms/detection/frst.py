@@ -90,19 +90,30 @@ def fast_radial_symmetry(
     for radius in radii:
         k_n = 9.9 if radius <= 1 else 8.0
         for sign in signs:
-            target_r = np.rint(rows + sign * radius * unit_r).astype(np.intp)
-            target_c = np.rint(cols + sign * radius * unit_c).astype(np.intp)
-            inside = (
-                (target_r >= 0) & (target_r < shape[0]) & (target_c >= 0) & (target_c < shape[1])
-            )
-            flat = np.ravel_multi_index((target_r[inside], target_c[inside]), shape)
-            orientation = np.bincount(flat, minlength=img.size).reshape(shape)
-            magnitude_proj = np.bincount(flat, weights=mag[inside], minlength=img.size)
-            magnitude_proj = magnitude_proj.reshape(shape)
-            orientation = np.minimum(orientation, k_n)
-            f_n = (magnitude_proj / k_n) * (orientation / k_n) ** alpha
+            f_n = _radius_votes(rows, cols, sign * radius * unit_r, sign * radius * unit_c,
+                                mag, shape, k_n, alpha)
             response += ndi.gaussian_filter(f_n, smoothing_factor * radius, mode="constant")
     return response / radii.size
+
+
+def _radius_votes(rows, cols, step_r, step_c, mag, shape, k_n, alpha):
+    """Unsmoothed FRST map ``F_n`` of one radius and polarity.
+
+    Every voting pixel ``(rows, cols)`` with gradient magnitude ``mag`` votes for the
+    pixel ``(rows + step_r, cols + step_c)`` (rounded); votes outside the image are lost.
+    """
+    target_r = np.rint(rows + step_r).astype(np.intp)
+    target_c = np.rint(cols + step_c).astype(np.intp)
+    inside = (
+        (target_r >= 0) & (target_r < shape[0]) & (target_c >= 0) & (target_c < shape[1])
+    )
+    size = shape[0] * shape[1]
+    flat = np.ravel_multi_index((target_r[inside], target_c[inside]), shape)
+    orientation = np.bincount(flat, minlength=size).reshape(shape)
+    magnitude_proj = np.bincount(flat, weights=mag[inside], minlength=size)
+    magnitude_proj = magnitude_proj.reshape(shape)
+    orientation = np.minimum(orientation, k_n)
+    return (magnitude_proj / k_n) * (orientation / k_n) ** alpha
 
 
 def fast_radial_symmetry_slices(volume, radii_px, *, slice_axis=2, **kwargs):

@@ -1,0 +1,301 @@
+"""The default (``cmbprep``) microbleed detector, in named stages.
+
+1. :func:`find_candidates`: relative intensity, multi-scale Laplacian-of-Gaussian blob
+   peaks and dark intensity minima as seeds, distance to the brain edge and the phase
+   handedness, all cropped to the brain (a :class:`CandidateContext`);
+2. :func:`.analysis.analyse_candidates`: half-depth segmentation and
+   shape/contrast/context/phase features of each seed, every seed on its own (so any
+   subsets can run in parallel);
+3. :func:`merge_and_score`: candidates deduplicated in seed order, scored (packaged
+   classifier or rules) and given a status.
+
+:func:`detect_cmbprep` runs the three in one process. See ``docs/detection.rst``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+from scipy.spatial import cKDTree
+
+from ..arrays import block_factors, block_reduce, bounding_box
+from .analysis import analyse_candidates
+from .candidates import (
+    local_maxima,
+    multiscale_dark_blobness,
+    relative_intensity,
+)
+from .parameters import CMBPREP_PARAMETERS, DETECTOR_VERSION
+from .phase import paramagnetic_phase_sign, vessel_like_mask
+from .result import (
+    DetectionResult,
+    candidate_frame,
+    check_inputs,
+    detection_slice_axis,
+    jsonable,
+    voxel_size_tuple,
+)
+from .scoring import assign_status, candidate_scores, score_thresholds
+
+__all__ = ["CandidateContext", "detect_cmbprep", "find_candidates", "merge_and_score",
+           "merge_candidates"]
+
+
+@dataclass
+class CandidateContext:
+    """What the analysis of every seed needs, cropped to the brain's bounding box.
+
+    Attributes
+    ----------
+    parameters : dict
+        Every parameter of the detector (defaults and overrides).
+    affine : (4, 4) ndarray
+        Voxel-to-scanner-RAS affine of the SWI.
+    shape : tuple of int
+        Shape of the SWI.
+    box : tuple of slice
+        Where the cropped arrays sit in the SWI grid.
+    voxel_size : tuple of float
+    slice_axis : int
+    relative : ndarray of float32
+        Relative intensity (cropped).
+    phase : ndarray of float32 or None
+        Filtered phase (cropped); None without phase or when its handedness could not
+        be determined.
+    phase_info : dict
+        ``phase_used`` and, with phase, ``phase_sign`` and its calibration correlation.
+    peaks : (N, 3) ndarray of int
+        Seeds (cropped voxel indices) in analysis order: blob peaks by decreasing
+        blobness, then intensity minima.
+    n_blob_peaks : int
+        How many of ``peaks`` are blob peaks.
+    peak_blobness, peak_sigma : (N,) ndarray of float32
+        Blobness and best scale (mm) at each seed.
+    edge_distance : ndarray of float64
+        Distance (mm) to the brain edge on blocks of ``edge_factors`` voxels.
+    edge_factors : tuple of int
+    """
+
+    parameters: dict
+    affine: np.ndarray
+    shape: tuple
+    box: tuple
+    voxel_size: tuple
+    slice_axis: int
+    relative: np.ndarray
+    phase: np.ndarray | None
+    phase_info: dict
+    peaks: np.ndarray
+    n_blob_peaks: int
+    peak_blobness: np.ndarray
+    peak_sigma: np.ndarray
+    edge_distance: np.ndarray
+    edge_factors: tuple
+
+
+def seed_peaks(rel, blobness, brain, voxel_size, p):
+    """Blob peaks by decreasing blobness, then dark intensity minima not near one.
+
+    Returns
+    -------
+    peaks : (N, 3) ndarray of int
+    n_blob_peaks : int
+    """
+    peaks = local_maxima(blobness, brain & (rel <= p["max_peak_intensity"]), voxel_size,
+                         min_separation_mm=p["min_separation_mm"],
+                         threshold=p["blobness_threshold"])
+    peaks = peaks[: int(p["max_candidates"])]
+    n_blob_peaks = len(peaks)
+    if p["minimum_seed_intensity"] is not None:
+        # intensity minima as extra seeds: a small lesion beside a larger dark structure
+        # is not a maximum of the multi-scale blobness (the larger response wins)
+        minima = local_maxima(-rel, brain & (rel <= p["minimum_seed_intensity"]),
+                              voxel_size, min_separation_mm=p["min_separation_mm"],
+                              threshold=-np.inf)
+        if len(minima) and len(peaks):
+            vs = np.asarray(voxel_size, dtype=float)
+            dist, _ = cKDTree(peaks * vs).query(minima * vs)
+            minima = minima[dist > p["min_separation_mm"]]
+        peaks = np.concatenate([peaks.reshape(-1, 3), minima.reshape(-1, 3)])
+    return peaks, n_blob_peaks
+
+
+def brain_edge_distance(brain, voxel_size):
+    """Distance (mm) to the brain edge on blocks of about 1 mm (a block is brain if all
+    of its voxels are).
+
+    Returns
+    -------
+    factors : tuple of int
+        Block size in voxels.
+    distance : ndarray of float64
+        On the block grid.
+    """
+    factors = block_factors(voxel_size, 1.0, rounding="round")
+    small_brain = block_reduce(brain, factors, "all", edges="constant")
+    distance = ndi.distance_transform_edt(
+        small_brain, sampling=[v * f for v, f in zip(voxel_size, factors)])
+    return factors, distance
+
+
+def calibrate_phase(filtered_phase, shape, box, rel, brain, voxel_size, affine, p):
+    """Cropped filtered phase and its handedness (``parameters["phase_sign"]`` or, with
+    ``"auto"``, the sign calibrated on the image's vessel-like dark structures).
+
+    Returns
+    -------
+    phase : ndarray of float32 or None
+        None without phase or when the sign is undetermined (0).
+    info : dict
+        ``phase_used`` (and with phase ``phase_sign``,
+        ``phase_sign_calibration_correlation``).
+    """
+    if filtered_phase is None:
+        return None, {"phase_used": False}
+    phase = np.asarray(filtered_phase)
+    if phase.shape != shape:
+        raise ValueError(f"filtered phase shape {phase.shape} differs from SWI shape {shape}")
+    phase_c = np.asarray(phase[box], dtype=np.float32)
+    if p["phase_sign"] in (1, -1, "1", "-1", "+1"):
+        sign, corr = int(p["phase_sign"]), float("nan")
+    else:
+        veins = vessel_like_mask(brain & (rel < p["vessel_intensity"]), voxel_size,
+                                 min_elongation=p["vessel_min_elongation"])
+        sign, corr = paramagnetic_phase_sign(phase_c, veins, brain, affine)
+    info = {"phase_used": sign != 0, "phase_sign": sign,
+            "phase_sign_calibration_correlation": corr}
+    return (None if sign == 0 else phase_c), info
+
+
+def find_candidates(swi, brain_mask, affine, *, filtered_phase=None, parameters=None):
+    """First stage: seeds and everything their analysis needs.
+
+    Parameters are those of :func:`detect_cmbprep`.
+
+    Returns
+    -------
+    CandidateContext
+    """
+    p = dict(CMBPREP_PARAMETERS)
+    p.update(parameters or {})
+    swi, brain, affine = check_inputs(swi, brain_mask, affine)
+    voxel_size = voxel_size_tuple(affine)
+    margin = [int(np.ceil(4.0 / v)) for v in voxel_size]
+    box = bounding_box(brain, margin_vox=margin, whole_if_empty=True)
+    brain_c = brain[box]
+    rel = relative_intensity(np.asarray(swi[box], dtype=np.float32), brain_c,
+                             background_mm=p["background_sigma_mm"], voxel_size=voxel_size)
+    blobness, best_sigma = multiscale_dark_blobness(rel, voxel_size, p["sigmas_mm"])
+    peaks, n_blob_peaks = seed_peaks(rel, blobness, brain_c, voxel_size, p)
+    edge_factors, edge_distance = brain_edge_distance(brain_c, voxel_size)
+    phase_c, phase_info = calibrate_phase(filtered_phase, swi.shape, box, rel, brain_c,
+                                          voxel_size, affine, p)
+    at_peaks = tuple(peaks.T)
+    return CandidateContext(
+        parameters=p, affine=affine, shape=swi.shape, box=box, voxel_size=voxel_size,
+        slice_axis=detection_slice_axis(affine), relative=rel, phase=phase_c,
+        phase_info=phase_info, peaks=peaks, n_blob_peaks=n_blob_peaks,
+        peak_blobness=blobness[at_peaks], peak_sigma=best_sigma[at_peaks],
+        edge_distance=edge_distance, edge_factors=edge_factors,
+    )
+
+
+def merge_candidates(context, analysed):
+    """Candidate rows and cropped label image from the analysed seeds.
+
+    In seed order (blob strength), a seed inside an earlier candidate and within that
+    candidate's radius is the same blob and is skipped (unless that candidate's region
+    leaves its patch: it may hide a lesion). Later candidates keep only voxels no
+    earlier candidate has.
+
+    Returns
+    -------
+    rows : list of dict
+        ``candidate_id`` (from 1) and the analysis row.
+    labels : ndarray of int32
+        Cropped label image.
+    """
+    missing = sorted(set(range(len(context.peaks))) - set(analysed))
+    if missing:
+        raise ValueError(f"{len(missing)} seeds were not analysed (first: {missing[0]})")
+    p = context.parameters
+    vs = np.asarray(context.voxel_size, dtype=float)
+    labels_c = np.zeros(context.relative.shape, dtype=np.int32)
+    rows = []
+    owners = {}  # candidate_id -> (peak, radius_mm, region leaves its patch)
+    for n_peak in range(len(context.peaks)):
+        result = analysed[n_peak]
+        if result is None:
+            continue
+        peak = tuple(int(v) for v in context.peaks[n_peak])
+        owner = int(labels_c[peak])
+        if owner:
+            owner_peak, owner_radius, owner_open = owners[owner]
+            if not owner_open and np.linalg.norm((np.subtract(peak, owner_peak)) * vs) <= max(
+                    owner_radius, p["min_separation_mm"]):
+                continue  # the same blob (a region leaving its patch may hide a lesion)
+        rbox = tuple(slice(lo, hi) for lo, hi in result.bounds)
+        cid = len(rows) + 1
+        free = result.region() & (labels_c[rbox] == 0)
+        labels_c[rbox][free] = cid
+        owners[cid] = (peak, result.radius_est, result.touches)
+        rows.append({"candidate_id": cid, **result.row})
+    return rows, labels_c
+
+
+def merge_and_score(context, analysed):
+    """Third stage: merged candidates with score, status and reason, label image and the
+    parameters used (scorer and thresholds included).
+
+    Returns
+    -------
+    DetectionResult
+    """
+    rows, labels_c = merge_candidates(context, analysed)
+    p = context.parameters
+    use_phase = context.phase is not None
+    table = candidate_frame(rows, context.affine)
+    if len(table):
+        score, reason, scoring = candidate_scores(table, p, use_phase=use_phase)
+        assign_status(table, score, reason, scoring["accept_score"], scoring["review_score"])
+    else:
+        scoring = score_thresholds(p, use_phase=use_phase)
+    labels = np.zeros(context.shape, dtype=np.int32)
+    labels[context.box] = labels_c
+    params = {"detector": "cmbprep", "version": DETECTOR_VERSION["cmbprep"],
+              "slice_axis": context.slice_axis, **jsonable(p),
+              **jsonable(context.phase_info), **jsonable(scoring)}
+    return DetectionResult(table, labels, params)
+
+
+def detect_cmbprep(swi, brain_mask, affine, *, filtered_phase=None, parameters=None):
+    """Default detector: 3D multi-scale blobs, segmentation, features, score.
+
+    Runs :func:`find_candidates`, :func:`.analysis.analyse_candidates` and
+    :func:`merge_and_score` in this process (the pipeline runs them as separate
+    Nipype nodes, the analysis split over processes; the result is the same).
+
+    Parameters
+    ----------
+    swi : (X, Y, Z) ndarray
+        Bias-corrected SWI (microbleeds and veins dark).
+    brain_mask : (X, Y, Z) ndarray of bool
+    affine : (4, 4) array_like
+        Voxel-to-scanner-RAS affine.
+    filtered_phase : (X, Y, Z) ndarray or None, optional
+        High-pass filtered phase (rad). Enables the paramagnetic/diamagnetic test
+        that rejects calcifications. Its handedness is calibrated on the image's own
+        veins unless ``parameters["phase_sign"]`` is +1 or -1 (the sign of the phase
+        produced by a positive susceptibility source along B0).
+    parameters : dict, optional
+        Overrides of :data:`.parameters.CMBPREP_PARAMETERS`.
+
+    Returns
+    -------
+    DetectionResult
+    """
+    context = find_candidates(swi, brain_mask, affine, filtered_phase=filtered_phase,
+                              parameters=parameters)
+    return merge_and_score(context, analyse_candidates(context))

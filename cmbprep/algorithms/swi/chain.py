@@ -1,0 +1,316 @@
+"""The SWI chain as named steps, and :func:`process_swi`, which runs them in order.
+
+Steps (each a function of arrays; the Nipype workflow runs each in its own node):
+
+1. :func:`prepare_magnitude`: clean the magnitude echoes, combine them, head mask.
+2. :func:`filter_phase` (with phase): radians, multi-echo unwrapping and frequency fit,
+   homodyne high-pass, phase sign convention.
+3. :func:`fit_bias_field`: N4 on the combined magnitude inside the head mask
+   (independent of step 2).
+4. :func:`apply_swi_contrast`: SWI from magnitude and filtered phase, both divided by
+   the bias field.
+
+Every step returns the part of the metadata (``swi_meta``) it is responsible for;
+merged in the order 1, 2, 4, 3 they give the dict :func:`process_swi` returns.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import DataError
+from ..arrays import voxel_sizes
+from ..bias import n4_bias_field
+from ..headmask import head_mask
+from .contrast import compute_swi
+from .filters import homodyne_highpass
+from .handedness import detect_handedness
+from .inputs import INPUT_KINDS
+from .layout import echo_major
+from .magnitude import clean_magnitude, combine_magnitude
+from .phase import fit_frequency, phase_to_radians, unwrap_echoes
+
+__all__ = ["N4_DEFAULTS", "apply_swi_contrast", "filter_phase", "fit_bias_field",
+           "prepare_magnitude", "process_swi"]
+
+#: N4 settings of the chain (see :func:`cmbprep.algorithms.bias.n4_bias_field`)
+N4_DEFAULTS = {"working_resolution_mm": 4.0, "spline_distance_mm": 100.0,
+               "shrink_factor": 2, "iterations": [50, 50, 30], "tolerance": 1e-6}
+
+_HEAD_MASK_RULE = ("Otsu on 2 mm block means (4 mm FWHM smoothing), closing 6 mm, "
+                   "hole filling, largest component, dilation 2 mm")
+_HANDEDNESS_RULE = ("mean filtered phase 5 mm along B0 minus 5 mm across B0 around the "
+                    "1% locally darkest voxels of the head mask eroded by 20 mm "
+                    "(positive: left, negative: right)")
+
+
+def process_swi(magnitude, phase, affine, *, input_kind, echo_times=None, phase_units=None,
+                handedness="auto", swi_power=4, highpass_mm=12.0, bias_correct=True,
+                n4_options=None, magnitude_combination="rss", n_threads=1):
+    """Full SWI chain on arrays: the image to detect microbleeds on.
+
+    Steps by ``input_kind``:
+
+    * ``"gre"``: phase -> radians, homodyne high-pass (``highpass_mm`` FWHM), SWI.
+    * ``"megre"`` with phase: magnitude RSS over echoes; each echo's phase -> radians,
+      Laplacian-unwrapped, echoes aligned; frequency from a magnitude^2-weighted
+      linear fit over TE; combined phase = frequency x mean TE; homodyne high-pass; SWI.
+    * ``"megre"`` without phase, ``"magnitude"``, ``"swi"``: the (combined) image as is.
+
+    The head mask (Otsu + morphology in mm) is computed on the combined magnitude; N4 is
+    fitted on the combined magnitude inside it and its field divides magnitude and SWI.
+
+    Parameters
+    ----------
+    magnitude : (X, Y, Z[, E]) array_like
+    phase : (X, Y, Z[, E]) array_like or None
+    affine : (4, 4) array_like
+    input_kind : {"gre", "megre", "swi", "magnitude"}
+    echo_times : list of float, optional
+        Seconds.
+    phase_units : {"rad", "arbitrary", None}, optional
+    handedness : {"auto", "right", "left"}, optional
+    swi_power : int, optional
+        Phase-mask exponent (default 4).
+    highpass_mm : float, optional
+        Homodyne filter Gaussian FWHM in mm (default 12).
+    bias_correct : bool, optional
+        Run N4 (default True).
+    n4_options : dict, optional
+        Keyword arguments for :func:`cmbprep.algorithms.bias.n4_bias_field`
+        (``working_resolution_mm``, ``spline_distance_mm``, ``shrink_factor``,
+        ``iterations``, ``tolerance``).
+    magnitude_combination : {"rss", "mean"}, optional
+    n_threads : int, optional
+
+    Returns
+    -------
+    dict
+        ``swi``, ``magnitude``, ``filtered_phase`` (None without phase), ``head_mask``,
+        ``bias_field`` arrays and ``meta`` (dict of every parameter used).
+    """
+    if input_kind not in INPUT_KINDS:
+        raise ValueError(f"input_kind must be one of {INPUT_KINDS}, got {input_kind!r}")
+    if handedness not in ("auto", "right", "left"):
+        raise ValueError(f"handedness must be auto/right/left, got {handedness!r}")
+    affine = np.asarray(affine, dtype=float)
+    has_phase = phase is not None and input_kind in ("gre", "megre")
+    echoes, combined, mask, meta = prepare_magnitude(
+        magnitude, affine, input_kind=input_kind, echo_times=echo_times,
+        has_phase=has_phase, magnitude_combination=magnitude_combination)
+    filtered, used = None, None
+    if has_phase:
+        filtered, used, phase_meta = filter_phase(
+            echoes, combined, phase, mask, affine, echo_times=echo_times,
+            phase_units=phase_units, handedness=handedness, highpass_mm=highpass_mm,
+            n_threads=n_threads)
+        meta.update(phase_meta)
+    del echoes
+    if bias_correct:
+        field, bias_meta = fit_bias_field(combined, mask, voxel_sizes(affine),
+                                          n4_options=n4_options, n_threads=n_threads)
+    else:
+        field, bias_meta = None, {"BiasCorrection": "none"}
+    swi, corrected, swi_meta = apply_swi_contrast(combined, filtered, field,
+                                                  handedness=used, swi_power=swi_power)
+    meta.update(swi_meta)
+    meta.update(bias_meta)
+    if field is None:
+        field = np.ones(combined.shape, dtype=np.float32)
+    return {"swi": swi, "magnitude": corrected, "filtered_phase": filtered,
+            "head_mask": mask, "bias_field": field, "meta": meta}
+
+
+def prepare_magnitude(magnitude, affine, *, input_kind, echo_times=None, has_phase,
+                      magnitude_combination="rss"):
+    """Step 1: cleaned echoes, combined magnitude and head mask.
+
+    Parameters
+    ----------
+    magnitude : (X, Y, Z[, E]) array_like
+    affine : (4, 4) array_like
+    input_kind : {"gre", "megre", "swi", "magnitude"}
+    echo_times : list of float, optional
+    has_phase : bool
+        Whether the phase will be used (recorded as ``PhaseUsed``).
+    magnitude_combination : {"rss", "mean"}, optional
+
+    Returns
+    -------
+    echoes : (X, Y, Z, E) numpy.ndarray of float32
+        Finite, non-negative, echo-major (:func:`.magnitude.clean_magnitude`).
+    combined : (X, Y, Z) numpy.ndarray of float32
+        Echoes combined (the single echo itself).
+    mask : (X, Y, Z) numpy.ndarray of bool
+        Head mask (:func:`cmbprep.algorithms.headmask.head_mask`).
+    meta : dict
+        ``InputKind``, ``EchoTimes``, ``VoxelSize``, ``MagnitudeCombination``,
+        ``PhaseUsed``, ``HeadMask``.
+    """
+    voxel_size = voxel_sizes(affine)
+    echoes = clean_magnitude(magnitude)
+    meta = {
+        "InputKind": input_kind,
+        "EchoTimes": list(echo_times) if echo_times is not None else "n/a",
+        "VoxelSize": [round(float(v), 6) for v in voxel_size],
+        "MagnitudeCombination": magnitude_combination if echoes.shape[3] > 1 else "n/a",
+        "PhaseUsed": bool(has_phase),
+    }
+    combined = combine_magnitude(echoes, magnitude_combination) if echoes.shape[3] > 1 \
+        else echoes[..., 0]
+    mask = head_mask(combined, voxel_size)
+    meta["HeadMask"] = _HEAD_MASK_RULE
+    return echoes, combined, mask, meta
+
+
+def filter_phase(echoes, combined, phase, mask, affine, *, echo_times=None,
+                 phase_units=None, handedness="auto", highpass_mm=12.0, n_threads=1):
+    """Step 2: the high-pass filtered phase and the phase sign convention to use.
+
+    Parameters
+    ----------
+    echoes : (X, Y, Z, E) numpy.ndarray of float32
+        Cleaned magnitude echoes (weights of unwrapping and fit).
+    combined : (X, Y, Z) numpy.ndarray of float32
+        Combined magnitude.
+    phase : (X, Y, Z[, E]) array_like
+        Stored phase, one volume per echo.
+    mask : (X, Y, Z) numpy.ndarray of bool
+        Head mask.
+    affine : (4, 4) array_like
+    echo_times : list of float, optional
+        Seconds; needed for several echoes.
+    phase_units : {"rad", "arbitrary", None}, optional
+    handedness : {"auto", "right", "left"}, optional
+    highpass_mm : float, optional
+    n_threads : int, optional
+
+    Returns
+    -------
+    filtered : (X, Y, Z) numpy.ndarray of float32
+        High-pass filtered phase (rad), 0 outside the mask.
+    used : {"right", "left"}
+        The convention detected (``"auto"``) or requested.
+    meta : dict
+        ``PhaseUnits``, ``PhaseScaling``, unwrapping and combination, high-pass,
+        ``HandednessDetection`` (``"auto"``), ``Handedness``, ``HandednessRequested``.
+
+    Raises
+    ------
+    DataError
+        Several echoes without one echo time per echo.
+    """
+    voxel_size = voxel_sizes(affine)
+    ph = np.asarray(phase, dtype=np.float32)
+    if ph.ndim == 3:
+        ph = ph[..., None]
+    ph, scaling = phase_to_radians(ph, phase_units)
+    ph = echo_major(ph)
+    meta = {"PhaseUnits": phase_units or "n/a", "PhaseScaling": scaling}
+    combined_phase, combination_meta = _combine_phase_echoes(
+        ph, echoes, mask, voxel_size, echo_times, n_threads=n_threads)
+    meta.update(combination_meta)
+    filtered = homodyne_highpass(combined, combined_phase, voxel_size, highpass_mm,
+                                 n_threads=n_threads, mask=mask)
+    del combined_phase
+    meta["HighPassFilter"] = "homodyne: angle(z / gaussian_lowpass(z))"
+    meta["HighPassFWHMmm"] = float(highpass_mm)
+    used = handedness
+    if handedness == "auto":
+        used, score, n_dark = detect_handedness(combined, filtered, affine, mask,
+                                                fwhm_mm=highpass_mm, n_threads=n_threads)
+        meta["HandednessDetection"] = {"Score": round(score, 6), "DarkVoxels": n_dark,
+                                       "Rule": _HANDEDNESS_RULE}
+    meta["Handedness"] = used
+    meta["HandednessRequested"] = handedness
+    return filtered, used, meta
+
+
+def _combine_phase_echoes(phase, echoes, mask, voxel_size, echo_times, *, n_threads=1):
+    """One phase image (rad) from the echoes: the single echo as is, or for several
+    echoes the fitted frequency x mean echo time (after Laplacian unwrapping)."""
+    n_echoes = echoes.shape[3]
+    if n_echoes == 1:
+        reference_te = (float(echo_times[0]) if echo_times and echo_times[0] is not None
+                        else "n/a")
+        return phase[..., 0], {"PhaseUnwrapping": "n/a (homodyne filter on wrapped phase)",
+                               "ReferenceEchoTime": reference_te}
+    if echo_times is None or len(echo_times) != n_echoes:
+        raise DataError(f"EchoTime needed for each of {n_echoes} echoes, got "
+                        f"{echo_times}")
+    unwrapped = unwrap_echoes(phase, echoes, voxel_size, mask=mask, n_threads=n_threads)
+    omega = fit_frequency(unwrapped, echoes, echo_times)
+    del unwrapped
+    te_ref = float(np.mean(echo_times))
+    return omega * np.float32(te_ref), {
+        "PhaseUnwrapping": "Laplacian (DCT, Neumann), congruent, echoes aligned",
+        "PhaseCombination": "magnitude^2-weighted linear fit phi0 + omega*TE",
+        "ReferenceEchoTime": te_ref}
+
+
+def fit_bias_field(combined, mask, voxel_size, *, n4_options=None, n_threads=1):
+    """Step 3: N4 bias field of the combined magnitude inside the head mask.
+
+    Parameters
+    ----------
+    combined : (X, Y, Z) numpy.ndarray of float32
+    mask : (X, Y, Z) numpy.ndarray of bool
+    voxel_size : sequence of 3 floats
+        Voxel size in mm.
+    n4_options : dict, optional
+        Overrides of :data:`N4_DEFAULTS`.
+    n_threads : int, optional
+        ITK threads.
+
+    Returns
+    -------
+    field : (X, Y, Z) numpy.ndarray of float32
+    meta : dict
+        ``{"BiasCorrection": {...}}`` with the N4 settings.
+    """
+    options = dict(N4_DEFAULTS)
+    options.update(n4_options or {})
+    field = n4_bias_field(combined, voxel_size, mask, n_threads=n_threads, **options)
+    return field, {"BiasCorrection": {
+        "Method": "N4 (ANTsPy), fitted on the combined magnitude in the head mask",
+        "WorkingResolutionmm": float(options["working_resolution_mm"]),
+        "SplineDistancemm": float(options["spline_distance_mm"]),
+        "ShrinkFactor": int(options["shrink_factor"]),
+        "Iterations": [int(i) for i in options["iterations"]],
+        "Tolerance": float(options["tolerance"])}}
+
+
+def apply_swi_contrast(combined, filtered, field, *, handedness, swi_power):
+    """Step 4: SWI (or the magnitude as is, without phase), corrected by the field.
+
+    Parameters
+    ----------
+    combined : (X, Y, Z) numpy.ndarray of float32
+    filtered : (X, Y, Z) numpy.ndarray of float32 or None
+        Filtered phase; None without phase (the SWI is then the magnitude).
+    field : (X, Y, Z) numpy.ndarray of float32 or None
+        Bias field dividing SWI and magnitude; None for no correction.
+    handedness : {"right", "left"} or None
+        Convention of ``filtered`` (ignored without phase).
+    swi_power : int
+
+    Returns
+    -------
+    swi, magnitude : (X, Y, Z) numpy.ndarray of float32
+        New arrays (never views of ``combined``).
+    meta : dict
+        ``SWIPower`` (and ``Handedness`` ``"n/a"`` without phase).
+    """
+    if filtered is not None:
+        meta = {"SWIPower": int(swi_power)}
+        swi = compute_swi(combined, filtered, handedness=handedness, power=swi_power)
+    else:
+        swi = combined.copy()
+        meta = {"SWIPower": "n/a", "Handedness": "n/a"}
+    if field is not None:
+        magnitude = combined / field
+        swi = swi / field
+    else:
+        magnitude = combined.copy()  # never return a view of the input
+    return (swi.astype(np.float32, copy=False), magnitude.astype(np.float32, copy=False),
+            meta)

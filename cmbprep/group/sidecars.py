@@ -1,0 +1,162 @@
+"""Column descriptions (JSON sidecars) of the group tables.
+
+``group_cmb_sidecar`` describes ``group_cmb.tsv`` (its lobe columns depend on the data);
+the other tables have fixed columns, described by the dictionaries below.
+"""
+
+from __future__ import annotations
+
+from ..algorithms import stats
+
+
+def _describe(description, units=None, levels=None):
+    entry = {"Description": description}
+    if units:
+        entry["Units"] = units
+    if levels:
+        entry["Levels"] = levels
+    return entry
+
+
+def group_cmb_sidecar(columns):
+    """Column descriptions of ``group_cmb.tsv``."""
+    base = {
+        "participant_id": _describe("Participant label (sub-<label>)."),
+        "session_id": _describe("Session label (ses-<label>); n/a without sessions."),
+        "acquisition": _describe("acq entity of the SWI input; n/a when absent."),
+        "run": _describe("run entity of the SWI input; n/a when absent."),
+        "count_source": _describe(
+            "Where the counts come from.",
+            levels={"rater": "a rater's review (_desc-reviewed_cmb.tsv, rows with "
+                             "status cmb)",
+                    "automatic": "the automatic detection (_desc-cmb_cmb.tsv)"}),
+        "rater": _describe("Rater named in the review's JSON sidecar ('Rater'); n/a "
+                           "when not given or not reviewed."),
+        "n_cmb": _describe("Number of cerebral microbleeds.", "count"),
+        "n_lobar": _describe("Microbleeds in lobar locations (MARS: cortex and "
+                             "juxtacortical white matter of the lobes, insula).", "count"),
+        "n_deep": _describe("Microbleeds in deep locations (MARS: basal ganglia, "
+                            "thalamus, capsules, corpus callosum, deep and periventricular "
+                            "white matter).", "count"),
+        "n_infratentorial": _describe("Microbleeds in the brainstem or cerebellum (MARS).",
+                                      "count"),
+        "n_not_assigned": _describe("Microbleeds without a MARS category (outside the "
+                                    "atlas or not covered).", "count"),
+        "total_volume_mm3": _describe("Sum of the microbleeds' volumes (volume_mm3 of the "
+                                      "counted table); n/a when the table has no volume.",
+                                      "mm^3"),
+        "n_review_pending": _describe("Candidates still marked 'review' (not counted); "
+                                      "n/a without a candidates table.", "count"),
+        "detector": _describe("Detector named in _desc-summary_cmb.json."),
+        "registration_ok": _describe("registration_ok of _desc-summary_cmb.json; n/a "
+                                     "without a summary."),
+        "n_registration_warnings": _describe("Number of registration warnings.", "count"),
+        "registration_warnings": _describe("Registration warnings, separated by '; '."),
+        "regions_not_covered": _describe("Atlas regions outside the field of view, "
+                                         "separated by '; '."),
+        "fov_complete": _describe("true when every region is inside the field of view."),
+        "qc_pass": _describe("true when registration is ok without warnings and the "
+                             "field of view is complete; n/a without a summary."),
+        "cmb_table": _describe("The table that was counted, relative to the output "
+                               "folder."),
+    }
+    for column in columns:
+        if column.startswith("n_lobe_"):
+            base[column] = _describe(f"Microbleeds in the {column[7:]} lobe (lobe column "
+                                     "of the counted table).", "count")
+    return base
+
+
+PREVALENCE_SIDECAR = {
+    "outcome": _describe("What is counted as present.", levels={
+        "any_cmb": "at least one microbleed", "lobar_cmb": "at least one lobar microbleed",
+        "deep_cmb": "at least one deep microbleed",
+        "infratentorial_cmb": "at least one infratentorial microbleed"}),
+    "grouping": _describe("Covariate that splits the participants ('all' for every "
+                          "analysed participant)."),
+    "level": _describe("Group level, or bin [lower, upper) of a binned covariate."),
+    "n_participants": _describe("Participants in the level.", "count"),
+    "n_with": _describe("Participants with the outcome.", "count"),
+    "prevalence": _describe("n_with / n_participants.", "ratio"),
+    "ci_lower": _describe("Lower bound of the exact (Clopper-Pearson) 95% confidence "
+                          "interval.", "ratio"),
+    "ci_upper": _describe("Upper bound of the exact (Clopper-Pearson) 95% confidence "
+                          "interval.", "ratio"),
+    "n_not_binned": _describe("Participants left out of this grouping (missing value, "
+                              "or below the first bin edge).", "count"),
+}
+
+PREVALENCE_TESTS_SIDECAR = {
+    "outcome": PREVALENCE_SIDECAR["outcome"],
+    "grouping": PREVALENCE_SIDECAR["grouping"],
+    "test": _describe("Test used.", levels={
+        "fisher_exact": "Fisher's exact test, two-sided (two groups); statistic is the "
+                        "sample odds ratio",
+        "chi2_independence": "Pearson chi-squared test of independence (more than two "
+                             "groups); statistic is chi-squared",
+        "cochran_armitage": "Cochran-Armitage test for trend over ordered bins (scores "
+                            "1..k, as R's prop.trend.test); statistic is the signed z "
+                            "(positive: prevalence rises with the covariate)"}),
+    "statistic": _describe("Test statistic (see test)."),
+    "df": _describe("Degrees of freedom of the chi-squared reference distribution."),
+    "p_value": _describe("Two-sided P value."),
+    "n_participants": _describe("Participants in the test.", "count"),
+    "message": _describe("Why no test could be done; n/a otherwise."),
+}
+
+MODELS_SIDECAR = {
+    "model_id": _describe("Identifier linking to group_regression.tsv."),
+    "analysis": _describe("Model type.", levels={
+        "univariate": "one covariate", "multivariate": "several covariates (--model, or "
+                                                       "significant univariate covariates "
+                                                       "plus age and sex)"}),
+    "family": _describe("Count distribution (log link).", levels={
+        "poisson": "Poisson GLM (IRLS), as R's glm(family = poisson)",
+        "negative_binomial": "NB2, alpha by maximum likelihood, coefficients as R's "
+                             "MASS::glm.nb; fitted when the Poisson model is overdispersed"}),
+    "covariate": _describe("Covariate(s) of the model."),
+    "formula": _describe("patsy formula of the model."),
+    "fitted": _describe("false when no model could be fitted (see message)."),
+    "message": _describe("Why the model was not fitted, or warnings (separation, "
+                         "non-convergence, covariates left out)."),
+    "n_used": _describe("Participants used (complete data).", "count"),
+    "n_dropped": _describe("Participants dropped for missing values.", "count"),
+    "n_params": _describe("Number of coefficients (with intercept).", "count"),
+    "df_resid": _describe("Residual degrees of freedom."),
+    "deviance": _describe("Residual deviance."),
+    "pearson_chi2": _describe("Pearson chi-squared statistic (Poisson)."),
+    "dispersion": _describe("pearson_chi2 / df_resid (about 1 without overdispersion)."),
+    "dispersion_test_statistic": _describe("t statistic of the Cameron-Trivedi "
+                                           "overdispersion test."),
+    "dispersion_test_p_value": _describe("One-sided P value of the Cameron-Trivedi test."),
+    "overdispersed": _describe(f"true when dispersion > {stats.OVERDISPERSION_RATIO} or "
+                               f"the test has P < {stats.OVERDISPERSION_ALPHA}; a "
+                               "negative-binomial fit is then reported too."),
+    "alpha": _describe("Negative-binomial dispersion alpha (variance mu + alpha mu^2; "
+                       "1/theta of R)."),
+    "aic": _describe("Akaike information criterion (counts alpha for NB)."),
+    "log_likelihood": _describe("Log-likelihood."),
+    "converged": _describe("Whether the optimiser converged."),
+}
+
+TERMS_SIDECAR = {
+    "model_id": MODELS_SIDECAR["model_id"],
+    "analysis": MODELS_SIDECAR["analysis"],
+    "family": MODELS_SIDECAR["family"],
+    "formula": MODELS_SIDECAR["formula"],
+    "term": _describe("Model term (patsy name; 'x[T.level]' is level vs the reference "
+                      "level)."),
+    "irr": _describe("Incidence-rate ratio exp(coef): multiplicative change of the "
+                     "expected count per unit of the covariate (or vs the reference "
+                     "level).", "ratio"),
+    "irr_ci_lower": _describe("Lower bound of the Wald 95% confidence interval of irr.",
+                              "ratio"),
+    "irr_ci_upper": _describe("Upper bound of the Wald 95% confidence interval of irr.",
+                              "ratio"),
+    "p_value": _describe("Wald P value (two-sided)."),
+    "coef": _describe("Coefficient (log incidence-rate ratio)."),
+    "se": _describe("Standard error of coef."),
+    "z": _describe("coef / se."),
+    "estimable": _describe("false under quasi-complete separation (a level without any "
+                           "microbleed): the estimate is unbounded and meaningless."),
+}

@@ -1,0 +1,214 @@
+"""Participant output units: find them in the output folder, count each one's microbleeds.
+
+A unit is one ``sub/ses/acq/run`` prefix of the participant outputs
+(``docs/architecture.rst``, "Participant outputs"); :func:`summarise_unit` turns it into
+one row of ``group_cmb.tsv``, counting a rater's review when there is one (see
+:mod:`cmbprep.group`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from pathlib import Path
+
+from ..errors import DataError
+from ..reports.participant import MARS_CATEGORIES
+from ..utils.tables import NA
+
+LOBES = ("frontal", "parietal", "temporal", "occipital", "insula", "cingulate")
+ENTITY_RE = re.compile(r"(sub|ses|acq|run)-([a-zA-Z0-9]+)")
+#: File name endings of a unit's outputs -> their key in a unit.
+UNIT_FILES = {"_desc-cmb_cmb.tsv": "cmb", "_desc-candidates_cmb.tsv": "candidates",
+              "_desc-reviewed_cmb.tsv": "reviewed", "_desc-summary_cmb.json": "summary"}
+
+
+def normalise_label(label):
+    """A participant label without its ``sub-`` prefix (``"sub-01"`` -> ``"01"``)."""
+    label = str(label).strip()
+    return label[4:] if label.startswith("sub-") else label
+
+
+def find_participant_units(output_dir, participant_labels=None):
+    """Find participant output units (one per ``sub/ses/acq/run`` prefix).
+
+    Returns
+    -------
+    (dict, list of str)
+        ``{prefix: {"entities": {...}, "cmb": path, "candidates": path, "reviewed":
+        path, "summary": path}}`` and the labels of participant folders without any
+        CMB output.
+    """
+    output_dir = Path(output_dir)
+    wanted = ({normalise_label(x) for x in participant_labels}
+              if participant_labels else None)
+    units = {}
+    empty = []
+    for sub_dir in sorted(output_dir.glob("sub-*")):
+        if not sub_dir.is_dir():
+            continue
+        label = sub_dir.name[4:]
+        if wanted is not None and label not in wanted:
+            continue
+        found = False
+        for anat in sorted([sub_dir / "anat", *sub_dir.glob("ses-*/anat")]):
+            if not anat.is_dir():
+                continue
+            for path in sorted(anat.iterdir()):
+                for suffix, kind in UNIT_FILES.items():
+                    if path.name.endswith(suffix) and path.name.startswith(f"sub-{label}"):
+                        prefix = path.name[: -len(suffix)]
+                        unit = units.setdefault(prefix, {"entities": dict(
+                            ENTITY_RE.findall(prefix)), "folder": anat})
+                        unit[kind] = path
+                        found = True
+        if not found:
+            empty.append(label)
+    return units, empty
+
+
+def _lobe_column(value):
+    value = re.sub(r"[^a-z0-9]+", "_", str(value).strip().lower()).strip("_")
+    for lobe in LOBES:
+        if lobe in value:
+            return f"n_lobe_{lobe}"
+    return f"n_lobe_{value}" if value else None
+
+
+class _Rows(list):
+    """Rows of a small TSV as dicts (missing cells as ``None``); ``columns`` the header."""
+
+    columns: list
+
+
+def _read_rows(path):
+    """Read a small BIDS TSV quickly (``n/a`` and empty cells become ``None``)."""
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            reader = csv.reader(handle, delimiter="\t")
+            header = [h.strip() for h in next(reader, [])]
+            rows = _Rows()
+            for number, cells in enumerate(reader, start=2):
+                if not cells or all(not c.strip() for c in cells):
+                    continue
+                if len(cells) != len(header):
+                    raise DataError(f"{path}: line {number} has {len(cells)} cells, the "
+                                    f"header has {len(header)}")
+                rows.append({h: (None if c.strip() in ("", NA) else c.strip())
+                             for h, c in zip(header, cells)})
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: cannot read the table ({exc})") from exc
+    rows.columns = header
+    return rows
+
+
+def _reviewed_counts(path):
+    """The microbleeds a rater accepted in ``_desc-reviewed_cmb.tsv``, and the rater."""
+    table = _read_rows(path)
+    if "status" not in table.columns:
+        raise DataError(f"{path}: no 'status' column (the rater must set "
+                        "status to 'cmb' or 'rejected' for every candidate)")
+    status = [(r["status"] or "review").lower() for r in table]
+    unknown = sorted(set(status) - {"cmb", "rejected", "review"})
+    if unknown:
+        raise DataError(f"{path}: status must be cmb, rejected or review, "
+                        f"found {unknown}")
+    rater = None
+    sidecar = Path(path).with_suffix(".json")
+    if sidecar.exists():
+        try:
+            rater = json.loads(sidecar.read_text()).get("Rater")
+        except (ValueError, AttributeError):
+            rater = None
+    return {"cmbs": [r for r, s in zip(table, status) if s == "cmb"],
+            "columns": table.columns, "source": "rater", "path": path,
+            "pending": status.count("review"), "rater": rater}
+
+
+def _automatic_counts(unit):
+    """The automatic detection's accepted microbleeds and the candidates left to review."""
+    cmbs = _read_rows(unit["cmb"])
+    pending = None
+    if "candidates" in unit:
+        candidates = _read_rows(unit["candidates"])
+        if "status" in candidates.columns:
+            pending = sum((r["status"] or "").lower() == "review" for r in candidates)
+    return {"cmbs": cmbs, "columns": cmbs.columns, "source": "automatic",
+            "path": unit["cmb"], "pending": pending, "rater": None}
+
+
+def _region_counts(cmbs):
+    """``n_<MARS category>``, ``n_not_assigned`` and ``n_lobe_<lobe>`` of the rows."""
+    row = {}
+    mars = [(r.get("mars_category") or "").lower() for r in cmbs]
+    for category in MARS_CATEGORIES:
+        row[f"n_{category}"] = mars.count(category)
+    row["n_not_assigned"] = sum(m not in MARS_CATEGORIES for m in mars)
+    for lobe in LOBES:
+        row[f"n_lobe_{lobe}"] = 0
+    for r in cmbs:
+        column = _lobe_column(r["lobe"]) if r.get("lobe") else None
+        if column:
+            row[column] = row.get(column, 0) + 1
+    return row
+
+
+def _total_volume(counted):
+    cmbs = counted["cmbs"]
+    if "volume_mm3" not in counted["columns"]:
+        return 0.0 if len(cmbs) == 0 else math.nan
+    try:
+        return float(sum(float(r["volume_mm3"]) for r in cmbs))
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{counted['path']}: column 'volume_mm3' has a missing or "
+                        "non-numeric value") from exc
+
+
+def _qc_columns(unit):
+    """Detector and QC flags from the unit's ``_desc-summary_cmb.json`` (n/a without)."""
+    summary = {}
+    if "summary" in unit:
+        try:
+            summary = json.loads(Path(unit["summary"]).read_text())
+        except ValueError as exc:
+            raise DataError(f"{unit['summary']}: not valid JSON ({exc})") from exc
+    reg_warnings = list(summary.get("registration_warnings") or [])
+    not_covered = list(summary.get("regions_not_covered") or [])
+    reg_ok = summary.get("registration_ok")
+    row = {
+        "detector": summary.get("detector"),
+        "registration_ok": None if reg_ok is None else bool(reg_ok),
+        "n_registration_warnings": len(reg_warnings) if summary else None,
+        "registration_warnings": "; ".join(map(str, reg_warnings)) or None,
+        "regions_not_covered": "; ".join(map(str, not_covered)) or None,
+        "fov_complete": (not not_covered) if summary else None,
+    }
+    row["qc_pass"] = (None if not summary else
+                      bool(row["registration_ok"] is not False and not reg_warnings
+                           and not not_covered))
+    return row
+
+
+def summarise_unit(unit, output_dir):
+    """One ``group_cmb.tsv`` row for a participant unit, or ``None`` without a table."""
+    entities = unit["entities"]
+    row = {"participant_id": f"sub-{entities['sub']}",
+           "session_id": f"ses-{entities['ses']}" if "ses" in entities else None,
+           "acquisition": entities.get("acq"),
+           "run": entities.get("run")}
+    if "reviewed" in unit:
+        counted = _reviewed_counts(unit["reviewed"])
+    elif "cmb" in unit:
+        counted = _automatic_counts(unit)
+    else:
+        return None
+    row.update({"count_source": counted["source"], "rater": counted["rater"],
+                "n_cmb": len(counted["cmbs"])})
+    row.update(_region_counts(counted["cmbs"]))
+    row["total_volume_mm3"] = _total_volume(counted)
+    row["n_review_pending"] = counted["pending"]
+    row.update(_qc_columns(unit))
+    row["cmb_table"] = Path(counted["path"]).relative_to(output_dir).as_posix()
+    return row

@@ -1,0 +1,274 @@
+"""Head anatomy: ICBM152 template maps, lesion regions and tissue fractions on a grid.
+
+The ICBM152 2009a nonlinear symmetric maps that nilearn ships (grey matter, white
+matter, T1; brain mask ``T1 > 0.2``) are read once per process (:func:`template_maps`)
+with a signed distance to the brain surface, deep grey nuclei and the regions where
+lesions are placed. :func:`tissue_fractions` samples them through the subject transform
+onto an acquisition grid and adds extra-cerebral CSF, skull and scalp layers.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage as ndi
+
+from .geometry import apply_affine, grid_points, shifted_affine
+
+__all__ = [
+    "CSF_OUTER_MM",
+    "SCALP_OUTER_MM",
+    "SKULL_OUTER_MM",
+    "TEMPLATE_PAD_MM",
+    "TISSUE_NAMES",
+    "distance_and_gradient",
+    "sample",
+    "template_maps",
+    "tissue_fractions",
+]
+
+# Head layers outside the brain mask, as distances from the brain surface in mm.
+CSF_OUTER_MM = 3.0
+SKULL_OUTER_MM = 9.0
+SCALP_OUTER_MM = 15.0
+#: Padding of the template distance map around the brain, mm.
+TEMPLATE_PAD_MM = 24.0
+#: Compartments sampled from the template (veins are added by :mod:`.veins`).
+TISSUE_NAMES = ("gm", "wm", "csf", "deep_gm", "skull", "scalp")
+_DISTANCE_STEP = 2  # voxels of the 1 mm template per voxel of the distance map
+
+
+def _template_file(name: str) -> Path:
+    """Path of a template file shipped inside the nilearn package (no download, and no
+    import of ``nilearn.datasets``, which pulls in scikit-learn)."""
+    spec = importlib.util.find_spec("nilearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("nilearn is required for the phantom templates")
+    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / name
+    if not path.exists():
+        raise FileNotFoundError(f"nilearn template file not found: {path}")
+    return path
+
+
+def _load_map(name):
+    """One template map rescaled to a maximum of 1 (as nilearn's loaders do) and its affine."""
+    img = nib.load(str(_template_file(f"mni_icbm152_{name}_tal_nlin_sym_09a_converted.nii.gz")))
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    return data / data.max(), np.asarray(img.affine, float)
+
+
+def _brain_maps():
+    """GM, WM, T1 and brain mask cropped to the brain (+2 voxels), their affine and the
+    brain bounding box (template mm)."""
+    gm, affine = _load_map("gm")
+    wm, _ = _load_map("wm")
+    t1, _ = _load_map("t1")
+    brain = (t1 > 0.2).astype(np.float32)  # nilearn.datasets.load_mni152_brain_mask
+    nz = np.argwhere(brain > 0.5)
+    lo_idx = np.maximum(nz.min(0) - 2, 0)
+    hi_idx = np.minimum(nz.max(0) + 3, brain.shape)
+    crop = tuple(slice(int(a), int(b)) for a, b in zip(lo_idx, hi_idx))
+    gm, wm, t1, brain = (np.ascontiguousarray(a[crop]) for a in (gm, wm, t1, brain))
+    affine = shifted_affine(affine, lo_idx)
+    bbox_mm = (apply_affine(affine, (nz.min(0) - lo_idx)[None].astype(float))[0],
+               apply_affine(affine, (nz.max(0) - lo_idx)[None].astype(float))[0])
+    gm = np.minimum(gm, brain)
+    wm = np.minimum(wm, brain - gm)
+    return gm, wm, t1, brain, affine, bbox_mm
+
+
+def _surface_distance(brain, affine):
+    """Signed distance to the brain surface (mm, > 0 outside) on a padded 2 mm grid,
+    smoothed, and the affine of that grid."""
+    step = _DISTANCE_STEP
+    pad = int(TEMPLATE_PAD_MM / step)
+    coarse = brain[::step, ::step, ::step] > 0.5
+    coarse = np.pad(coarse, pad)
+    dist = (ndi.distance_transform_edt(~coarse) - ndi.distance_transform_edt(coarse)) * step
+    dist = ndi.gaussian_filter(dist.astype(np.float32), 1.0)
+    dist_affine = affine @ np.diag([step, step, step, 1.0])
+    dist_affine[:3, 3] -= pad * step * np.diag(affine)[:3]  # nilearn grid is axis-aligned
+    return dist, dist_affine
+
+
+def _regions(gm, wm, brain, affine, dist):
+    """Deep grey nuclei (smoothed fraction) and voxel indices of the lesion regions
+    (MARS categories), of the cortical surface (vein starts) and of deep white matter."""
+    step = _DISTANCE_STEP
+    pad = int(TEMPLATE_PAD_MM / step)
+    ii, jj, kk = np.meshgrid(*[np.arange(n) for n in gm.shape], indexing="ij", sparse=True)
+    x = affine[0, 0] * ii + affine[0, 3]
+    y = affine[1, 1] * jj + affine[1, 3]
+    z = affine[2, 2] * kk + affine[2, 3]
+    # depth below the brain surface (mm) at 1 mm, nearest neighbour from the 2 mm map
+    depth = -dist[np.ix_(*[pad + np.arange(n) // step for n in gm.shape])]
+    infra = (brain > 0.5) & (
+        ((np.abs(x) < 16) & (y > -45) & (y < -8) & (z < -12))
+        | ((y < -42) & (z < -16 - 0.15 * np.abs(x)) & (np.abs(x) < 52))
+    )
+    deep_box = (np.abs(x) < 34) & (y > -40) & (y < 30) & (z > -14) & (z < 26)
+    deep = (gm > 0.3) & (depth > 14) & deep_box & ~infra
+    deep_f = ndi.gaussian_filter(deep.astype(np.float32), 0.7)
+
+    cortical = (gm > 0.5) & ~deep & ~infra & (depth > 1.5)
+    near_gm = ndi.gaussian_filter((gm > 0.5).astype(np.float32), 1.5) > 0.05  # within ~3 mm
+    juxta = (wm > 0.6) & near_gm & ~deep & ~infra
+    lobar = (cortical | juxta) & (depth > 2.5)
+    deep_region = ((deep & (gm > 0.5)) | ((wm > 0.7) & (depth > 16) & deep_box)) & ~infra
+    infra_region = infra & (gm + wm > 0.7) & (depth > 2.5)
+    wm_deep = (wm > 0.7) & (depth > 18) & ~infra
+    surface = (brain > 0.5) & (depth > 1.0) & (depth < 3.0) & (z > -20) & (gm > 0.2)
+
+    def idx(mask):
+        return np.argwhere(mask).astype(np.int16)
+
+    return {
+        "deep": deep_f,
+        "regions": {"lobar": idx(lobar), "deep": idx(deep_region),
+                    "infratentorial": idx(infra_region)},
+        "surface": idx(surface),
+        "wm_deep": idx(wm_deep),
+    }
+
+
+@functools.lru_cache(maxsize=1)
+def template_maps() -> dict:
+    """Template-space maps on the 1 mm ICBM152 grid and a coarse padded distance map
+    (cached per process).
+
+    Returns
+    -------
+    dict
+        ``affine inv_affine gm wm brain deep t1`` (1 mm maps cropped to the brain),
+        ``dist dist_affine dist_inv_affine dist_and_grad`` (signed distance to the brain
+        surface in mm and its gradient), ``head_surface brain_surface`` (template mm
+        points on the outer surface of the head / brain), ``regions`` (voxel indices per
+        MARS category), ``surface`` and ``wm_deep`` (voxel indices) and
+        ``brain_bbox_mm``.
+    """
+    gm, wm, t1, brain, affine, bbox_mm = _brain_maps()
+    dist, dist_affine = _surface_distance(brain, affine)
+    regions = _regions(gm, wm, brain, affine, dist)
+    step = _DISTANCE_STEP
+    dist_and_grad = np.stack([dist] + [g / step for g in np.gradient(dist)]).astype(np.float32)
+
+    def shell(lo, hi):
+        return apply_affine(dist_affine, np.argwhere((dist >= lo) & (dist < hi)))
+
+    return {
+        "affine": affine,
+        "inv_affine": np.linalg.inv(affine),
+        "gm": gm,
+        "wm": wm,
+        "brain": brain,
+        "deep": regions["deep"],
+        "t1": t1,
+        "dist": dist,
+        "dist_affine": dist_affine,
+        "dist_inv_affine": np.linalg.inv(dist_affine),
+        "dist_and_grad": dist_and_grad,
+        "head_surface": shell(SCALP_OUTER_MM - 2.0, SCALP_OUTER_MM),
+        "brain_surface": shell(-2.0, 0.0),
+        "regions": regions["regions"],
+        "surface": regions["surface"],
+        "wm_deep": regions["wm_deep"],
+        "brain_bbox_mm": bbox_mm,
+    }
+
+
+def sample(volume, inv_affine, points_mm, order=1, cval=0.0):
+    """Sample ``volume`` at (N, 3) mm points (linear interpolation), float32."""
+    vox = apply_affine(inv_affine, points_mm)
+    return ndi.map_coordinates(volume, vox.T, order=order, mode="constant", cval=cval,
+                               prefilter=False).astype(np.float32)
+
+
+def distance_and_gradient(points_mm):
+    """Signed distance to the brain surface (mm, > 0 outside) and its gradient at (N, 3)
+    template mm points (trilinear on the 2 mm map)."""
+    t = template_maps()
+    stack = t["dist_and_grad"]
+    vox = apply_affine(t["dist_inv_affine"], np.atleast_2d(points_mm))
+    vox = np.clip(vox, 0, np.array(stack.shape[1:]) - 1.000001)
+    base = np.floor(vox).astype(int)
+    fr = vox - base
+    out = np.zeros((4, len(vox)))
+    for corner in np.ndindex(2, 2, 2):
+        c = np.array(corner)
+        w = np.prod(np.where(c, fr, 1 - fr), axis=1)
+        idx = base + c
+        out += w * stack[:, idx[:, 0], idx[:, 1], idx[:, 2]]
+    return out[0], out[1:].T
+
+
+def _ramp(edge_mm, dist_mm, width_mm):
+    """Partial-volume fraction inside a layer edge at ``edge_mm`` (one voxel wide ramp)."""
+    return np.clip((edge_mm - dist_mm) / width_mm + 0.5, 0.0, 1.0)
+
+
+def _sample_brain(points_mm):
+    """Distance to the brain surface and GM, WM, brain, deep-GM fractions at template
+    points; the 1 mm maps are only sampled within 4 mm of the brain."""
+    t = template_maps()
+    d = sample(t["dist"], t["dist_inv_affine"], points_mm, cval=60.0)
+    near = d < 4.0
+    gm, wm, br, deep = (np.zeros(len(points_mm), np.float32) for _ in range(4))
+    m_near = points_mm[near]
+    gm[near] = sample(t["gm"], t["inv_affine"], m_near)
+    wm[near] = sample(t["wm"], t["inv_affine"], m_near)
+    br[near] = sample(t["brain"], t["inv_affine"], m_near)
+    deep[near] = sample(t["deep"], t["inv_affine"], m_near) * gm[near]
+    return d, gm, wm, br, deep
+
+
+def tissue_fractions(xfm, affine, shape, voxel_size, include_head):
+    """Partial-volume fraction of each compartment on a scanner grid.
+
+    Parameters
+    ----------
+    xfm : TemplateTransform
+        Subject transform (template <-> scanner).
+    affine : (4, 4) ndarray
+        Voxel to scanner mm of the grid.
+    shape : tuple of 3 int
+    voxel_size : tuple of 3 float
+        mm, stored order (the head layer ramps are one smallest voxel wide).
+    include_head : bool
+        Add extra-cerebral CSF, skull and scalp layers.
+
+    Returns
+    -------
+    fractions : dict of ndarray float32
+        One map per :data:`TISSUE_NAMES` entry.
+    brain : ndarray float32
+        Brain mask fraction.
+    """
+    n0 = shape[0]
+    step = max(1, int(2_000_000 // (shape[1] * shape[2])))
+    fracs = {n: np.zeros(shape, np.float32) for n in TISSUE_NAMES}
+    brain_p = np.zeros(shape, np.float32)
+    width = float(min(voxel_size))
+    for s0 in range(0, n0, step):
+        sl = slice(s0, min(n0, s0 + step))
+        m = xfm.scanner_to_template(grid_points(affine, shape, sl), exact=False)
+        sub_shape = (sl.stop - sl.start,) + shape[1:]
+        d, gm, wm, br, deep = _sample_brain(m)
+        del m
+        csf = np.clip(br - gm - wm, 0, 1)
+        fracs["gm"][sl] = (gm - deep).reshape(sub_shape)
+        fracs["deep_gm"][sl] = deep.reshape(sub_shape)
+        fracs["wm"][sl] = wm.reshape(sub_shape)
+        brain_p[sl] = br.reshape(sub_shape)
+        if include_head:
+            rest = 1.0 - br
+            c_in, s_in, h_in = (_ramp(edge, d, width)
+                                for edge in (CSF_OUTER_MM, SKULL_OUTER_MM, SCALP_OUTER_MM))
+            csf = csf + rest * c_in
+            fracs["skull"][sl] = (rest * (s_in - c_in)).reshape(sub_shape)
+            fracs["scalp"][sl] = (rest * (h_in - s_in)).reshape(sub_shape)
+        fracs["csf"][sl] = csf.reshape(sub_shape)
+    return fracs, brain_p

@@ -1,0 +1,158 @@
+"""Simulation parameters: acquisition presets (:data:`PROTOCOLS`) and :class:`PhantomConfig`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["PROTOCOLS", "PhantomConfig"]
+
+#: Acquisition presets. ``voxel_size_mm`` is (read, phase, slice) in mm.
+PROTOCOLS: dict[str, dict] = {
+    "small": {"voxel_size_mm": (1.5, 1.5, 1.5), "echo_times_s": (0.020,),
+              "field_strength_t": 3.0},
+    "itp": {"voxel_size_mm": (0.5, 0.5, 1.0), "echo_times_s": (0.020,),
+            "field_strength_t": 3.0, "fov_mm": (180.0, 220.0, 150.0)},
+    "clinical": {"voxel_size_mm": (0.9, 0.9, 2.0), "echo_times_s": (0.020,),
+                 "field_strength_t": 3.0},
+    "iso1": {"voxel_size_mm": (1.0, 1.0, 1.0), "echo_times_s": (0.015,),
+             "field_strength_t": 3.0},
+    "megre": {"voxel_size_mm": (1.5, 1.5, 1.5), "echo_times_s": (0.010, 0.020, 0.030),
+              "field_strength_t": 3.0},
+}
+
+
+@dataclass
+class PhantomConfig:
+    """Parameters of one simulated subject (all physical units).
+
+    Attributes
+    ----------
+    voxel_size_mm : tuple of 3 float
+        Voxel size along the (read, phase, slice) acquisition axes, mm. The stored array
+        order may be permuted (``random_storage_order``).
+    echo_times_s : tuple of float
+        Echo times, seconds.
+    field_strength_t : float
+        Main field B0, tesla (B0 is along scanner z).
+    fov_mm : tuple of 3 (float or None), optional
+        Field of view along (read, phase, slice), mm. ``None`` (or a ``None`` entry)
+        covers the whole head. A short slice FOV gives a slab centred on the brain
+        (shifted by ``slab_offset_mm`` along the slice axis). The field is always
+        computed on the whole head, then cropped.
+    slab_offset_mm : float
+        Shift of the FOV centre along the slice axis from the brain centre, mm.
+    n_cmbs : int
+        Number of microbleeds.
+    cmb_radius_mm : (float, float)
+        Range of the physical CMB radius, mm (uniform).
+    cmb_dchi_ppm : (float, float)
+        Range of the CMB susceptibility relative to tissue, ppm (uniform).
+    cmb_location_weights : dict
+        Relative probability of the MARS categories ``lobar``, ``deep``,
+        ``infratentorial``.
+    n_calcifications : int
+        Number of calcifications (diamagnetic spheres).
+    calcification_radius_mm, calcification_dchi_ppm : (float, float)
+        Ranges for calcifications (dchi negative).
+    min_lesion_spacing_mm : float
+        Minimum distance between lesion centres, mm.
+    n_veins : int
+        Number of random veins (about 60 % branching cortical veins, 40 % straight
+        medullary veins crossing slices). When > 0, the internal cerebral veins and the
+        superior sagittal sinus are added.
+    vein_radius_mm : (float, float)
+        Range of vein radii, mm.
+    venous_dchi_ppm : float
+        Susceptibility of venous blood relative to tissue, ppm.
+    noise_level : float
+        Standard deviation of the complex Gaussian noise (real and imaginary parts),
+        as a fraction of the mean white-matter signal at the first echo.
+    bias_strength : float
+        Peak fractional deviation of the smooth multiplicative receive bias.
+    background_field_ppm : float
+        Peak amplitude of the smooth background field (shim residual), ppm.
+    phase_offset : bool
+        Add a smooth, echo-independent receive phase offset.
+    phase_sign : int
+        +1: a positive field shift (paramagnetic) gives a positive phase;
+        -1: the opposite handedness.
+    random_affine : bool
+        Random head pose and acquisition orientation.
+    max_rotation_deg, max_translation_mm : float
+        Head pose: rotation about a random axis up to this angle, translation up to this
+        distance per axis.
+    max_oblique_deg : float
+        Rotation of the slice frame from the scanner axes (oblique acquisition).
+    random_storage_order : bool
+        Random permutation and flips of the stored array axes.
+    deformation_mm : float
+        Peak magnitude of a smooth nonlinear deformation of the anatomy, mm (0: off).
+    include_head : bool
+        Add extra-cerebral CSF, skull, scalp and surrounding air.
+    include_t1w : bool
+        Also simulate a T1-weighted image (1 mm, own grid, same head pose).
+    t1w_voxel_size_mm : float
+        Isotropic voxel size of the T1w image, mm.
+    lesion_subvoxel_mm : float
+        Target spacing of the supersampling grid around lesions, mm.
+    """
+
+    voxel_size_mm: tuple[float, float, float] = (1.5, 1.5, 1.5)
+    echo_times_s: tuple[float, ...] = (0.020,)
+    field_strength_t: float = 3.0
+    fov_mm: tuple | None = None
+    slab_offset_mm: float = 0.0
+    n_cmbs: int = 5
+    cmb_radius_mm: tuple[float, float] = (0.2, 1.5)
+    cmb_dchi_ppm: tuple[float, float] = (0.4, 3.0)
+    cmb_location_weights: dict = field(
+        default_factory=lambda: {"lobar": 0.5, "deep": 0.3, "infratentorial": 0.2})
+    n_calcifications: int = 0
+    calcification_radius_mm: tuple[float, float] = (0.5, 1.5)
+    calcification_dchi_ppm: tuple[float, float] = (-2.0, -0.5)
+    min_lesion_spacing_mm: float = 10.0
+    n_veins: int = 30
+    vein_radius_mm: tuple[float, float] = (0.3, 1.0)
+    venous_dchi_ppm: float = 0.40
+    noise_level: float = 0.02
+    bias_strength: float = 0.2
+    background_field_ppm: float = 0.3
+    phase_offset: bool = True
+    phase_sign: int = 1
+    random_affine: bool = True
+    max_rotation_deg: float = 15.0
+    max_translation_mm: float = 10.0
+    max_oblique_deg: float = 10.0
+    random_storage_order: bool = True
+    deformation_mm: float = 0.0
+    include_head: bool = True
+    include_t1w: bool = False
+    t1w_voxel_size_mm: float = 1.0
+    lesion_subvoxel_mm: float = 0.3
+
+    @classmethod
+    def from_protocol(cls, name: str = "small", **overrides) -> PhantomConfig:
+        """Config from a :data:`PROTOCOLS` preset, with keyword overrides."""
+        if name not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {name!r}; choose from {sorted(PROTOCOLS)}")
+        params = dict(PROTOCOLS[name])
+        params.update(overrides)
+        return cls(**params)
+
+    def __post_init__(self):
+        self.voxel_size_mm = tuple(float(v) for v in self.voxel_size_mm)
+        self.echo_times_s = tuple(float(t) for t in np.atleast_1d(self.echo_times_s))
+        if len(self.voxel_size_mm) != 3 or min(self.voxel_size_mm) <= 0:
+            raise ValueError(f"voxel_size_mm must be 3 positive numbers: {self.voxel_size_mm}")
+        if not self.echo_times_s or min(self.echo_times_s) <= 0:
+            raise ValueError(f"echo_times_s must be positive: {self.echo_times_s}")
+        if self.phase_sign not in (1, -1):
+            raise ValueError(f"phase_sign must be +1 or -1, got {self.phase_sign}")
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable dict of all parameters."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))

@@ -1,0 +1,218 @@
+"""Microbleeds and calcifications: placement in template space and their signal.
+
+Lesions are spheres (CMBs paramagnetic, calcifications diamagnetic) placed in MARS
+regions away from each other and from veins. Near a lesion the complex signal is
+supersampled and averaged into each voxel (so lesions "bloom" with echo time, field
+strength and susceptibility); farther out the sphere field is added at voxel centres.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .anatomy import template_maps
+from .geometry import apply_affine
+from .physics import GAMMA_RAD, sphere_field_ppm
+
+__all__ = ["TRUTH_COLUMNS", "LesionSignal", "in_field_of_view", "lesion_signal",
+           "place_lesions"]
+
+#: Column order of the truth table (before ``lesion_id``).
+TRUTH_COLUMNS = [
+    "kind", "x", "y", "z", "i", "j", "k", "mni_x", "mni_y", "mni_z", "radius_mm",
+    "dchi_ppm", "apparent_diameter_mm", "min_relative_signal", "mars_category"]
+_CATEGORIES = ("lobar", "deep", "infratentorial")
+
+
+def in_field_of_view(point_sc, inv_affine, crop, margin=2):
+    """True when a scanner mm point lies at least ``margin`` voxels inside ``crop``."""
+    crop_lo = np.array([s.start for s in crop], float)
+    crop_hi = np.array([s.stop - 1 for s in crop], float)
+    ijk = apply_affine(inv_affine, point_sc[None])[0]
+    return bool(np.all(ijk >= crop_lo + margin) and np.all(ijk <= crop_hi - margin))
+
+
+def _lesion_specs(cfg):
+    """(kind, radius range, susceptibility range) per lesion to place."""
+    return [("cmb", cfg.cmb_radius_mm, cfg.cmb_dchi_ppm)] * cfg.n_cmbs + [
+        ("calcification", cfg.calcification_radius_mm, cfg.calcification_dchi_ppm)
+    ] * cfg.n_calcifications
+
+
+def _draw_centre(category, radius, rng, centres, tree, xfm, fov_check, min_spacing):
+    """A template mm centre in ``category`` (up to 500 attempts), or None."""
+    t = template_maps()
+    candidates = t["regions"][category]
+    for _attempt in range(500):
+        m = apply_affine(t["affine"], candidates[rng.integers(len(candidates))])
+        m = m + rng.uniform(-0.5, 0.5, 3)
+        if any(np.linalg.norm(m - c) < min_spacing for c in centres):
+            continue
+        if tree is not None and tree.query(m)[0] < radius + 4.0:
+            continue
+        if not fov_check(xfm.template_to_scanner(m[None])[0]):
+            continue
+        return m
+    return None
+
+
+def place_lesions(cfg, rng, vein_points, xfm, fov_check) -> list[dict]:
+    """Lesion centres in template space, away from each other and from veins.
+
+    Each lesion draws its radius, susceptibility and MARS category (CMBs from
+    ``cmb_location_weights``, calcifications 70 % deep); when that category cannot hold
+    it (e.g. outside a slab field of view) the other categories are tried, and a lesion
+    with no room anywhere is dropped.
+
+    Returns
+    -------
+    list of dict
+        ``kind mni radius_mm dchi_ppm mars_category`` per placed lesion.
+    """
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(vein_points) if len(vein_points) else None
+    rows = []
+    centres: list[np.ndarray] = []
+    weights = {k: float(v) for k, v in cfg.cmb_location_weights.items() if v > 0}
+    cats = sorted(weights)
+    probs = np.array([weights[c] for c in cats])
+    probs = probs / probs.sum()
+    for kind, r_range, chi_range in _lesion_specs(cfg):
+        radius = float(rng.uniform(*r_range))
+        dchi = float(rng.uniform(*chi_range))
+        drawn = str(rng.choice(cats, p=probs)) if kind == "cmb" else str(
+            rng.choice(["deep", "lobar"], p=[0.7, 0.3]))
+        for category in [drawn] + [c for c in _CATEGORIES if c != drawn]:
+            m = _draw_centre(category, radius, rng, centres, tree, xfm, fov_check,
+                             cfg.min_lesion_spacing_mm)
+            if m is not None:
+                break
+        if m is None:
+            continue  # no room anywhere (tiny FOV): the truth table has fewer lesions
+        centres.append(m)
+        rows.append({"kind": kind, "mni": m, "radius_mm": radius, "dchi_ppm": dchi,
+                     "mars_category": category})
+    return rows
+
+
+@dataclass
+class LesionSignal:
+    """Signal of one lesion near its centre.
+
+    Attributes
+    ----------
+    box : tuple of 3 slice
+        Near neighbourhood on the simulation grid.
+    factor : (E, ...) complex64 ndarray
+        Complex factor that multiplies the lesion-free signal in ``box``, per echo.
+    centre_field : ndarray float32
+        Lesion field at the voxel centres of ``box`` (ppm).
+    truth : dict
+        Truth table row (voxel coordinates on the simulation grid).
+    """
+
+    box: tuple
+    factor: np.ndarray
+    centre_field: np.ndarray
+    truth: dict
+
+
+def _box(c_vox, r_mm, vox, shape):
+    """Voxel box of half-width ``r_mm`` around ``c_vox``, clipped to the grid."""
+    return tuple(slice(max(0, int(np.floor(c_vox[d] - r_mm / vox[d]))),
+                       min(shape[d], int(np.ceil(c_vox[d] + r_mm / vox[d])) + 1))
+                 for d in range(3))
+
+
+def _add_far_field(field, affine, box_far, box_near, c_sc, a, dchi):
+    """Add the sphere field at voxel centres of ``box_far`` outside ``box_near``."""
+    far_idx = np.stack(np.meshgrid(*[np.arange(s.start, s.stop) for s in box_far],
+                                   indexing="ij"), -1).reshape(-1, 3)
+    fvals = sphere_field_ppm(apply_affine(affine, far_idx), c_sc, a, dchi)
+    fvals = fvals.reshape(tuple(s.stop - s.start for s in box_far)).astype(np.float32)
+    rel = tuple(slice(n.start - f.start, n.stop - f.start) for n, f in zip(box_near, box_far))
+    fvals[rel] = 0.0
+    field[box_far] += fvals
+
+
+def _near_signal(affine, box_near, c_sc, a, dchi, sub_n, tes, phase_factor):
+    """Supersampled complex average ``mean(w exp(i phase))`` per voxel and echo of
+    ``box_near`` (``w`` = 0 inside the sphere), complex128 (E, N), and the sphere field
+    at the voxel centres (N,)."""
+    near_idx = np.stack(np.meshgrid(*[np.arange(s.start, s.stop) for s in box_near],
+                                    indexing="ij"), -1).reshape(-1, 3)
+    offs = np.stack(np.meshgrid(*[(np.arange(n) + 0.5) / n - 0.5 for n in sub_n],
+                                indexing="ij"), -1).reshape(-1, 3)
+    acc = np.zeros((len(tes), len(near_idx)), np.complex128)
+    centre_field = sphere_field_ppm(apply_affine(affine, near_idx.astype(float)),
+                                    c_sc, a, dchi)
+    chunk = max(1, 400_000 // len(offs))
+    for c0 in range(0, len(near_idx), chunk):
+        pv = near_idx[c0:c0 + chunk, None, :] + offs[None]
+        pmm = apply_affine(affine, pv.reshape(-1, 3))
+        dB = sphere_field_ppm(pmm, c_sc, a, dchi).reshape(pv.shape[:2])
+        d2 = np.sum((pmm - c_sc) ** 2, axis=1)
+        wgt = (d2 > a * a).reshape(pv.shape[:2]).astype(float)
+        for e, te in enumerate(tes):
+            ph = phase_factor * te * dB
+            acc[e, c0:c0 + chunk] = np.mean(wgt * np.exp(1j * ph), axis=1)
+    return acc, centre_field
+
+
+def _dark_voxels(rel_sig, c_vox, box_near):
+    """Number of voxels of the connected region where ``rel_sig < 0.5`` that holds the
+    lesion centre (or is nearest to it); 0 when no voxel is that dark."""
+    dark = rel_sig < 0.5
+    if not dark.any():
+        return 0
+    centre_local = np.clip(np.round(c_vox).astype(int) - [s.start for s in box_near], 0,
+                           np.array(rel_sig.shape) - 1)
+    lab, _ = ndi.label(dark)
+    lab_c = lab[tuple(centre_local)]
+    if lab_c == 0:
+        near = np.argwhere(dark)
+        lab_c = lab[tuple(near[np.argmin(np.linalg.norm(near - centre_local, axis=1))])]
+    return int((lab == lab_c).sum())
+
+
+def lesion_signal(lesion, xfm, field, grid, tes, field_strength_t, phase_sign,
+                  subvoxel_mm) -> LesionSignal:
+    """Field and signal of one placed lesion on the simulation grid.
+
+    The far field (phase above 0.002 rad at the longest echo) is added to ``field`` in
+    place; the near neighbourhood (phase above 0.05 rad, at least radius + 2 voxels) is
+    supersampled with spacing <= ``subvoxel_mm``.
+    """
+    affine, vox, shape = grid.affine, grid.voxel_size, grid.shape
+    c_sc = xfm.template_to_scanner(lesion["mni"][None])[0]
+    a, dchi = lesion["radius_mm"], lesion["dchi_ppm"]
+    b0 = field_strength_t
+    phase_scale = GAMMA_RAD * b0 * 1e-6 * abs(dchi) * 2.0 / 3.0 * float(tes.max())
+    r_near = a * (phase_scale / 0.05) ** (1 / 3)
+    r_far = a * (phase_scale / 0.002) ** (1 / 3)
+    r_near = max(r_near, a + 2 * max(vox))
+    c_vox = apply_affine(grid.inv_affine, c_sc[None])[0]
+    box_near = _box(c_vox, r_near, vox, shape)
+    _add_far_field(field, affine, _box(c_vox, r_far, vox, shape), box_near, c_sc, a, dchi)
+    sub_n = [max(1, int(np.ceil(v / subvoxel_mm))) for v in vox]
+    acc, centre_field = _near_signal(affine, box_near, c_sc, a, dchi, sub_n, tes,
+                                     phase_sign * GAMMA_RAD * b0 * 1e-6)
+    near_shape = tuple(s.stop - s.start for s in box_near)
+    rel_sig = np.abs(acc[int(np.argmax(tes))]).reshape(near_shape)
+    n_dark = _dark_voxels(rel_sig, c_vox, box_near)
+    app_d = (6.0 * n_dark * float(np.prod(vox)) / np.pi) ** (1 / 3) if n_dark else 0.0
+    mni = lesion["mni"]
+    truth = {
+        "kind": lesion["kind"], "x": c_sc[0], "y": c_sc[1], "z": c_sc[2],
+        "i": c_vox[0], "j": c_vox[1], "k": c_vox[2],
+        "mni_x": mni[0], "mni_y": mni[1], "mni_z": mni[2],
+        "radius_mm": a, "dchi_ppm": dchi, "apparent_diameter_mm": app_d,
+        "min_relative_signal": float(rel_sig.min()),
+        "mars_category": lesion["mars_category"],
+    }
+    return LesionSignal(box_near, acc.reshape((len(tes),) + near_shape).astype(np.complex64),
+                        centre_field.reshape(near_shape).astype(np.float32), truth)

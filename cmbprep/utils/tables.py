@@ -1,0 +1,76 @@
+"""Tab-separated tables as BIDS wants them: ``n/a`` for missing values, ``true``/``false``
+for booleans, a JSON sidecar describing every column, each file written atomically."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from .io import write_text_atomic
+
+__all__ = ["NA", "read_tsv", "tsv_text", "write_tsv"]
+
+NA = "n/a"
+
+
+def tsv_text(frame: pd.DataFrame, *, float_format: str = "%.10g") -> str:
+    """The TSV text of ``frame``: ``n/a`` for missing, ``true``/``false`` for booleans.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+    float_format : str, optional
+        ``printf`` format of floating-point values (default ``"%.10g"``).
+    """
+    out = frame.copy()
+    for column in out.columns:
+        values = out[column]
+        if values.dtype == bool:
+            out[column] = values.map({True: "true", False: "false"})
+        elif values.dtype == object:
+            out[column] = values.map(
+                lambda v: NA if v is None or (isinstance(v, float) and math.isnan(v))
+                else ("true" if v is True else "false" if v is False else v))
+    return out.to_csv(sep="\t", index=False, na_rep=NA, float_format=float_format,
+                      lineterminator="\n")
+
+
+def write_tsv(frame: pd.DataFrame, path, sidecar: dict | None = None, *,
+              float_format: str = "%.10g"):
+    """Write ``frame`` as TSV and, with ``sidecar``, its JSON column descriptions.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+    path : str or Path
+        The ``.tsv`` file; the sidecar goes beside it with the suffix ``.json``.
+    sidecar : dict, optional
+        Column name -> description (a dict); every column of ``frame`` must have one,
+        and only the columns of ``frame`` are written.
+    float_format : str, optional
+
+    Returns
+    -------
+    (Path, Path or None)
+        The table and the sidecar written.
+    """
+    path = Path(path)
+    json_path = None
+    if sidecar is not None:
+        missing = [c for c in frame.columns if c not in sidecar]
+        if missing:  # every column must be described
+            raise RuntimeError(f"sidecar of {path.name} lacks {missing}")
+    write_text_atomic(path, tsv_text(frame, float_format=float_format))
+    if sidecar is not None:
+        json_path = path.with_suffix(".json")
+        described = {c: sidecar[c] for c in frame.columns}
+        write_text_atomic(json_path, json.dumps(described, indent=2) + "\n")
+    return path, json_path
+
+
+def read_tsv(path, **kwargs) -> pd.DataFrame:
+    """Read a BIDS TSV (``n/a`` and empty cells are missing)."""
+    return pd.read_csv(path, sep="\t", na_values=[NA, ""], keep_default_na=False, **kwargs)
