@@ -22,9 +22,6 @@ BIAN2013_PARAMETERS = {
     "frst_alpha": 3.0,
     "frst_percentile": 90.0,  # FRST map kept above its 90th percentile (brain)
     "growing_lower": 10.0,  # lower threshold of the 3D region growing (0-255)
-    # second published lower threshold: not used by the detector, only recorded in the
-    # parameters (and so in the output sidecars)
-    "growing_lower_alternative": 65.0,
     "growing_upper": 170.0,
     "growing_max_difference": 60.0,
     "growing_max_distance_mm": 2.5,  # 5 px
