@@ -46,8 +46,6 @@ from .tables import (
     cmb_label_image,
     cmb_table,
     column_descriptions,
-    write_sidecar,
-    write_table,
 )
 
 __all__ = [
@@ -75,8 +73,6 @@ __all__ = [
     "score_candidates",
     "template_coordinates",
     "write_detection_tables",
-    "write_sidecar",
-    "write_table",
 ]
 
 

@@ -12,7 +12,8 @@ import pandas as pd
 
 from ..arrays import voxel_sizes
 from .regions import assign_regions, template_coordinates
-from .tables import cmb_label_image, cmb_table, write_sidecar, write_table
+from ...utils.tables import write_tsv
+from .tables import cmb_label_image, cmb_table, column_descriptions
 
 __all__ = ["DetectionOutputs", "detection_outputs", "write_detection_tables"]
 
@@ -93,12 +94,11 @@ def write_detection_tables(outputs, out_dir):
         ``candidates_tsv candidates_sidecar cmb_tsv cmb_sidecar`` paths.
     """
     out_dir = Path(out_dir)
-    candidates = outputs.candidates
-    cmb = outputs.cmb.drop(columns="candidate_id")
-    return {
-        "candidates_tsv": write_table(candidates, out_dir / "candidates.tsv"),
-        "candidates_sidecar": write_sidecar(list(candidates.columns),
-                                            out_dir / "candidates.json"),
-        "cmb_tsv": write_table(cmb, out_dir / "cmb.tsv"),
-        "cmb_sidecar": write_sidecar(list(cmb.columns), out_dir / "cmb.json"),
-    }
+    written = {}
+    for name, table in (("candidates", outputs.candidates),
+                        ("cmb", outputs.cmb.drop(columns="candidate_id"))):
+        tsv, sidecar = write_tsv(table, out_dir / f"{name}.tsv",
+                                 column_descriptions(list(table.columns)),
+                                 float_format="%.6g")
+        written[f"{name}_tsv"], written[f"{name}_sidecar"] = tsv, sidecar
+    return written

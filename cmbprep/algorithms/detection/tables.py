@@ -1,19 +1,15 @@
 """The detection tables: accepted microbleeds (:func:`cmb_table`) and their label image,
-column descriptions for the JSON sidecars, and the TSV/JSON writers.
+and the column descriptions of their JSON sidecars.
 
-TSV tables are written by pandas with ``%.6g`` floats, ``n/a`` for missing values and
-booleans as ``True``/``False`` (not the ``true``/``false`` of
-:mod:`cmbprep.utils.tables`, which would change the candidate tables).
+The tables are written by :func:`cmbprep.utils.tables.write_tsv` with ``%.6g`` floats,
+``n/a`` for missing values and booleans as ``true``/``false``.
 """
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
-__all__ = ["CMB_COLUMNS", "cmb_label_image", "cmb_table", "column_descriptions",
-           "write_sidecar", "write_table"]
+__all__ = ["CMB_COLUMNS", "cmb_label_image", "cmb_table", "column_descriptions"]
 
 CMB_COLUMNS = ["cmb_id", "x", "y", "z", "i", "j", "k", "mni_x", "mni_y", "mni_z",
                "volume_mm3", "diameter_mm", "score", "region", "lobe", "hemisphere",
@@ -131,7 +127,7 @@ _LEVELS = {
                               "deep and periventricular white matter)",
                       "infratentorial": "infratentorial (brainstem, cerebellum)"},
     "hemisphere": {"left": "left", "right": "right", "midline": "midline or bilateral"},
-    "touches_patch_border": {"True": "reaches the patch border", "False": "does not"},
+    "touches_patch_border": {"true": "reaches the patch border", "false": "does not"},
 }
 
 
@@ -157,17 +153,3 @@ def column_descriptions(columns):
             entry["Levels"] = _LEVELS[col]
         out[col] = entry
     return out
-
-
-def write_table(table, path):
-    """Write a tab-separated table with ``n/a`` for missing values."""
-    table.to_csv(path, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
-    return path
-
-
-def write_sidecar(columns, path):
-    """Write the JSON sidecar describing ``columns`` (:func:`column_descriptions`)."""
-    content = column_descriptions(columns)
-    with open(path, "w") as fobj:
-        json.dump(content, fobj, indent=2, sort_keys=False)
-    return path
