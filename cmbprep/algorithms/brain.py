@@ -23,7 +23,13 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from .arrays import block_factors, block_reduce, upsample_nearest, voxel_sizes
+from .arrays import (
+    block_factors,
+    block_reduce,
+    upsample_linear,
+    upsample_nearest,
+    voxel_sizes,
+)
 from .registration import apply_transform, coarse_affine, load_template
 
 #: Default parameters of :func:`refine_brain_mask` (reported in the brain-mask sidecar).
@@ -238,7 +244,7 @@ def extract_brain(
         mask_c = refine_brain_mask(data_c, mask_c, vs_c, head_mask=head_c, **refine_kwargs)
         info["refinement"] = {**REFINEMENT_DEFAULTS, **refine_kwargs}
     if step is not None:
-        mask = _upsample_linear_axiswise(mask_c.astype(np.float32), step, data.shape) > 0.5
+        mask = upsample_linear(mask_c.astype(np.float32), step, data.shape) > 0.5
     else:
         mask = mask_c
     if refine and head is not None:
@@ -266,29 +272,3 @@ def _working_grid(data: np.ndarray, affine, head, work_mm: float):
     if head is not None:
         head_c = block_reduce(head.astype(np.float32), step, dtype=np.float32) > 0.5
     return data_c, coarse_affine(affine, step), head_c, step
-
-
-def _upsample_linear_axiswise(coarse: np.ndarray, step, shape) -> np.ndarray:
-    """Separable linear interpolation of a block grid back to ``shape`` (float32;
-    coarse voxel centres at fine index ``k*s + (s-1)/2``, edges clamped), axes in order,
-    ``a * (1 - w) + b * w``.
-
-    Kept instead of :func:`cmbprep.algorithms.arrays.upsample_linear` (largest factor
-    first, ``a + (b - a) * w``): thresholded at 0.5 the two agree except where the exact
-    value is 0.5, which happens for mixed non-power-of-two block factors such as
-    (3, 2, 1); never for factors 1, 2, 4 only, (1, 3, 3) or (3, 3, 3).
-    """
-    out = np.asarray(coarse, dtype=np.float32)
-    for axis, (n, s) in enumerate(zip(shape[:3], step)):
-        s = int(s)
-        if s == 1 and out.shape[axis] == n:
-            continue
-        c = (np.arange(int(n)) - (s - 1) / 2.0) / s
-        lo = np.clip(np.floor(c).astype(int), 0, out.shape[axis] - 1)
-        hi = np.clip(lo + 1, 0, out.shape[axis] - 1)
-        w = np.clip(c - lo, 0.0, 1.0).astype(np.float32)
-        wshape = [1, 1, 1]
-        wshape[axis] = -1
-        w = w.reshape(wshape)
-        out = np.take(out, lo, axis=axis) * (1.0 - w) + np.take(out, hi, axis=axis) * w
-    return out

@@ -10,36 +10,13 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..arrays import block_reduce
+from ..arrays import block_reduce, upsample_linear
 
 __all__ = [
     "local_maxima",
     "multiscale_dark_blobness",
     "relative_intensity",
 ]
-
-
-def _upsample_float32(small, factors, shape):
-    """Separable linear interpolation of a block-mean image back to the full grid.
-
-    Block centres at ``(i + 0.5) / f - 0.5`` computed in float32, ``a (1 - w) + b w``,
-    axes in order. :func:`cmbprep.algorithms.arrays.upsample_linear` rounds differently
-    and would change the detector's candidates, so this copy stays.
-    """
-    out = np.asarray(small, dtype=np.float32)
-    for axis, (n, f) in enumerate(zip(shape, factors)):
-        if f == 1 and out.shape[axis] == n:
-            continue
-        coords = (np.arange(n, dtype=np.float32) + 0.5) / f - 0.5
-        coords = np.clip(coords, 0, out.shape[axis] - 1)
-        low = np.floor(coords).astype(np.intp)
-        high = np.minimum(low + 1, out.shape[axis] - 1)
-        weight = (coords - low).astype(np.float32)
-        wshape = [1] * out.ndim
-        wshape[axis] = n
-        weight = weight.reshape(wshape)
-        out = out.take(low, axis=axis) * (1 - weight) + out.take(high, axis=axis) * weight
-    return out.astype(np.float32)
 
 
 def relative_intensity(image, brain_mask, *, background_mm=None, voxel_size=None):
@@ -82,7 +59,7 @@ def relative_intensity(image, brain_mask, *, background_mm=None, voxel_size=None
     num = ndi.gaussian_filter(num, sigma, mode="constant")
     den = ndi.gaussian_filter(den, sigma, mode="constant")
     small = np.where(den > 1e-3, num / np.maximum(den, 1e-3), median).astype(np.float32)
-    local = _upsample_float32(small, factors, image.shape)
+    local = upsample_linear(small, factors, image.shape)
     local = np.where(local > 0.2 * median, local, median)
     return (image / local).astype(np.float32)
 
