@@ -183,31 +183,8 @@ class AnatomicalLabels(SimpleInterface):
         lut.to_csv(tsv_path, sep="\t", index=False)
 
         qc = dict(self.inputs.registration_qc) if isdefined(self.inputs.registration_qc) else {}
-        warnings_list = list(qc.get("registration_warnings", []))
-        if not_covered:
-            warnings_list.append(
-                f"{len(not_covered)} regions are not covered by the field of view "
-                f"(< {100 * self.inputs.min_coverage:.0f}% of their template volume)"
-            )
-        meta = {
-            "template": reg.TEMPLATE_NAME,
-            "template_description": reg.TEMPLATE_DESCRIPTION,
-            "template_citation": reg.TEMPLATE_CITATION,
-            "atlas": lobes.atlas_provenance(),
-            "registration": {
-                k: v
-                for k, v in qc.items()
-                if k not in ("registration_ok", "registration_warnings")
-            },
-            "registration_ok": bool(qc.get("registration_ok", False)),
-            "registration_warnings": warnings_list,
-            "brain_mask": brain_info,
-            "region_coverage": coverage,
-            "regions_not_covered": not_covered,
-            "min_coverage": self.inputs.min_coverage,
-            "transform_format": "ITK/ANTs composite transform (HDF5), as written by "
-            "antsRegistration --write-composite-transform",
-        }
+        meta = lobes.anatomy_metadata(qc, brain_info, coverage, not_covered,
+                                      self.inputs.min_coverage)
         self._results.update(
             brain_mask=str(mask_path),
             dseg=str(dseg_path),

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 from .build import build_atlas, compose_regions
 from .labels import (
+    anatomy_metadata,
     atlas_available,
     label_subject,
     load_atlas,
@@ -78,6 +79,7 @@ __all__ = [
     "REGIONS",
     "REGION_INDEX",
     "RIGHT_OFFSET",
+    "anatomy_metadata",
     "atlas_available",
     "atlas_provenance",
     "build_atlas",

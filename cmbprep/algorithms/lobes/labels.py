@@ -11,8 +11,15 @@ import pandas as pd
 from scipy import ndimage
 
 from ..arrays import block_factors, block_reduce, upsample_nearest, voxel_sizes
-from ..registration import apply_transform, coarse_affine, resample_labels_to_subject
-from .regions import ATLAS_DIR, ATLAS_FILE, LUT_FILE
+from ..registration import (
+    TEMPLATE_CITATION,
+    TEMPLATE_DESCRIPTION,
+    TEMPLATE_NAME,
+    apply_transform,
+    coarse_affine,
+    resample_labels_to_subject,
+)
+from .regions import ATLAS_DIR, ATLAS_FILE, LUT_FILE, atlas_provenance
 
 
 def atlas_available(atlas_dir: str | Path = ATLAS_DIR) -> bool:
@@ -219,3 +226,50 @@ def _field_of_view(atlas, grid_shape, grid_affine, subject_to_template_xfm, cove
         interpolation="nearestNeighbor",
     )
     return np.asarray(fov.dataobj) > 0.5, atlas_c
+
+
+def anatomy_metadata(registration_qc, brain_info, coverage, not_covered, min_coverage):
+    """The ``anat_meta`` dict of the anatomical stage (summary JSON, sidecars, report).
+
+    Parameters
+    ----------
+    registration_qc : dict
+        QC of the template registration (``registration_ok``, ``registration_warnings``
+        and metrics).
+    brain_info : dict
+        What :func:`cmbprep.algorithms.brain.extract_brain` reports.
+    coverage : dict
+        Fraction of each region's template volume inside the field of view.
+    not_covered : list of str
+        Regions with a fraction below ``min_coverage``.
+    min_coverage : float
+
+    Returns
+    -------
+    dict
+        Template and atlas provenance, registration QC, the warnings (registration's and
+        one for regions outside the field of view), brain-mask and coverage details.
+    """
+    qc = dict(registration_qc)
+    warnings_list = list(qc.get("registration_warnings", []))
+    if not_covered:
+        warnings_list.append(
+            f"{len(not_covered)} regions are not covered by the field of view "
+            f"(< {100 * min_coverage:.0f}% of their template volume)"
+        )
+    return {
+        "template": TEMPLATE_NAME,
+        "template_description": TEMPLATE_DESCRIPTION,
+        "template_citation": TEMPLATE_CITATION,
+        "atlas": atlas_provenance(),
+        "registration": {k: v for k, v in qc.items()
+                         if k not in ("registration_ok", "registration_warnings")},
+        "registration_ok": bool(qc.get("registration_ok", False)),
+        "registration_warnings": warnings_list,
+        "brain_mask": brain_info,
+        "region_coverage": coverage,
+        "regions_not_covered": not_covered,
+        "min_coverage": min_coverage,
+        "transform_format": "ITK/ANTs composite transform (HDF5), as written by "
+        "antsRegistration --write-composite-transform",
+    }
