@@ -33,6 +33,15 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _random_seed(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be >= 1, got {value} (ANTs takes 0 as 'no fixed seed', so the "
+            "registration would differ from run to run)")
+    return number
+
+
 def _positive_float(value: str) -> float:
     number = float(value)
     if not number > 0:
@@ -128,7 +137,7 @@ def _add_other_options(parser: argparse.ArgumentParser) -> None:
     g_other.add_argument("--config-file", "--config_file", type=Path, metavar="FILE",
                          help="a TOML file with settings (as written in the work dir); "
                          "flags given on the command line win")
-    g_other.add_argument("--random-seed", type=int, default=42,
+    g_other.add_argument("--random-seed", type=_random_seed, default=42,
                          help="seed for every random step (registration, detection)")
     g_other.add_argument("--write-graph", action="store_true",
                          help="write the workflow graph (graph.svg) in the work dir")
