@@ -108,24 +108,9 @@ def label_detections(detections, truth, *, one_to_one=True):
     return labels, which
 
 
-def summarise(per_scan):
-    """Detection measures over scans.
-
-    Parameters
-    ----------
-    per_scan : list of dict
-        One per scan with ``truth`` (phantom truth table), ``detections`` (accepted
-        detections with ``x y z``) and optionally ``protocol`` and, for MARS agreement,
-        a ``mars_category`` column in ``detections``.
-
-    Returns
-    -------
-    dict
-        ``visible`` and ``all`` blocks (sensitivity, precision, F1 with truth = visible
-        or all microbleeds), false positives per scan and per control scan,
-        calcifications reported as microbleeds, sensitivity by apparent size, by MARS
-        category and by protocol, and MARS-category agreement of matched detections.
-    """
+def _match_scans(per_scan):
+    """Match each scan's detections to its truth: one row per true microbleed (found or
+    not), false-positive and calcification counts, and (truth, detected) MARS pairs."""
     lesions, fp_control, fp_total, calc_hits, calc_total = [], [], 0, 0, 0
     mars_pairs = []
     for scan in per_scan:
@@ -153,16 +138,42 @@ def summarise(per_scan):
         calc_total += int((truth["kind"] == "calcification").sum())
     les = pd.DataFrame(lesions, columns=["protocol", "apparent_diameter_mm",
                                          "mars_category", "found"])
+    counts = {"fp_total": fp_total, "fp_control": fp_control, "calc_hits": calc_hits,
+              "calc_total": calc_total}
+    return les, counts, mars_pairs
 
-    def block(sel):
-        n = int(sel.sum())
-        tp = int(les.loc[sel, "found"].sum())
-        sens = tp / n if n else float("nan")
-        prec = tp / (tp + fp_total) if tp + fp_total else float("nan")
-        f1 = 2 * sens * prec / (sens + prec) if n and (sens + prec) > 0 else 0.0
-        return {"n_cmbs": n, "true_positives": tp, "sensitivity": sens,
-                "precision": prec, "f1": f1}
 
+def _detection_block(les, sel, fp_total):
+    """Sensitivity, precision and F1 with the microbleeds ``sel`` as truth."""
+    n = int(sel.sum())
+    tp = int(les.loc[sel, "found"].sum())
+    sens = tp / n if n else float("nan")
+    prec = tp / (tp + fp_total) if tp + fp_total else float("nan")
+    f1 = 2 * sens * prec / (sens + prec) if n and (sens + prec) > 0 else 0.0
+    return {"n_cmbs": n, "true_positives": tp, "sensitivity": sens,
+            "precision": prec, "f1": f1}
+
+
+def summarise(per_scan):
+    """Detection measures over scans.
+
+    Parameters
+    ----------
+    per_scan : list of dict
+        One per scan with ``truth`` (phantom truth table), ``detections`` (accepted
+        detections with ``x y z``) and optionally ``protocol`` and, for MARS agreement,
+        a ``mars_category`` column in ``detections``.
+
+    Returns
+    -------
+    dict
+        ``visible`` and ``all`` blocks (sensitivity, precision, F1 with truth = visible
+        or all microbleeds), false positives per scan and per control scan,
+        calcifications reported as microbleeds, sensitivity by apparent size, by MARS
+        category and by protocol, and MARS-category agreement of matched detections.
+    """
+    les, counts, mars_pairs = _match_scans(per_scan)
+    fp_total, fp_control = counts["fp_total"], counts["fp_control"]
     visible = les["apparent_diameter_mm"] > 0
     big = les["apparent_diameter_mm"] >= 3
     small = visible & ~big
@@ -172,14 +183,14 @@ def summarise(per_scan):
 
     agree = [a == b for a, b in mars_pairs]
     return {
-        "visible": block(visible),
-        "all": block(pd.Series(True, index=les.index)),
+        "visible": _detection_block(les, visible, fp_total),
+        "all": _detection_block(les, pd.Series(True, index=les.index), fp_total),
         "false_positives": fp_total,
         "fp_per_scan": fp_total / len(per_scan) if per_scan else float("nan"),
         "fp_per_control_scan": float(np.mean(fp_control)) if fp_control else float("nan"),
         "n_control_scans": len(fp_control),
-        "calcifications_as_cmb": calc_hits,
-        "calcifications": calc_total,
+        "calcifications_as_cmb": counts["calc_hits"],
+        "calcifications": counts["calc_total"],
         "sensitivity_ge3mm": rate(big), "n_ge3mm": int(big.sum()),
         "sensitivity_lt3mm_visible": rate(small), "n_lt3mm_visible": int(small.sum()),
         "sensitivity_invisible": rate(~visible), "n_invisible": int((~visible).sum()),
