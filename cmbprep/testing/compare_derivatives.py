@@ -8,12 +8,18 @@ files that differ between two runs of the *same* code are then compared by their
 * JSON sidecars: equal once every ``duration_s`` entry (wall-clock timings) is removed;
 * ``logs/config-<run_uuid>.toml``: equal but for the ``run_uuid`` line.
 
-Usage::
+Usage (the steps of ``make demo``, with the old code first, then the new; both folders
+must be written at the same path, because sidecars and the dataset description record
+it)::
 
-    python -m cmbprep.testing.compare_derivatives OLD_DEMO_DIR NEW_DEMO_DIR
-
-Both folders must have been written at the same path (for example /tmp/demo, moved
-away after the first run), because sidecars and the dataset description record it.
+    git worktree add /tmp/old OLD_COMMIT
+    cp cmbprep/data/atlas/tpl-* /tmp/old/cmbprep/data/atlas/   # the built atlas
+    export PYTHONPATH=/tmp/old                                  # old code first
+    .venv/bin/python -m cmbprep.testing.phantom /tmp/demo/bids --example
+    .venv/bin/cmbprep /tmp/demo/bids /tmp/demo/derivatives participant -w /tmp/demo/work
+    .venv/bin/cmbprep /tmp/demo/bids /tmp/demo/derivatives group
+    mv /tmp/demo /tmp/demo-old; unset PYTHONPATH                # then the same again
+    python -m cmbprep.testing.compare_derivatives /tmp/demo-old /tmp/demo
 Exit 0 when every file is equal (bytes, or data for the files above), 1 otherwise.
 """
 
