@@ -8,6 +8,7 @@ reproduced, and ``--config-file`` reads one back (command-line flags win).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -22,6 +23,70 @@ from .utils.io import write_text_atomic
 #: Settings that hold paths (converted to/from strings for TOML).
 _PATH_FIELDS = {"bids_dir", "output_dir", "work_dir", "bids_filter_file", "use_plugin",
                 "covariates_file", "bids_database_dir"}
+
+
+def _quota_cpus(quota: str, period: str) -> int | None:
+    if quota in ("max", "-1"):
+        return None
+    return max(1, math.ceil(int(quota) / int(period)))
+
+
+def _cgroup_cpu_limit(cgroup_root: Path, proc_cgroup: Path) -> int | None:
+    """CPUs allowed by the cgroup CPU quota, or None without a quota.
+
+    cgroup v2: ``cpu.max`` of this process's cgroup (from ``/proc/self/cgroup``) and of
+    each of its ancestors; cgroup v1: ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` of
+    its ``cpu`` cgroup.
+    """
+    limits = []
+    try:
+        entries = [line.split(":", 2) for line in proc_cgroup.read_text().splitlines()]
+    except OSError:
+        entries = []
+    v2 = [path for _, controllers, path in entries if controllers == ""]
+    v1 = [path for _, controllers, path in entries if "cpu" in controllers.split(",")]
+    if v2:
+        folder = cgroup_root / v2[0].strip().lstrip("/")
+        for candidate in [folder, *folder.parents]:
+            try:
+                limit = _quota_cpus(*(candidate / "cpu.max").read_text().split()[:2])
+            except (OSError, ValueError, TypeError):
+                limit = None
+            if limit is not None:
+                limits.append(limit)
+            if candidate == cgroup_root:
+                break
+    folder = cgroup_root / "cpu" / (v1[0].strip().lstrip("/") if v1 else "")
+    try:
+        limit = _quota_cpus((folder / "cpu.cfs_quota_us").read_text().strip(),
+                            (folder / "cpu.cfs_period_us").read_text().strip())
+        if limit is not None:
+            limits.append(limit)
+    except (OSError, ValueError):
+        pass
+    return min(limits) if limits else None
+
+
+def available_cpus(environ=None, cgroup_root: str | Path = "/sys/fs/cgroup",
+                   proc_cgroup: str | Path = "/proc/self/cgroup") -> int:
+    """CPUs this run may use: the smallest of the process's CPU affinity, the cgroup CPU
+    quota (containers, SLURM with cgroups) and ``SLURM_CPUS_PER_TASK``.
+
+    A 1-CPU array task on a 64-core node gets 1, not 64.
+    """
+    environ = os.environ if environ is None else environ
+    limits = [len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+              else (os.cpu_count() or 1)]
+    quota = _cgroup_cpu_limit(Path(cgroup_root), Path(proc_cgroup))
+    if quota is not None:
+        limits.append(quota)
+    try:
+        slurm = int(environ.get("SLURM_CPUS_PER_TASK", ""))
+        if slurm > 0:
+            limits.append(slurm)
+    except ValueError:
+        pass
+    return max(1, min(limits))
 
 
 @dataclass
@@ -70,8 +135,8 @@ class Settings:
     bids_database_dir: Path | None = None
 
     def resolved_nprocs(self) -> int:
-        """Number of processes to use (``--nprocs``, else all cores)."""
-        return self.nprocs if self.nprocs > 0 else (os.cpu_count() or 1)
+        """Number of processes to use (``--nprocs``, else :func:`available_cpus`)."""
+        return self.nprocs if self.nprocs > 0 else available_cpus()
 
     def resolved_omp_nthreads(self) -> int:
         """Threads per process (``--omp-nthreads``, else min(nprocs, 8))."""

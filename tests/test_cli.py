@@ -205,3 +205,41 @@ def test_exit_codes_are_documented():
         assert f"``{code}``" in docs, f"exit code {code} missing from docs/usage.rst"
     assert json.dumps(sorted(cli_run.EXIT_CODES)) == json.dumps(
         [0, 1, 16, 17, 18, 64, 65, 66, 73, 74])
+
+
+def _cgroup_tree(tmp_path, *, v2_max=None, v1_quota=None):
+    root = tmp_path / "cgroup"
+    job = root / "slurm" / "job_7"
+    job.mkdir(parents=True)
+    if v2_max is not None:
+        (job / "cpu.max").write_text(v2_max + "\n")
+        (root / "slurm" / "cpu.max").write_text("max 100000\n")
+        proc = "0::/slurm/job_7\n"
+    else:
+        cpu = root / "cpu" / "slurm" / "job_7"
+        cpu.mkdir(parents=True)
+        (cpu / "cpu.cfs_quota_us").write_text(f"{v1_quota}\n")
+        (cpu / "cpu.cfs_period_us").write_text("100000\n")
+        proc = "4:cpu,cpuacct:/slurm/job_7\n1:memory:/\n"
+    (tmp_path / "proc_cgroup").write_text(proc)
+    return root, tmp_path / "proc_cgroup"
+
+
+def test_default_nprocs_follows_the_allocation(tmp_path, monkeypatch):
+    """--nprocs 0 uses the CPUs the job may use, not every core of the node."""
+    from cmbprep.config import Settings, available_cpus
+
+    affinity = len(os.sched_getaffinity(0))
+    none = tmp_path / "none"
+    assert available_cpus({}, none, none) == affinity
+    assert available_cpus({"SLURM_CPUS_PER_TASK": "1"}, none, none) == 1
+    assert available_cpus({"SLURM_CPUS_PER_TASK": "n/a"}, none, none) == affinity
+    root, proc = _cgroup_tree(tmp_path / "v2", v2_max="50000 100000")  # half a CPU
+    assert available_cpus({}, root, proc) == 1
+    root, proc = _cgroup_tree(tmp_path / "v2max", v2_max="max 100000")  # no quota
+    assert available_cpus({}, root, proc) == affinity
+    root, proc = _cgroup_tree(tmp_path / "v1", v1_quota=100000)  # one CPU (cgroup v1)
+    assert available_cpus({}, root, proc) == 1
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    assert Settings(bids_dir=tmp_path, output_dir=tmp_path / "o",
+                    analysis_level="participant").resolved_nprocs() == 1

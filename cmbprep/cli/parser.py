@@ -80,7 +80,8 @@ def _add_performance_options(parser: argparse.ArgumentParser) -> None:
     g_perf = parser.add_argument_group("Options to handle performance")
     g_perf.add_argument("--nprocs", "--nthreads", "--n_cpus", "--n-cpus",
                         dest="nprocs", type=_positive_int, default=0,
-                        help="maximum number of processes (0: all cores)")
+                        help="maximum number of processes (0: the CPUs this job may use: CPU "
+                        "affinity, cgroup quota, SLURM_CPUS_PER_TASK)")
     g_perf.add_argument("--omp-nthreads", type=_positive_int, default=0,
                         help="maximum threads per process, also ANTs' "
                         "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS (0: min(nprocs, 8))")

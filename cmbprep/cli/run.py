@@ -269,6 +269,10 @@ def main(argv=None) -> int:
     """Run cmbprep; return the exit code (see the module docstring)."""
     from .parser import parse_args
 
+    # Nothing is fetched at run time: Nipype would otherwise ask a remote server for its
+    # latest version whenever an interface is created (etelemetry), a 5 s time-out per
+    # attempt on an offline node. The variable is inherited by every worker process.
+    os.environ["NIPYPE_NO_ET"] = "1"
     try:
         settings = parse_args(argv)
         _setup_logging(settings.verbosity)
