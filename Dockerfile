@@ -3,6 +3,9 @@ FROM debian:bookworm-slim
 
 # Optional CA bundle for pip behind an intercepting proxy (empty by default).
 ARG PIP_CERT=""
+# Recorded in the outputs' dataset_description.json (GeneratedBy.Container.Tag):
+# docker build --build-arg CMBPREP_TAG=cmbprep:<version> -t cmbprep:<version> .
+ARG CMBPREP_TAG=cmbprep:0.1.0
 
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates graphviz \
@@ -27,8 +30,7 @@ RUN useradd --create-home --uid 1000 cmbprep
 ENV PATH=/opt/cmbprep/bin:$PATH \
     HOME=/home/cmbprep \
     MPLCONFIGDIR=/tmp/matplotlib \
-    CMBPREP_CONTAINER=docker \
-    CMBPREP_CONTAINER_TAG=cmbprep:0.1.0 \
+    CMBPREP_CONTAINER_TAG=${CMBPREP_TAG} \
     ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1 \
     PYTHONDONTWRITEBYTECODE=1
 USER cmbprep

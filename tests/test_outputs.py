@@ -159,3 +159,37 @@ def test_utils_and_reports_import_no_nipype():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_container_type_is_detected_at_run_time(tmp_path):
+    from cmbprep.utils.derivatives import container_info
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    assert container_info({}, bare) is None
+    image = {"CMBPREP_CONTAINER_TAG": "cmbprep:9.9"}
+    assert container_info(image, bare) == {"Type": "oci", "Tag": "cmbprep:9.9"}
+    apptainer = {**image, "APPTAINER_CONTAINER": "/scratch/cmbprep.sif",
+                 "APPTAINER_NAME": "cmbprep.sif"}
+    assert container_info(apptainer, bare) == {"Type": "apptainer", "Tag": "cmbprep:9.9"}
+    assert container_info({"SINGULARITY_CONTAINER": "/x/c.sif", "SINGULARITY_NAME": "c.sif"},
+                          bare) == {"Type": "singularity", "Tag": "c.sif"}
+    docker = tmp_path / "docker"
+    docker.mkdir()
+    (docker / ".dockerenv").touch()
+    assert container_info(image, docker) == {"Type": "docker", "Tag": "cmbprep:9.9"}
+    podman = tmp_path / "podman"
+    (podman / "run").mkdir(parents=True)
+    (podman / "run" / ".containerenv").touch()
+    assert container_info(image, podman) == {"Type": "podman", "Tag": "cmbprep:9.9"}
+
+
+def test_dataset_links_name_no_host_path(tmp_path):
+    from cmbprep.config import Settings
+    from cmbprep.utils.derivatives import dataset_description
+
+    settings = Settings(bids_dir=tmp_path / "study" / "bids",
+                        output_dir=tmp_path / "study" / "derivatives" / "cmbprep")
+    description = dataset_description(settings)
+    assert description["DatasetLinks"] == {"raw": "../../bids"}
+    assert str(tmp_path) not in json.dumps(description)

@@ -12,16 +12,27 @@ from .io import write_json_atomic, write_text_atomic
 CODE_URL = "https://github.com/cmbprep/cmbprep"
 
 
-def container_info() -> dict | None:
-    """``{"Type": ..., "Tag": ...}`` when running in a container, else ``None``."""
-    if os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER"):
-        return {"Type": "singularity",
-                "Tag": os.environ.get("APPTAINER_NAME",
-                                      os.environ.get("SINGULARITY_NAME", "cmbprep"))}
-    if os.environ.get("CMBPREP_CONTAINER"):
-        return {"Type": os.environ["CMBPREP_CONTAINER"],
-                "Tag": os.environ.get("CMBPREP_CONTAINER_TAG", f"cmbprep:{__version__}")}
-    return None
+def container_info(environ=None, root: str | Path = "/") -> dict | None:
+    """``{"Type": ..., "Tag": ...}`` of the container this run is in, else ``None``.
+
+    The type is read at run time from what each runtime leaves: Apptainer/Singularity
+    set ``APPTAINER_CONTAINER``/``SINGULARITY_CONTAINER`` (and the image name), Docker
+    creates ``/.dockerenv``, Podman ``/run/.containerenv``. The tag is the image's
+    ``CMBPREP_CONTAINER_TAG`` (a build argument of the Dockerfile); inside the image with
+    an unrecognised runtime the type is ``"oci"``.
+    """
+    env = os.environ if environ is None else environ
+    tag = env.get("CMBPREP_CONTAINER_TAG")
+    for variable, name_variable, kind in (
+            ("APPTAINER_CONTAINER", "APPTAINER_NAME", "apptainer"),
+            ("SINGULARITY_CONTAINER", "SINGULARITY_NAME", "singularity")):
+        if env.get(variable):
+            return {"Type": kind, "Tag": tag or env.get(name_variable) or env[variable]}
+    root = Path(root)
+    for marker, kind in ((".dockerenv", "docker"), ("run/.containerenv", "podman")):
+        if (root / marker).exists():
+            return {"Type": kind, "Tag": tag or "unknown"}
+    return {"Type": "oci", "Tag": tag} if tag else None
 
 
 def bids_uri(path: str | Path, bids_dir: Path) -> str:
@@ -31,6 +42,12 @@ def bids_uri(path: str | Path, bids_dir: Path) -> str:
     except ValueError:
         return str(path)
     return f"bids:raw:{rel.as_posix()}"
+
+
+def raw_link(bids_dir: str | Path, output_dir: str | Path) -> str:
+    """The input dataset's location relative to the output dataset (POSIX path)."""
+    return Path(os.path.relpath(Path(bids_dir).resolve(),
+                                Path(output_dir).resolve())).as_posix()
 
 
 def dataset_description(settings) -> dict:
@@ -45,8 +62,10 @@ def dataset_description(settings) -> dict:
         "DatasetType": "derivative",
         "GeneratedBy": [generated],
         "HowToAcknowledge": "Cite cmbprep (see logs/CITATION.md) and the methods it uses.",
-        "DatasetLinks": {"raw": Path(settings.bids_dir).resolve().as_uri()},
-        "SourceDatasets": [{"URL": Path(settings.bids_dir).resolve().as_uri()}],
+        # relative to this dataset (BIDS allows a relative path): it stays right when
+        # both folders are moved or mounted together, and names no host path
+        "DatasetLinks": {"raw": raw_link(settings.bids_dir, settings.output_dir)},
+        "SourceDatasets": [{"URL": "bids:raw:"}],
     }
 
 
