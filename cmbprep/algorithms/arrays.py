@@ -87,7 +87,7 @@ def b0_direction(affine):
     return directions[2] / np.linalg.norm(directions[2])
 
 
-def bounding_box(mask, margin_vox=(0, 0, 0), *, whole_if_empty=False):
+def bounding_box(mask, margin_vox=(0, 0, 0)):
     """Tuple of slices of the smallest box holding every True voxel of ``mask``.
 
     Parameters
@@ -95,8 +95,6 @@ def bounding_box(mask, margin_vox=(0, 0, 0), *, whole_if_empty=False):
     mask : (X, Y, Z) array_like of bool
     margin_vox : sequence of 3 int, optional
         Voxels added on both sides along each axis (clipped to the volume).
-    whole_if_empty : bool, optional
-        For a mask without True voxels, return the whole volume instead of None.
 
     Returns
     -------
@@ -104,7 +102,7 @@ def bounding_box(mask, margin_vox=(0, 0, 0), *, whole_if_empty=False):
     """
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
-        return tuple(slice(0, n) for n in mask.shape) if whole_if_empty else None
+        return None
     box = []
     for axis in range(mask.ndim):
         other = tuple(a for a in range(mask.ndim) if a != axis)

@@ -22,6 +22,7 @@ from nipype.interfaces.base import (
     InputMultiObject,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 
@@ -120,8 +121,8 @@ class _N4BiasFieldInputSpec(BaseInterfaceInputSpec):
     head_mask = File(exists=True, mandatory=True, desc="voxels the field is fitted on")
     reference = File(exists=True, mandatory=True,
                      desc="first magnitude echo: grid and header of the output")
-    iterations = traits.List(traits.Int(), value=[50, 50, 30], usedefault=True,
-                             desc="N4 iterations per fitting level")
+    iterations = traits.List(traits.Int(), desc="N4 iterations per fitting level "
+                             "(default: cmbprep.algorithms.swi.N4_DEFAULTS)")
     omp_nthreads = traits.Int(1, usedefault=True, desc="ITK threads")
 
 
@@ -146,7 +147,9 @@ class N4BiasField(SimpleInterface):
         field, meta = run_with_itk_threads(
             fit_bias_field, self.inputs.omp_nthreads,
             _load(self.inputs.in_file), _load(self.inputs.head_mask, bool),
-            voxel_sizes(affine), n4_options={"iterations": list(self.inputs.iterations)},
+            voxel_sizes(affine),
+            n4_options=({"iterations": list(self.inputs.iterations)}
+                        if isdefined(self.inputs.iterations) else None),
             n_threads=self.inputs.omp_nthreads)
         self._results["bias_field"] = _save_like(
             field, self.inputs.reference, os.path.join(runtime.cwd, "bias_field.nii.gz"))

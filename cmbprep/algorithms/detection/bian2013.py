@@ -124,7 +124,7 @@ def detect_bian2013(swi, minip, brain_mask, affine, *, parameters=None):
     slice_axis = detection_slice_axis(affine)
     in_plane = float(np.mean(np.delete(voxel_size, slice_axis)))
 
-    box = bounding_box(brain, margin_vox=(2, 2, 2), whole_if_empty=True)
+    box = bounding_box(brain, margin_vox=(2, 2, 2))
     brain_c = brain[box]
     swi_c = _rescale_255(
         np.asarray(swi[box], dtype=np.float32), brain_c, p["intensity_percentile"]

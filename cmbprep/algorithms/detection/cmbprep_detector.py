@@ -183,7 +183,7 @@ def find_candidates(swi, brain_mask, affine, *, filtered_phase=None, parameters=
     swi, brain, affine = check_inputs(swi, brain_mask, affine)
     voxel_size = voxel_size_tuple(affine)
     margin = [int(np.ceil(4.0 / v)) for v in voxel_size]
-    box = bounding_box(brain, margin_vox=margin, whole_if_empty=True)
+    box = bounding_box(brain, margin_vox=margin)
     brain_c = brain[box]
     rel = relative_intensity(np.asarray(swi[box], dtype=np.float32), brain_c,
                              background_mm=p["background_sigma_mm"], voxel_size=voxel_size)
