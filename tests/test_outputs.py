@@ -172,12 +172,15 @@ def test_container_type_is_detected_at_run_time(tmp_path):
     apptainer = {**image, "APPTAINER_CONTAINER": "/scratch/cmbprep.sif",
                  "APPTAINER_NAME": "cmbprep.sif"}
     assert container_info(apptainer, bare) == {"Type": "apptainer", "Tag": "cmbprep:9.9"}
-    assert container_info({"SINGULARITY_CONTAINER": "/x/c.sif", "SINGULARITY_NAME": "c.sif"},
-                          bare) == {"Type": "singularity", "Tag": "c.sif"}
+    assert container_info({**image, "SINGULARITY_CONTAINER": "/x/c.sif"},
+                          bare) == {"Type": "singularity", "Tag": "cmbprep:9.9"}
     docker = tmp_path / "docker"
     docker.mkdir()
     (docker / ".dockerenv").touch()
     assert container_info(image, docker) == {"Type": "docker", "Tag": "cmbprep:9.9"}
+    # a venv run inside some other container is not a run of the cmbprep image
+    assert container_info({}, docker) is None
+    assert container_info({"APPTAINER_CONTAINER": "/x/other.sif"}, bare) is None
     podman = tmp_path / "podman"
     (podman / "run").mkdir(parents=True)
     (podman / "run" / ".containerenv").touch()

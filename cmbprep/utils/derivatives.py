@@ -13,26 +13,26 @@ CODE_URL = "https://github.com/cmbprep/cmbprep"
 
 
 def container_info(environ=None, root: str | Path = "/") -> dict | None:
-    """``{"Type": ..., "Tag": ...}`` of the container this run is in, else ``None``.
+    """``{"Type": ..., "Tag": ...}`` when this run is in the cmbprep image, else ``None``.
 
-    The type is read at run time from what each runtime leaves: Apptainer/Singularity
-    set ``APPTAINER_CONTAINER``/``SINGULARITY_CONTAINER`` (and the image name), Docker
-    creates ``/.dockerenv``, Podman ``/run/.containerenv``. The tag is the image's
-    ``CMBPREP_CONTAINER_TAG`` (a build argument of the Dockerfile); inside the image with
-    an unrecognised runtime the type is ``"oci"``.
+    The image sets ``CMBPREP_CONTAINER_TAG`` (a build argument of the Dockerfile); a
+    run without it is not from the image, even inside some other container, and records
+    no container. The type is read at run time from what each runtime leaves:
+    Apptainer/Singularity set ``APPTAINER_CONTAINER``/``SINGULARITY_CONTAINER``, Docker
+    creates ``/.dockerenv``, Podman ``/run/.containerenv``; otherwise it is ``"oci"``.
     """
     env = os.environ if environ is None else environ
     tag = env.get("CMBPREP_CONTAINER_TAG")
-    for variable, name_variable, kind in (
-            ("APPTAINER_CONTAINER", "APPTAINER_NAME", "apptainer"),
-            ("SINGULARITY_CONTAINER", "SINGULARITY_NAME", "singularity")):
-        if env.get(variable):
-            return {"Type": kind, "Tag": tag or env.get(name_variable) or env[variable]}
+    if not tag:
+        return None
     root = Path(root)
-    for marker, kind in ((".dockerenv", "docker"), ("run/.containerenv", "podman")):
-        if (root / marker).exists():
-            return {"Type": kind, "Tag": tag or "unknown"}
-    return {"Type": "oci", "Tag": tag} if tag else None
+    for found, kind in ((bool(env.get("APPTAINER_CONTAINER")), "apptainer"),
+                        (bool(env.get("SINGULARITY_CONTAINER")), "singularity"),
+                        ((root / ".dockerenv").exists(), "docker"),
+                        ((root / "run" / ".containerenv").exists(), "podman")):
+        if found:
+            return {"Type": kind, "Tag": tag}
+    return {"Type": "oci", "Tag": tag}
 
 
 def bids_uri(path: str | Path, bids_dir: Path) -> str:
