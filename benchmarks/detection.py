@@ -41,7 +41,8 @@ import pandas as pd
 
 from cmbprep.testing.scoring import summarise
 
-#: (protocol, overrides, seeds). Controls have no CMBs.
+#: (protocol, overrides, seeds). Controls have no CMBs. In-family: the default vein model
+#: (``surface_walk``, that of training family A) and fixed protocols.
 COHORT = [
     ("clinical", {"n_cmbs": 8, "n_calcifications": 2}, [1011, 1012, 1013]),
     ("iso1", {"n_cmbs": 8, "n_calcifications": 1}, [1021, 1022, 1023]),
@@ -53,16 +54,28 @@ QUICK = [
     ("clinical", {"n_cmbs": 8, "n_calcifications": 2}, [1011]),
     ("iso1", {"n_cmbs": 0, "n_calcifications": 1}, [1031]),
 ]
+#: Held-out family (never used to fit, calibrate or threshold the shipped model): its own
+#: vein model and protocol ranges, randomised per scan (input kind included).
+HELD_OUT_SEEDS = list(range(1051, 1063))
 
 
-def scans(cohort):
-    return [(p, o, s) for p, o, seeds in cohort for s in seeds]
+def scans(cohort, held_out=False):
+    """Scan descriptions with their participant labels."""
+    from cmbprep.testing.detector_training import HELD_OUT_FAMILY, fixed_scan
+    from cmbprep.testing.phantom.randomise import random_scan
+
+    out = [(f"{p}{s}", "in-family", fixed_scan(p, o, s)) for p, o, seeds in cohort
+           for s in seeds]
+    if held_out:
+        out += [(f"family{HELD_OUT_FAMILY}{s}", "held-out", random_scan(HELD_OUT_FAMILY, s))
+                for s in HELD_OUT_SEEDS]
+    return out
 
 
-def write_cohort(bids, cohort):
+def write_cohort(bids, scan_specs):
     """Raw BIDS dataset of the cohort plus ``derivatives/phantom-truth``."""
     from cmbprep.testing.detector_training import phantom_fingerprint
-    from cmbprep.testing.phantom import PhantomConfig, simulate_subject, write_subject
+    from cmbprep.testing.phantom import simulate_subject, write_subject
 
     bids = Path(bids)
     stamp = bids / ".phantom-fingerprint"
@@ -71,13 +84,14 @@ def write_cohort(bids, cohort):
                          "delete it (or use another --work folder)")
     bids.mkdir(parents=True, exist_ok=True)
     stamp.write_text(phantom_fingerprint() + "\n")
-    todo = [(p, o, s) for p, o, s in scans(cohort)
-            if not (bids / "derivatives" / "phantom-truth" / f"sub-{p}{s}").exists()]
-    for protocol, overrides, seed in todo:
+    todo = [(label, spec) for label, _, spec in scan_specs
+            if not (bids / "derivatives" / "phantom-truth" / f"sub-{label}").exists()]
+    for label, spec in todo:
         t0 = time.perf_counter()
-        ph = simulate_subject(PhantomConfig.from_protocol(protocol, **overrides), seed=seed)
-        write_subject(ph, bids, f"{protocol}{seed}", input_kind="gre")
-        print(f"wrote sub-{protocol}{seed} in {time.perf_counter() - t0:.0f} s", flush=True)
+        ph = simulate_subject(spec.config, seed=spec.sim_seed)
+        write_subject(ph, bids, label, input_kind=spec.input_kind)
+        print(f"wrote sub-{label} ({spec.input_kind}) in {time.perf_counter() - t0:.0f} s",
+              flush=True)
     return bids
 
 
@@ -157,26 +171,48 @@ def print_summary(name, m):
           f"{ {k: round(x, 3) for k, x in m['sensitivity_by_protocol'].items()} }")
     print(f"  MARS category agreement of matched detections: {m['mars_agreement']:.3f} "
           f"({m['n_mars_pairs']})", flush=True)
+    if "review_per_scan" in m:
+        print(f"  left for review: {m['review_per_scan']:.2f} candidates per scan", flush=True)
+
+
+def _groups(per_scan):
+    """Measures of every scan, of the in-family and held-out cohorts, and of the
+    held-out cohort by input kind."""
+    groups = {"all": per_scan}
+    for entry in per_scan:
+        groups.setdefault(entry["cohort"], []).append(entry)
+        if entry["cohort"] == "held-out":
+            groups.setdefault(f"held-out {entry['input_kind']}", []).append(entry)
+    return groups
 
 
 def pipeline_mode(args, cohort):
     work = Path(args.work)
-    bids = write_cohort(work / "bids", cohort)
+    specs = scans(cohort, args.held_out)
+    bids = write_cohort(work / "bids", specs)
     results = {}
     for detector in args.detectors:
         out = work / f"out-{detector}"
         wall = run_pipeline(bids, out, work / "work", detector, args.nprocs)
         print(f"cmbprep participant --detector {detector}: {wall:.0f} s wall", flush=True)
         per_scan, extra = [], {}
-        for protocol, _, seed in scans(cohort):
-            label = f"{protocol}{seed}"
+        for label, group, spec in specs:
             truth = pd.read_csv(bids / "derivatives" / "phantom-truth" / f"sub-{label}" /
                                 "anat" / f"sub-{label}_desc-truth_cmb.tsv", sep="\t",
                                 na_values="n/a", keep_default_na=False)
             det, cmb, cand = read_detections(out, label, detector)
-            per_scan.append({"truth": truth, "detections": det, "protocol": protocol})
-            extra[label] = {"accepted": len(cmb), "candidates": len(cand)}
+            per_scan.append({"truth": truth, "detections": det, "cohort": group,
+                             "protocol": f"{spec.family}/{spec.input_kind}",
+                             "input_kind": spec.input_kind,
+                             "review": int((cand["status"] == "review").sum())})
+            extra[label] = {"accepted": len(cmb), "candidates": len(cand),
+                            "review": per_scan[-1]["review"]}
         results[detector] = summarise(per_scan)
+        for name, group in _groups(per_scan).items():
+            if name != "all" and detector == "cmbprep":
+                results[f"cmbprep {name}"] = summarise(group)
+                results[f"cmbprep {name}"]["review_per_scan"] = float(np.mean(
+                    [e["review"] for e in group]))
         if detector == "bian2013":
             only = [dict(s, detections=s["detections"][s["detections"]["status"] == "cmb"])
                     for s in per_scan]
@@ -195,8 +231,9 @@ def direct_mode(args, cohort):
     names = ("cmbprep", "cmbprep_rules", "bian2013", "bian2013_cmb_only")
     per_scan = {n: [] for n in names}
     times = []
-    for protocol, overrides, seed in scans(cohort):
-        a, truth, timing = prepare_scan(protocol, overrides, seed, args.cache)
+    for label, group, spec in scans(cohort, args.held_out):
+        protocol, seed = f"{spec.family}/{spec.input_kind}", spec.seed
+        a, truth, timing = prepare_scan(spec, args.cache)
         t0 = time.perf_counter()
         r = detect_cmbprep(a["swi"], a["brain"], a["affine"], filtered_phase=a["phase"])
         timing["cmbprep_s"] = time.perf_counter() - t0
@@ -208,7 +245,9 @@ def direct_mode(args, cohort):
         timing.update(protocol=protocol, seed=seed, shape="x".join(map(str, a["swi"].shape)))
         times.append(timing)
         c, cr, cb = r.candidates, rr.candidates, rb.candidates
-        per_scan["cmbprep"].append({"truth": truth, "protocol": protocol,
+        per_scan["cmbprep"].append({"truth": truth, "protocol": protocol, "cohort": group,
+                                    "input_kind": spec.input_kind,
+                                    "review": int((c["status"] == "review").sum()),
                                     "detections": c[c["status"] == "cmb"]})
         per_scan["cmbprep_rules"].append({"truth": truth, "protocol": protocol,
                                           "detections": cr[cr["status"] == "cmb"]})
@@ -220,7 +259,13 @@ def direct_mode(args, cohort):
               f"{timing['cmbprep_s']:.1f} s; bian2013 {timing['bian2013_s']:.1f} s",
               flush=True)
     print(pd.DataFrame(times).round(1).to_string(index=False))
-    return {n: summarise(per_scan[n]) for n in names}
+    results = {n: summarise(per_scan[n]) for n in names}
+    for name, group in _groups(per_scan["cmbprep"]).items():
+        if name != "all":
+            results[f"cmbprep {name}"] = summarise(group)
+            results[f"cmbprep {name}"]["review_per_scan"] = float(np.mean(
+                [e["review"] for e in group]))
+    return results
 
 
 def timing_mode(args):
@@ -235,10 +280,11 @@ def timing_mode(args):
     from cmbprep.testing.detector_training import prepare_scan
 
     n_chunks = max(1, args.nprocs)
-    for protocol, overrides, seed in scans(COHORT):
-        if protocol != "itp":
+    for label, _, spec in scans(COHORT):
+        if spec.family != "itp":
             continue
-        a, _, _ = prepare_scan(protocol, overrides, seed, args.cache)
+        protocol, seed = spec.family, spec.seed
+        a, _, _ = prepare_scan(spec, args.cache)
         t0 = time.perf_counter()
         context = find_candidates(a["swi"], a["brain"], a["affine"],
                                   filtered_phase=a["phase"])
@@ -274,6 +320,8 @@ def main(argv=None):
     parser.add_argument("--nprocs", type=int, default=2)
     parser.add_argument("--detectors", nargs="+", default=["cmbprep", "bian2013"],
                         choices=["cmbprep", "bian2013"], help="(pipeline mode)")
+    parser.add_argument("--held-out", action="store_true",
+                        help="also the held-out family's scans (seeds 1051-1062)")
     parser.add_argument("--json", default=None, help="write the measures to this file")
     args = parser.parse_args(argv)
     cohort = QUICK if args.quick else COHORT

@@ -6,12 +6,13 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from cmbprep.algorithms.detection.classifier import (
     FEATURES,
+    calibrate,
     export_hist_gradient_boosting,
     load_model,
     model_frame,
     predict_proba,
 )
-from cmbprep.testing.detector_training import COHORTS
+from cmbprep.testing.detector_training import COHORTS, HELD_OUT_FAMILY
 
 
 def test_numpy_prediction_matches_scikit_learn():
@@ -49,7 +50,15 @@ def test_packaged_model_is_valid_and_independent_of_benchmark_and_tests():
     model = load_model()
     benchmark = set(range(1001, 1100))
     train, val = set(model["training"]["seeds"]), set(model["validation"]["seeds"])
-    assert train == set(COHORTS["train"]) and val == set(COHORTS["validation"])
+
+    def seeds(cohort, held_out):
+        return {s for f, ss in COHORTS[cohort].items() if (f == HELD_OUT_FAMILY) == held_out
+                for s in ss}
+
+    assert train == seeds("train", False) and val == seeds("validation", False)
+    # the held-out family never reached the shipped model
+    assert not (seeds("train", True) | seeds("validation", True)) & (train | val)
+    assert model["held_out"]["family"] == HELD_OUT_FAMILY
     assert not benchmark & (train | val)
     assert not train & val
     assert min(train | val) >= 12000  # above every seed the tests use
@@ -57,6 +66,9 @@ def test_packaged_model_is_valid_and_independent_of_benchmark_and_tests():
         p = model[part]
         assert 0 < p["review_score"] <= p["accept_score"] < 1
         assert len(p["trees"]) == p["parameters"]["max_iter"]
+        x, y = np.asarray(p["calibration"]["x"]), np.asarray(p["calibration"]["y"])
+        assert len(x) >= 3 and np.all(np.diff(x) > 0) and np.all(np.diff(y) >= 0)
+        assert 0 <= y[0] < y[-1] <= 1  # a monotone map to probabilities
     assert "paramagnetic_evidence" in model["phase"]["features"]
     assert "paramagnetic_evidence" not in model["no_phase"]["features"]
 
@@ -78,3 +90,11 @@ def test_packaged_model_orders_obvious_cases():
     assert p[0] > model["phase"]["accept_score"] > model["phase"]["review_score"] > p[1], p
     p = predict_proba(frame.drop(columns="paramagnetic_evidence"), model, use_phase=False)
     assert p[0] > 0.5 and p[1] < model["no_phase"]["review_score"], p
+
+
+def test_calibration_maps_raw_output_through_the_knots():
+    part = {"calibration": {"x": [0.0, 0.5, 1.0], "y": [0.0, 0.2, 0.9]}}
+    np.testing.assert_allclose(calibrate(np.array([0.0, 0.25, 0.75, 1.0]), part),
+                               [0.0, 0.1, 0.55, 0.9])
+    raw = np.array([0.3, 0.7])
+    np.testing.assert_array_equal(calibrate(raw, {}), raw)  # an uncalibrated part

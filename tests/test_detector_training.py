@@ -5,11 +5,14 @@ import pytest
 
 from cmbprep.testing.detector_training import (
     COHORTS,
+    HELD_OUT_FAMILY,
     candidate_table,
+    fixed_scan,
     phantom_fingerprint,
     prepare_scan,
     scan_list,
 )
+from cmbprep.testing.phantom.randomise import FAMILIES
 
 FAST = {"voxel_size_mm": (2.5, 2.5, 2.5), "n_veins": 4, "n_cmbs": 2, "n_calcifications": 1,
         "cmb_radius_mm": (1.0, 1.4), "cmb_dchi_ppm": (1.5, 3.0)}
@@ -20,30 +23,50 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("scans")
 
 
+def _seeds(cohort):
+    return [s for seeds in COHORTS[cohort].values() for s in seeds]
+
+
 def test_cohorts_are_disjoint_and_above_test_seeds():
-    train, val = set(COHORTS["train"]), set(COHORTS["validation"])
+    train, val = _seeds("train"), _seeds("validation")
+    assert len(set(train)) == len(train) and len(set(val)) == len(val)
+    train, val = set(train), set(val)
     assert not train & val and min(train | val) >= 12000
     assert not (train | val) & set(range(1001, 1100))  # benchmark
-    assert [s for _, _, s in scan_list("train")] == COHORTS["train"]
+    assert set(COHORTS["train"]) == set(FAMILIES) and HELD_OUT_FAMILY in FAMILIES
+    specs = scan_list("train")
+    assert [s.seed for s in specs] == [s for f in COHORTS["train"] for s in COHORTS["train"][f]]
+    assert {s.family for s in specs} == set(FAMILIES)
 
 
 def test_cache_is_reused_only_for_the_same_phantom_version(cache):
     tmp_path = cache
-    arrays, truth, timing = prepare_scan("small", FAST, 7, tmp_path)
+    spec = fixed_scan("small", FAST, 7)
+    arrays, truth, timing = prepare_scan(spec, tmp_path)
     assert np.isfinite(timing["swi_s"])
     assert (tmp_path / "small_7.phantom").read_text().strip() == phantom_fingerprint()
-    again, truth2, timing2 = prepare_scan("small", FAST, 7, tmp_path)
+    again, truth2, timing2 = prepare_scan(spec, tmp_path)
     assert np.isnan(timing2["swi_s"])  # from the cache
     np.testing.assert_array_equal(again["swi"], arrays["swi"])
     (tmp_path / "small_7.phantom").write_text("another-version\n")
-    _, _, timing3 = prepare_scan("small", FAST, 7, tmp_path)
+    _, _, timing3 = prepare_scan(spec, tmp_path)
     assert np.isfinite(timing3["swi_s"])  # recomputed
 
 
 def test_candidates_are_labelled_against_truth(cache):
-    cand, truth, _ = candidate_table("small", FAST, 7, cache)
+    cand, truth, _ = candidate_table(fixed_scan("small", FAST, 7), cache)
     assert set(cand["truth"]) <= {"cmb", "invisible_cmb", "calcification", "none"}
     visible = truth[(truth["kind"] == "cmb") & (truth["apparent_diameter_mm"] > 0)]
     found = set(cand.loc[cand["truth"] == "cmb", "truth_row"])
     assert len(visible) >= 1 and found  # the large, strong lesions are candidates
     assert {"screened_out", "n_voxels", "paramagnetic_evidence"} <= set(cand.columns)
+
+
+def test_scanner_swi_scans_enter_without_phase(tmp_path):
+    spec = fixed_scan("small", FAST, 8, input_kind="swi")
+    arrays, truth, _ = prepare_scan(spec, tmp_path)
+    assert arrays["phase"] is None and arrays["swi"].shape == arrays["brain"].shape
+    again, _, timing = prepare_scan(spec, tmp_path)  # cached without a phase array
+    assert again["phase"] is None and np.isnan(timing["swi_s"])
+    cand, _, _ = candidate_table(spec, tmp_path)
+    assert not cand["has_phase"].any() and cand["paramagnetic_evidence"].isna().all()

@@ -51,6 +51,34 @@ def test_isotropic_tie_goes_to_axis_most_aligned_with_scanner_z():
     assert minip_window(_affine(cols), 8.0) == (0, 7)
 
 
+@pytest.mark.parametrize("z_axis", [0, 1, 2])
+def test_projection_and_detector_share_the_slice_axis(z_axis):
+    # 0.9 x 0.86 x 0.86 mm: within 10 %, so the axis nearest scanner z (issue 11: the
+    # projection used to take the 0.9 mm axis and the candidate rules the axial one)
+    from cmbprep.algorithms.detection import detect_cmbprep
+
+    sizes = np.array([0.9, 0.86, 0.86])
+    others = [a for a in range(3) if a != z_axis]
+    cols = np.zeros((3, 3))
+    cols[2, z_axis] = cols[0, others[0]] = cols[1, others[1]] = 1.0  # z_axis along z
+    affine = np.eye(4)
+    affine[:3, :3] = cols @ np.diag(sizes)
+    assert np.argmax(np.abs(affine[2, :3])) == z_axis
+    assert slice_axis(affine) == z_axis
+    assert minip_window(affine, 8.0)[0] == z_axis
+    image = np.ones((24, 24, 24), np.float32)
+    brain = np.zeros(image.shape, bool)
+    brain[4:20, 4:20, 4:20] = True
+    result = detect_cmbprep(image, brain, affine, parameters={"scorer": "rules"})
+    assert result.parameters["slice_axis"] == z_axis
+
+
+def test_clearly_thicker_axis_wins_over_z_alignment():
+    # 0.5 x 0.5 x 0.6 mm: 20 % thicker axis 0 is the slice axis even though axis 2 is z
+    affine = np.diag([0.6, 0.5, 0.5, 1.0])
+    assert slice_axis(affine) == 0
+
+
 def test_sliding_minip_matches_brute_force_window_along_first_axis():
     rng = np.random.default_rng(3)
     image = rng.random((13, 7, 6)).astype(np.float32)

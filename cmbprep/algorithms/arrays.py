@@ -41,26 +41,31 @@ def voxel_sizes(affine):
     return _voxel_sizes(np.asarray(affine, dtype=float))
 
 
-def slice_axis(affine, *, rtol=0.01):
+#: Voxel axes whose sizes differ by at most this fraction count as equally thick.
+SLICE_AXIS_TOLERANCE = 0.10
+
+
+def slice_axis(affine):
     """Array axis (0, 1 or 2) of the acquisition slices, read from ``affine``.
+
+    The one rule every step uses (projection, candidate rules, reports): the thickest
+    voxel axis; axes within :data:`SLICE_AXIS_TOLERANCE` (10 %) of the thickest tie,
+    and a tie goes to the axis most aligned with the scanner ``z`` (superior, B0)
+    direction. So 0.5x0.5x1 mm gives the 1 mm axis, while 0.9x0.86x0.86 mm or 1 mm
+    isotropic voxels give the axis closest to head-foot (axial slices).
 
     Parameters
     ----------
     affine : (4, 4) array_like
         Voxel index to scanner RAS+ mm transform.
-    rtol : float, optional
-        Relative tolerance under which voxel sizes count as equal (default 0.01).
 
     Returns
     -------
     int
-        The axis with the largest voxel size; ties (sizes within ``rtol`` of the
-        largest) are broken by the axis most aligned with the scanner ``z`` (superior,
-        B0) direction.
     """
     affine = np.asarray(affine, dtype=float)
     sizes = voxel_sizes(affine)
-    candidates = np.flatnonzero(sizes >= sizes.max() * (1.0 - rtol))
+    candidates = np.flatnonzero(sizes * (1.0 + SLICE_AXIS_TOLERANCE) >= sizes.max())
     if candidates.size == 1:
         return int(candidates[0])
     alignment = np.abs(affine[2, :3]) / sizes

@@ -8,7 +8,7 @@ affine rather than assumed to be the third array axis:
 2. The slice axis (:func:`cmbprep.algorithms.arrays.slice_axis`) is the array axis
    with the largest voxel size (thick slices are the rule for SWI, e.g. 0.5 x 0.5 x 1 mm
    or 0.5 x 0.5 x 2 mm).
-3. If several axes share the largest voxel size (within 1 %), e.g. isotropic data,
+3. If several axes share the largest voxel size (within 10 %), e.g. isotropic data,
    the one among them whose direction is most aligned with the scanner
    superior-inferior axis (RAS+ ``z``, the B0 direction) is taken, so isotropic data
    get the conventional axial projection whatever the storage order.

@@ -1,6 +1,11 @@
-"""Train the candidate classifier of the ``cmbprep`` detector on phantom cohorts.
+"""Train the candidate classifier of the ``cmbprep`` detector on randomised phantom families.
 
-Only generated data is used. Seed ranges are reserved so that no phantom is used twice:
+Only generated data is used. The training scans come from the generator *families* of
+:mod:`cmbprep.testing.phantom.randomise` (each family its own vein model and its own
+protocol ranges; noise, bias, artefacts, anatomy and input kind drawn per scan). One
+family, :data:`HELD_OUT_FAMILY`, is never used to fit or calibrate the shipped model:
+it measures how the model does on vessels and protocols it never saw. Seed ranges are
+reserved so that no phantom is used twice:
 
 =============  ===========  =========================================================
 seeds          used by      purpose
@@ -8,22 +13,25 @@ seeds          used by      purpose
 < 12000        tests        ``simulate_subject`` seeds < 100; ``write_bids_dataset``
                             seeds <= 11 (anatomy seeds ``seed * 1000 + subject``)
 1001-1099      benchmark    ``benchmarks/detection.py`` (never seen by training)
-20000-20999    training     fitting the classifier coefficients
-30000-30999    validation   choosing the ``accept`` and ``review`` thresholds
+20000-20999    training     fitting the trees (``20000 + 100 * family + k``)
+30000-30999    validation   calibration and the ``accept``/``review`` thresholds
 =============  ===========  =========================================================
 
 Command line (writes ``cmbprep/data/models/cmbprep_classifier.json``)::
 
     python -m cmbprep.testing.detector_training --cache /tmp/cmbtrain [--jobs 2]
 
-Each scan is simulated (:func:`~cmbprep.testing.phantom.simulate_subject`), processed
-into SWI with :func:`~cmbprep.algorithms.swi.process_swi` (one thread), and its candidates
-with all features are extracted by :func:`~cmbprep.algorithms.detection.detect_cmbprep`;
-candidates are labelled with :func:`~cmbprep.testing.scoring.label_detections`
-(``one_to_one=False``); candidates matched to invisible microbleeds are left out. The
-classifier is a gradient-boosted tree ensemble (scikit-learn, one thread, fixed
-``random_state``) exported to JSON (:mod:`cmbprep.algorithms.detection.classifier`);
-the stored model holds every tree, the seeds and the measured validation numbers.
+Each scan is drawn (:func:`~cmbprep.testing.phantom.random_scan`), simulated, processed
+into SWI with :func:`~cmbprep.algorithms.swi.process_swi` (one thread; scanner-SWI scans
+enter as SWI without phase), and its candidates with all features are extracted by
+:func:`~cmbprep.algorithms.detection.detect_cmbprep`; candidates are labelled with
+:func:`~cmbprep.testing.scoring.label_detections` (``one_to_one=False``); candidates
+matched to invisible microbleeds are left out. The classifier is a gradient-boosted tree
+ensemble (scikit-learn, one thread, fixed ``random_state``) exported to JSON
+(:mod:`cmbprep.algorithms.detection.classifier`), followed by an isotonic calibration
+fitted on the validation scans, so that ``score`` is a probability. The run also writes a
+leave-one-family-out table (each family scored by a model fitted and calibrated without
+it) into the model file.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,77 +50,67 @@ import pandas as pd
 
 from ..utils.io import write_text_atomic
 
-__all__ = ["COHORTS", "candidate_table", "main", "phantom_fingerprint", "prepare_scan",
-           "scan_list"]
+__all__ = ["COHORTS", "HELD_OUT_FAMILY", "candidate_table", "evaluate_system", "fixed_scan",
+           "main", "phantom_fingerprint", "prepare_scan", "scan_list", "system_scores",
+           "train_model"]
 
-#: (protocol, overrides) cycled over the seeds of each cohort.
-_DESIGN = [
-    ("clinical", {"n_cmbs": 14, "n_calcifications": 3}),
-    ("iso1", {"n_cmbs": 14, "n_calcifications": 3}),
-    ("itp", {"n_cmbs": 12, "n_calcifications": 3}),
-    ("clinical", {"n_cmbs": 0, "n_calcifications": 2}),
-    ("iso1", {"n_cmbs": 14, "n_calcifications": 0}),
-    ("clinical", {"n_cmbs": 14, "n_calcifications": 2}),
-]
+#: Families whose scans never enter the shipped model (fit, calibration or thresholds).
+HELD_OUT_FAMILY = "D"
 
-#: Seeds of each cohort.
-COHORTS = {
-    "train": list(range(20000, 20036)),
-    "validation": list(range(30000, 30024)),
-}
+#: Scans per family in each cohort.
+N_SCANS = {"train": 16, "validation": 8}
+_FIRST_SEED = {"train": 20000, "validation": 30000}
 
 
-def scan_list(cohort):
-    """(protocol, overrides, seed) for every scan of a cohort."""
-    seeds = COHORTS[cohort]
-    return [(*_DESIGN[n % len(_DESIGN)], seed) for n, seed in enumerate(seeds)]
+def _families():
+    from .phantom.randomise import FAMILIES
+
+    return list(FAMILIES)
 
 
-def prepare_scan(protocol, overrides, seed, cache_dir=None):
-    """Simulate one scan and compute SWI, filtered phase and minIP (cached as npz).
+def _cohort_seeds(cohort):
+    return {family: [_FIRST_SEED[cohort] + 100 * i + k for k in range(N_SCANS[cohort])]
+            for i, family in enumerate(_families())}
 
-    Returns
-    -------
-    arrays : dict
-        ``swi phase minip brain affine`` (the phantom's brain mask).
-    truth : pandas.DataFrame
-    timing : dict
-    """
-    from ..algorithms.mip import sliding_minip
-    from ..algorithms.swi import process_swi
-    from .phantom import PhantomConfig, simulate_subject
 
-    tag = f"{protocol}_{seed}"
-    if cache_dir:
-        npz = Path(cache_dir) / f"{tag}.npz"
-        csv = Path(cache_dir) / f"{tag}.csv"
-        stamp = Path(cache_dir) / f"{tag}.phantom"
-        fresh = stamp.exists() and stamp.read_text().strip() == phantom_fingerprint()
-        if npz.exists() and csv.exists() and fresh:
-            d = np.load(npz)
-            arrays = {k: d[k] for k in ("swi", "phase", "minip", "brain", "affine")}
-            return arrays, pd.read_csv(csv), {"simulate_s": np.nan, "swi_s": np.nan}
-    cfg = PhantomConfig.from_protocol(protocol, **overrides)
-    t0 = time.perf_counter()
-    sub = simulate_subject(cfg, seed=seed)
-    t_sim = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    out = process_swi(sub.magnitude, sub.phase, sub.affine, input_kind="gre",
-                      echo_times=list(sub.echo_times_s), phase_units="rad", n_threads=1)
-    minip = sliding_minip(out["swi"], sub.affine)
-    t_swi = time.perf_counter() - t0
-    arrays = {"swi": out["swi"].astype(np.float32),
-              "phase": out["filtered_phase"].astype(np.float32),
-              "minip": minip.astype(np.float32), "brain": sub.brain_mask,
-              "affine": sub.affine}
-    if cache_dir:
-        os.makedirs(cache_dir, exist_ok=True)
-        tmp = Path(cache_dir) / f".{tag}.tmp.npz"
-        np.savez(tmp, **arrays)
-        os.replace(tmp, Path(cache_dir) / f"{tag}.npz")
-        sub.truth.to_csv(Path(cache_dir) / f"{tag}.csv", index=False)
-        (Path(cache_dir) / f"{tag}.phantom").write_text(phantom_fingerprint() + "\n")
-    return arrays, sub.truth, {"simulate_s": t_sim, "swi_s": t_swi}
+#: Seeds of each cohort, by family.
+COHORTS = {cohort: _cohort_seeds(cohort) for cohort in N_SCANS}
+
+
+@dataclass(frozen=True)
+class FixedScan:
+    """A scan from a fixed protocol (benchmark and tests): same fields as a randomised
+    :class:`~cmbprep.testing.phantom.randomise.ScanSpec` where the training needs them."""
+
+    config: object
+    input_kind: str
+    family: str
+    seed: int
+
+    @property
+    def sim_seed(self):
+        """Seed of :func:`~cmbprep.testing.phantom.simulate_subject` (the scan's seed)."""
+        return self.seed
+
+
+def fixed_scan(protocol, overrides, seed, input_kind="gre"):
+    """A scan of a :data:`~cmbprep.testing.phantom.PROTOCOLS` preset with overrides."""
+    from .phantom import PhantomConfig
+
+    return FixedScan(PhantomConfig.from_protocol(protocol, **overrides), input_kind,
+                     protocol, int(seed))
+
+
+def scan_list(cohort, families=None):
+    """Scan descriptions (randomised, deterministic) of a cohort."""
+    from .phantom.randomise import random_scan
+
+    return [random_scan(family, seed) for family, seeds in COHORTS[cohort].items()
+            if families is None or family in families for seed in seeds]
+
+
+def _tag(spec):
+    return f"{spec.family}_{spec.seed}"
 
 
 def phantom_fingerprint():
@@ -122,12 +121,87 @@ def phantom_fingerprint():
     return phantom.source_fingerprint()
 
 
-def candidate_table(protocol, overrides, seed, cache_dir=None):
+def simulate_inputs(spec):
+    """Simulate a scan as the pipeline receives it.
+
+    Returns
+    -------
+    sub : SubjectPhantom
+    magnitude, phase : ndarray (phase ``None`` for scanner SWI)
+    input_kind : str
+        ``gre``, ``megre`` or ``swi``.
+    """
+    from ..algorithms.arrays import voxel_sizes
+    from .phantom import simulate_subject
+    from .phantom.bids_files import scanner_swi
+
+    cfg = spec.config
+    sub = simulate_subject(cfg, seed=spec.sim_seed)
+    if spec.input_kind == "swi":
+        swi = scanner_swi(sub.magnitude[..., 0], sub.phase[..., 0], voxel_sizes(sub.affine),
+                          cfg.phase_sign, power=getattr(cfg, "scanner_swi_power", 4),
+                          sigma_mm=getattr(cfg, "scanner_swi_highpass_mm", 4.0))
+        return sub, swi, None, "swi"
+    return sub, sub.magnitude, sub.phase, spec.input_kind
+
+
+def prepare_scan(spec, cache_dir=None):
+    """Simulate one scan and compute SWI, filtered phase and minIP (cached as npz).
+
+    Returns
+    -------
+    arrays : dict
+        ``swi phase minip brain affine`` (the phantom's brain mask; ``phase`` is ``None``
+        for scanner-SWI input).
+    truth : pandas.DataFrame
+    timing : dict
+    """
+    from ..algorithms.mip import sliding_minip
+    from ..algorithms.swi import process_swi
+
+    tag = _tag(spec)
+    if cache_dir:
+        npz = Path(cache_dir) / f"{tag}.npz"
+        csv = Path(cache_dir) / f"{tag}.csv"
+        stamp = Path(cache_dir) / f"{tag}.phantom"
+        fresh = stamp.exists() and stamp.read_text().strip() == phantom_fingerprint()
+        if npz.exists() and csv.exists() and fresh:
+            d = np.load(npz)
+            arrays = {k: d[k] for k in ("swi", "minip", "brain", "affine")}
+            arrays["phase"] = d["phase"] if "phase" in d.files else None
+            return arrays, pd.read_csv(csv), {"simulate_s": np.nan, "swi_s": np.nan}
+    t0 = time.perf_counter()
+    sub, magnitude, phase, kind = simulate_inputs(spec)
+    t_sim = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if kind == "swi":
+        out = process_swi(magnitude, None, sub.affine, input_kind="swi", n_threads=1)
+    else:
+        out = process_swi(magnitude, phase, sub.affine, input_kind=kind,
+                          echo_times=list(sub.echo_times_s), phase_units="rad", n_threads=1)
+    minip = sliding_minip(out["swi"], sub.affine)
+    t_swi = time.perf_counter() - t0
+    filtered = out.get("filtered_phase") if kind != "swi" else None
+    arrays = {"swi": out["swi"].astype(np.float32),
+              "phase": None if filtered is None else filtered.astype(np.float32),
+              "minip": minip.astype(np.float32), "brain": sub.brain_mask,
+              "affine": sub.affine}
+    if cache_dir:
+        os.makedirs(cache_dir, exist_ok=True)
+        tmp = Path(cache_dir) / f".{tag}.tmp.npz"
+        np.savez(tmp, **{k: v for k, v in arrays.items() if v is not None})
+        os.replace(tmp, Path(cache_dir) / f"{tag}.npz")
+        sub.truth.to_csv(Path(cache_dir) / f"{tag}.csv", index=False)
+        (Path(cache_dir) / f"{tag}.phantom").write_text(phantom_fingerprint() + "\n")
+    return arrays, sub.truth, {"simulate_s": t_sim, "swi_s": t_swi}
+
+
+def candidate_table(spec, cache_dir=None):
     """All candidates of one scan with their features and truth labels."""
     from ..algorithms.detection import detect_cmbprep
     from .scoring import label_detections
 
-    arrays, truth, timing = prepare_scan(protocol, overrides, seed, cache_dir)
+    arrays, truth, timing = prepare_scan(spec, cache_dir)
     t0 = time.perf_counter()
     # features do not depend on the scorer; "rules" needs no model file
     result = detect_cmbprep(arrays["swi"], arrays["brain"], arrays["affine"],
@@ -138,73 +212,113 @@ def candidate_table(protocol, overrides, seed, cache_dir=None):
     labels, which = label_detections(cand, truth, one_to_one=False)
     cand["truth"] = labels
     cand["truth_row"] = which
-    cand["protocol"] = protocol
-    cand["seed"] = seed
+    cand["family"] = spec.family
+    cand["seed"] = spec.seed
+    cand["input_kind"] = spec.input_kind
+    cand["has_phase"] = arrays["phase"] is not None
     return cand, truth, timing
 
 
 def _candidates_job(args):
-    protocol, overrides, seed, cache_dir = args
-    out = Path(cache_dir) / f"cand_{protocol}_{seed}.csv"
-    if out.exists():
+    spec, cache_dir = args
+    out = Path(cache_dir) / f"cand_{_tag(spec)}.csv"
+    stamp = Path(cache_dir) / f"{_tag(spec)}.phantom"
+    if out.exists() and stamp.exists() and stamp.read_text().strip() == phantom_fingerprint():
         return str(out)
-    cand, truth, timing = candidate_table(protocol, overrides, seed, cache_dir)
+    cand, truth, timing = candidate_table(spec, cache_dir)
     write_text_atomic(out, cand.to_csv(index=False))
-    print(f"{protocol} {seed}: {len(cand)} candidates, "
+    print(f"{_tag(spec)} ({spec.input_kind}): {len(cand)} candidates, "
           f"{int((cand['truth'] == 'cmb').sum())} on visible CMBs; "
           + ", ".join(f"{k} {v:.0f} s" for k, v in timing.items()), flush=True)
     return str(out)
 
 
-def collect(cohort, cache_dir, jobs=1):
-    """Candidate tables of a cohort (computed once, then read from ``cache_dir``)."""
-    todo = [(p, o, s, str(cache_dir)) for p, o, s in scan_list(cohort)]
+def _simulate_job(args):
+    spec, cache_dir = args
+    _, _, timing = prepare_scan(spec, cache_dir)
+    if np.isfinite(timing["simulate_s"]):
+        print(f"{_tag(spec)} ({spec.input_kind}): simulated in {timing['simulate_s']:.0f} s, "
+              f"SWI {timing['swi_s']:.0f} s", flush=True)
+    return _tag(spec)
+
+
+def simulate_all(specs, cache_dir, jobs=1):
+    """Simulate and SWI-process scans into the cache (no candidates)."""
+    todo = [(spec, str(cache_dir)) for spec in specs]
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs) as pool:
+            return list(pool.map(_simulate_job, todo))
+    return [_simulate_job(t) for t in todo]
+
+
+def collect(specs, cache_dir, jobs=1):
+    """Candidate tables of scans (computed once, then read from ``cache_dir``).
+
+    Returns
+    -------
+    candidates : pandas.DataFrame
+    truths : dict
+        ``(family, seed)`` -> truth table.
+    """
+    todo = [(spec, str(cache_dir)) for spec in specs]
     if jobs > 1:
         with ProcessPoolExecutor(jobs) as pool:
             paths = list(pool.map(_candidates_job, todo))
     else:
         paths = [_candidates_job(t) for t in todo]
-    truths = []
-    for protocol, _, seed, _ in todo:
-        t = pd.read_csv(Path(cache_dir) / f"{protocol}_{seed}.csv")
-        t["protocol"], t["seed"] = protocol, seed
-        truths.append(t)
-    return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True), truths
-
-
-def _prepare(cand):
-    """``screened_out`` as bool (it is read back from CSV)."""
-    cand = cand.copy()
+    truths = {(spec.family, spec.seed): pd.read_csv(Path(cache_dir) / f"{_tag(spec)}.csv")
+              for spec in specs}
+    kinds = {(spec.family, spec.seed): spec.input_kind for spec in specs}
+    frames = []
+    for path in paths:
+        c = pd.read_csv(path, low_memory=False)
+        frames.append(c)
+    cand = pd.concat(frames, ignore_index=True)
     cand["screened_out"] = cand["screened_out"].astype(str).str.lower().isin(["true", "1"])
-    return cand
+    cand["has_phase"] = cand["has_phase"].astype(str).str.lower().isin(["true", "1"])
+    return cand, truths, kinds
 
 
 #: Settings of the boosted trees (scikit-learn ``HistGradientBoostingClassifier``).
 TREE_PARAMETERS = {"max_iter": 200, "learning_rate": 0.05, "max_leaf_nodes": 15,
-                   "min_samples_leaf": 20, "l2_regularization": 0.0,
+                   "min_samples_leaf": 20, "l2_regularization": 1.0,
                    "early_stopping": False, "random_state": 0}
-
 
 #: Training weight of candidates on calcifications (rare mimics that must be rejected).
 CALCIFICATION_WEIGHT = 10.0
+
+#: Targets (issue 5/11) the accept threshold must meet on the validation scans.
+MAX_FP_PER_SCAN = 0.5
+MIN_CALC_REJECTED = 0.9
+
+#: Lowest calibrated probability shown to a rater (``review``): one chance in ten.
+REVIEW_PROBABILITY = 0.10
+
+
+def _usable(cand):
+    return cand[~cand["screened_out"] & (cand["truth"] != "invisible_cmb")]
 
 
 def _fit_part(train, names, calcification_weight=1.0):
     """Fit one ensemble on the non-screened training candidates (one thread).
 
-    Candidates on calcifications weigh ``calcification_weight``, the others 1.
+    Candidates on calcifications weigh ``calcification_weight``; the two classes are
+    balanced per family so that no family dominates.
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
     from threadpoolctl import threadpool_limits
 
     from ..algorithms.detection.classifier import export_hist_gradient_boosting, model_frame
 
-    data = train[~train["screened_out"] & (train["truth"] != "invisible_cmb")]
+    data = _usable(train)
     y = (data["truth"] == "cmb").to_numpy(int)
+    weight = np.where(data["truth"] == "calcification", calcification_weight, 1.0)
+    # equal total weight per family (families differ in candidate counts)
+    per_family = data.groupby("family")["family"].transform("size").to_numpy(float)
+    weight = weight * len(data) / (per_family * data["family"].nunique())
     with threadpool_limits(limits=1):
         est = HistGradientBoostingClassifier(**TREE_PARAMETERS).fit(
-            model_frame(data, names).to_numpy(float), y,
-            sample_weight=np.where(data["truth"] == "calcification", calcification_weight, 1.0))
+            model_frame(data, names).to_numpy(float), y, sample_weight=weight)
     part = export_hist_gradient_boosting(est, names)
     part.update({"n_candidates": int(len(y)), "n_positive": int(y.sum()),
                  "fitted_with": "scikit-learn HistGradientBoostingClassifier",
@@ -212,56 +326,193 @@ def _fit_part(train, names, calcification_weight=1.0):
     return part
 
 
-def evaluate_thresholds(cand, truths, part_model, use_phase, thresholds):
-    """Validation measures (visible-CMB truth) for each accept threshold."""
+def _raw_scores(cand, part):
+    """Uncalibrated probabilities of one part (0 for screened-out candidates)."""
+    raw_part = {k: v for k, v in part.items() if k != "calibration"}
+    return system_scores(cand.assign(has_phase=True), {"phase": raw_part})
+
+
+def system_scores(cand, model):
+    """Scores as the detector gives them: the ``phase`` part for candidates of scans with
+    phase, ``no_phase`` for the others (0 for screened-out candidates)."""
     from ..algorithms.detection.classifier import model_frame, predict_proba
-    from ..algorithms.detection import assign_status
-    from .scoring import summarise
 
-    model = {"phase" if use_phase else "no_phase": part_model}
-    rows = []
-    scans = []
-    for (protocol, seed), c in cand.groupby(["protocol", "seed"], sort=True):
-        c = c.reset_index(drop=True)
-        score = np.zeros(len(c))
-        keep = ~c["screened_out"].to_numpy(bool)
-        if keep.any():
-            score[keep] = predict_proba(model_frame(c[keep]), model, use_phase=use_phase)
-        truth = next(t for t in truths if t["protocol"].iloc[0] == protocol
-                     and int(t["seed"].iloc[0]) == seed) if truths else None
-        scans.append((protocol, c, score, truth))
-    for t in thresholds:
-        per_scan = []
-        for protocol, c, score, truth in scans:
-            table = c.copy()
-            assign_status(table, score, ["n/a"] * len(table), t, t)
-            per_scan.append({"truth": truth, "protocol": protocol,
-                             "detections": table[table["status"] == "cmb"]})
-        m = summarise(per_scan)
-        rows.append({"threshold": float(t), "f1": m["visible"]["f1"],
-                     "sensitivity": m["visible"]["sensitivity"],
-                     "precision": m["visible"]["precision"], "fp_per_scan": m["fp_per_scan"],
-                     "fp_per_control_scan": m["fp_per_control_scan"],
-                     "calcifications_as_cmb": m["calcifications_as_cmb"],
-                     "sensitivity_ge3mm": m["sensitivity_ge3mm"],
-                     "f1_all": m["all"]["f1"]})
-    return pd.DataFrame(rows)
+    score = np.zeros(len(cand))
+    keep = ~cand["screened_out"].to_numpy(bool)
+    has_phase = cand["has_phase"].to_numpy(bool)
+    for use_phase in (True, False):
+        sel = keep & (has_phase == use_phase)
+        if sel.any():
+            score[sel] = predict_proba(model_frame(cand[sel]), model, use_phase=use_phase)
+    return score
 
 
-#: Targets (issue 5) the accept threshold must meet on the validation scans.
-MAX_FP_PER_SCAN = 0.5
-MIN_CALC_REJECTED = 0.9
+def _calibrate(cand, part):
+    """Isotonic map from the raw ensemble output to the probability of a microbleed,
+    fitted on ``cand`` (validation candidates); stored as knots for ``numpy.interp``."""
+    from sklearn.isotonic import IsotonicRegression
 
-#: Largest mean number of false positives per scan a rater is asked to review.
-REVIEW_FP_PER_SCAN = 3.0
+    data = _usable(cand)
+    raw = _raw_scores(data, part)
+    y = (data["truth"] == "cmb").to_numpy(float)
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw, y)
+    x = np.asarray(iso.X_thresholds_, float)
+    p = np.asarray(iso.y_thresholds_, float)
+    return {"method": "isotonic regression on validation candidates",
+            "x": [round(float(v), 8) for v in x], "y": [round(float(v), 8) for v in p]}
 
 
-def train_model(train, validation):
-    """Fit both coefficient sets on ``train``; choose thresholds on ``validation``.
+def _scan_groups(cand, truths):
+    for (family, seed), c in cand.groupby(["family", "seed"], sort=True):
+        yield family, seed, c.reset_index(drop=True), truths[(family, seed)]
+
+
+def evaluate_system(cand, truths, model, thresholds=None, scores=None):
+    """Measures of the two-part model as the detector uses it: the ``phase`` part on
+    scans with phase, ``no_phase`` on the others.
 
     Parameters
     ----------
-    train, validation : (candidates DataFrame, list of truth DataFrames)
+    cand : DataFrame
+        Candidate tables (``collect``).
+    truths : dict
+        ``(family, seed)`` -> truth table.
+    model : dict
+        With ``phase`` and ``no_phase`` parts (calibrated, with thresholds).
+    thresholds : dict, optional
+        ``{"phase": t, "no_phase": t}`` accept thresholds overriding the model's.
+    scores : ndarray, optional
+        :func:`system_scores` of ``cand`` (computed when not given).
+
+    Returns
+    -------
+    dict
+        :func:`~cmbprep.testing.scoring.summarise` of all scans (``all``), of scans with
+        phase (``phase``) and of scans without (``swi_only``), each with
+        ``review_per_scan`` (mean candidates left for review) and ``n_scans``.
+    """
+    from ..algorithms.detection import assign_status
+    from .scoring import summarise
+
+    cand = cand.reset_index(drop=True)
+    scores = system_scores(cand, model) if scores is None else np.asarray(scores)
+    groups = {"all": [], "phase": [], "swi_only": []}
+    review = {"all": [], "phase": [], "swi_only": []}
+    for (family, seed), rows in cand.groupby(["family", "seed"], sort=True).groups.items():
+        c = cand.loc[rows].reset_index(drop=True)
+        score = scores[np.asarray(rows)]
+        use_phase = bool(c["has_phase"].iloc[0])
+        name = "phase" if use_phase else "no_phase"
+        part = model[name]
+        accept = part["accept_score"] if thresholds is None else thresholds[name]
+        assign_status(c, score, ["n/a"] * len(c), accept, min(part["review_score"], accept))
+        kind = c["input_kind"].iloc[0]
+        entry = {"truth": truths[(family, seed)], "protocol": f"{family}/{kind}",
+                 "detections": c[c["status"] == "cmb"]}
+        n_review = int((c["status"] == "review").sum())
+        for key in ("all", "phase" if use_phase else "swi_only"):
+            groups[key].append(entry)
+            review[key].append(n_review)
+    out = {}
+    for key, per_scan in groups.items():
+        if per_scan:
+            out[key] = summarise(per_scan)
+            out[key]["review_per_scan"] = float(np.mean(review[key]))
+            out[key]["n_scans"] = len(per_scan)
+    return out
+
+
+def _threshold_curve(cand, truths, model, name, grid):
+    scores = system_scores(cand.reset_index(drop=True), model)
+    rows = []
+    for t in grid:
+        m = evaluate_system(cand, truths, model, {"phase": t, "no_phase": t}, scores)
+        m = m["phase" if name == "phase" else "all"]
+        rows.append({"threshold": float(t), "f1": m["visible"]["f1"],
+                     "sensitivity": m["visible"]["sensitivity"],
+                     "precision": m["visible"]["precision"], "fp_per_scan": m["fp_per_scan"],
+                     "calcifications_as_cmb": m["calcifications_as_cmb"],
+                     "calcifications": m["calcifications"],
+                     "review_per_scan": m["review_per_scan"]})
+    return pd.DataFrame(rows)
+
+
+def fit_model(train_c, val_c, val_truths, *, verbose=False):
+    """Fit, calibrate and choose thresholds (training and validation candidates of the
+    families to learn from). Returns the ``phase`` and ``no_phase`` parts."""
+    from ..algorithms.detection.classifier import FEATURES, PHASE_FEATURES
+
+    model = {}
+    grid = np.round(np.concatenate([np.arange(0.05, 0.3, 0.025), np.arange(0.3, 0.96, 0.02)]),
+                    4)
+    for name, use_phase in (("phase", True), ("no_phase", False)):
+        names = [n for n in FEATURES if use_phase or n not in PHASE_FEATURES]
+        # the phase part learns from scans with phase; the no-phase part from all scans
+        # (their phase features are not used)
+        tr = train_c[train_c["has_phase"]] if use_phase else train_c
+        va = val_c[val_c["has_phase"]] if use_phase else val_c
+        weight = CALCIFICATION_WEIGHT if use_phase else 1.0
+        part = _fit_part(tr, names, weight)
+        part["calcification_weight"] = weight
+        part["calibration"] = _calibrate(va, part)
+        part["review_score"] = REVIEW_PROBABILITY
+        part["accept_score"] = 0.5
+        model[name] = part
+    for name in ("phase", "no_phase"):
+        use_phase = name == "phase"
+        va = val_c[val_c["has_phase"]] if use_phase else val_c
+        if not use_phase:  # score every validation scan with the no-phase part
+            va = va.assign(has_phase=False)
+        curve = _threshold_curve(va, val_truths, model, name, grid)
+        n_calc = int(curve["calcifications"].iloc[0])
+        max_calc = (1 - MIN_CALC_REJECTED) * n_calc if use_phase else np.inf
+        meets = curve[(curve["fp_per_scan"] <= MAX_FP_PER_SCAN)
+                      & (curve["calcifications_as_cmb"] <= max_calc)]
+        pool = meets if len(meets) else curve
+        best = pool[pool["f1"] == pool["f1"].max()].iloc[-1]
+        model[name]["accept_score"] = float(best["threshold"])
+        model[name]["review_score"] = min(REVIEW_PROBABILITY, float(best["threshold"]))
+        model[name]["validation"] = {k: float(v) for k, v in best.to_dict().items()}
+        if verbose:
+            print(f"== {name}\n" + curve.round(3).to_string(index=False), flush=True)
+    return model
+
+
+def _compact(m):
+    """The headline numbers of an :func:`evaluate_system` block."""
+    v = m["visible"]
+    return {"n_scans": m["n_scans"], "f1": v["f1"], "sensitivity": v["sensitivity"],
+            "precision": v["precision"], "n_cmbs": v["n_cmbs"],
+            "sensitivity_ge3mm": m["sensitivity_ge3mm"], "n_ge3mm": m["n_ge3mm"],
+            "fp_per_scan": m["fp_per_scan"], "fp_per_control_scan": m["fp_per_control_scan"],
+            "calcifications_as_cmb": m["calcifications_as_cmb"],
+            "calcifications": m["calcifications"], "review_per_scan": m["review_per_scan"]}
+
+
+def leave_one_family_out(train, validation):
+    """For each family: fit and calibrate on the others, score all its scans."""
+    (train_c, _, _), (val_c, val_t, _) = train, validation
+    all_c = pd.concat([train_c, val_c], ignore_index=True)
+    all_t = {**train[1], **val_t}
+    rows = {}
+    for family in sorted(all_c["family"].unique()):
+        parts = fit_model(train_c[train_c["family"] != family],
+                          val_c[val_c["family"] != family], val_t)
+        model = {"phase": parts["phase"], "no_phase": parts["no_phase"]}
+        held = all_c[all_c["family"] == family]
+        m = evaluate_system(held, all_t, model)
+        rows[family] = {k: _compact(v) for k, v in m.items()}
+        print(f"held-out family {family}: " + json.dumps(rows[family]["all"]), flush=True)
+    return rows
+
+
+def train_model(train, validation, *, lofo=True):
+    """The shipped model: fitted on the training scans and calibrated on the validation
+    scans of every family but :data:`HELD_OUT_FAMILY`, then measured on that family.
+
+    Parameters
+    ----------
+    train, validation : tuple
         From :func:`collect`.
 
     Returns
@@ -272,47 +523,37 @@ def train_model(train, validation):
     import sklearn
 
     from .. import __version__
-    from ..algorithms.detection.classifier import FEATURES, MODEL_KIND, PHASE_FEATURES
+    from ..algorithms.detection.classifier import MODEL_KIND
+    from .phantom.randomise import FAMILIES
 
-    train_c, _ = train
-    val_c, val_truths = validation
-    train_c, val_c = _prepare(train_c), _prepare(val_c)
-    grid = np.round(np.concatenate([np.arange(0.002, 0.02, 0.002), np.arange(0.02, 0.2, 0.01),
-                                    np.arange(0.2, 0.96, 0.025)]), 4)
-    model = {"kind": MODEL_KIND, "version": "1",
+    train_c, train_t, _ = train
+    val_c, val_t, _ = validation
+    seen = lambda c: c[c["family"] != HELD_OUT_FAMILY]  # noqa: E731
+    parts = fit_model(seen(train_c), seen(val_c), val_t, verbose=True)
+    model = {"kind": MODEL_KIND, "version": "2",
              "created_with": f"cmbprep {__version__}, scikit-learn {sklearn.__version__}",
-             "training": {"seeds": COHORTS["train"],
-                          "design": [[p, o] for p, o in _DESIGN]},
-             "validation": {"seeds": COHORTS["validation"]},
-             "selection": ("accept_score maximises validation F1 (visible-CMB truth) among "
-                           f"thresholds with at most {MAX_FP_PER_SCAN} false positives per "
-                           f"scan and (phase part) at least {MIN_CALC_REJECTED:.0%} of "
-                           "calcifications not accepted; review_score is the lowest threshold with at most "
-                           f"{REVIEW_FP_PER_SCAN} false positives per validation scan")}
-    for part, use_phase in (("phase", True), ("no_phase", False)):
-        names = [n for n in FEATURES if use_phase or n not in PHASE_FEATURES]
-        # without phase a calcification looks like a microbleed: no extra weight, and
-        # the calcification target applies only "when phase is available"
-        weight = CALCIFICATION_WEIGHT if use_phase else 1.0
-        fitted = _fit_part(train_c, names, weight)
-        fitted["calcification_weight"] = weight
-        curve = evaluate_thresholds(val_c, val_truths, fitted, use_phase, grid)
-        # best F1 among thresholds meeting the false-positive and calcification targets
-        # on the validation scans (all thresholds if none does); ties: the highest
-        n_calc = sum(int((t["kind"] == "calcification").sum()) for t in val_truths)
-        max_calc = (1 - MIN_CALC_REJECTED) * n_calc if use_phase else np.inf
-        meets = curve[(curve["fp_per_scan"] <= MAX_FP_PER_SCAN)
-                      & (curve["calcifications_as_cmb"] <= max_calc)]
-        pool = meets if len(meets) else curve
-        best = pool[pool["f1"] == pool["f1"].max()].iloc[-1]
-        ok = curve[curve["fp_per_scan"] <= REVIEW_FP_PER_SCAN]
-        review = float(ok["threshold"].min()) if len(ok) else float(best["threshold"])
-        fitted["accept_score"] = float(best["threshold"])
-        fitted["review_score"] = min(review, float(best["threshold"]))
-        model[part] = fitted
-        model["validation"][part] = {k: (float(v) if isinstance(v, (float, np.floating))
-                                         else v) for k, v in best.to_dict().items()}
-        print(f"== {part}\n" + curve.round(3).to_string(index=False), flush=True)
+             "training": {"seeds": sorted(int(s) for s in seen(train_c)["seed"].unique()),
+                          "families": {f: FAMILIES[f] for f in FAMILIES
+                                       if f != HELD_OUT_FAMILY}},
+             "validation": {"seeds": sorted(int(s) for s in seen(val_c)["seed"].unique())},
+             "held_out": {"family": HELD_OUT_FAMILY,
+                          "description": FAMILIES[HELD_OUT_FAMILY]},
+             "selection": ("score = isotonic calibration (validation candidates) of the "
+                           "boosted trees' output; accept_score maximises validation F1 "
+                           f"(visible-CMB truth) among thresholds with at most "
+                           f"{MAX_FP_PER_SCAN} false positives per scan and (phase part) at "
+                           f"least {MIN_CALC_REJECTED:.0%} of calcifications not accepted; "
+                           f"review_score = calibrated probability {REVIEW_PROBABILITY}"),
+             **parts}
+    all_t = {**train_t, **val_t}
+    held = pd.concat([train_c, val_c], ignore_index=True)
+    held = held[held["family"] == HELD_OUT_FAMILY]
+    model["validation"]["measured"] = {k: _compact(v) for k, v in
+                                       evaluate_system(seen(val_c), val_t, model).items()}
+    model["held_out"]["measured"] = {k: _compact(v) for k, v in
+                                     evaluate_system(held, all_t, model).items()}
+    if lofo:
+        model["leave_one_family_out"] = leave_one_family_out(train, validation)
     return model
 
 
@@ -320,22 +561,30 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", required=True, help="directory for simulated scans")
     parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--cohort", choices=["train", "validation", "both"], default="both")
+    parser.add_argument("--simulate-only", action="store_true",
+                        help="only simulate and SWI-process the scans into the cache")
     parser.add_argument("--collect-only", action="store_true",
                         help="only simulate and extract candidates")
+    parser.add_argument("--no-lofo", action="store_true",
+                        help="skip the leave-one-family-out table")
     parser.add_argument("--output", default=None, help="model JSON (default: packaged path)")
     args = parser.parse_args(argv)
     os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
-    cohorts = ["train", "validation"] if args.cohort == "both" else [args.cohort]
-    data = {c: collect(c, args.cache, args.jobs) for c in cohorts}
+    if args.simulate_only:
+        simulate_all(scan_list("train") + scan_list("validation"), args.cache, args.jobs)
+        return 0
+    data = {c: collect(scan_list(c), args.cache, args.jobs) for c in ("train", "validation")}
     if args.collect_only:
         return 0
     from ..algorithms.detection.classifier import DEFAULT_MODEL_PATH
 
-    model = train_model(data["train"], data["validation"])
+    model = train_model(data["train"], data["validation"], lofo=not args.no_lofo)
     write_text_atomic(args.output or DEFAULT_MODEL_PATH,
                       json.dumps(model, separators=(",", ":")) + "\n")
-    print(json.dumps(model["validation"], indent=1))
+    print(json.dumps({k: model[k] for k in ("validation", "held_out")}, indent=1,
+                     default=float))
+    if "leave_one_family_out" in model:
+        print(json.dumps(model["leave_one_family_out"], indent=1, default=float))
     return 0
 
 

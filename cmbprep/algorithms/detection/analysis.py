@@ -9,6 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..arrays import b0_direction
+from .context import CONTEXT_FEATURES, context_features
 from .features import (
     hessian_blob_ratio,
     shape_features,
@@ -56,7 +57,8 @@ def _screened_out(n_voxels, touches, contrast, shape, p):
 
 def _costly_features(context, region, rbox, centre, radius, sigma, level, weight):
     """Sphericity, surrounding dark fraction, Hessian ratio and (with phase) the dipole
-    correlation and paramagnetic evidence of a candidate that passed screening."""
+    correlation and paramagnetic evidence of a candidate that passed screening (its
+    context features, :func:`.context.context_features`, are computed beside)."""
     p, rel, voxel_size = context.parameters, context.relative, context.voxel_size
     sphericity = shape_features(region, rbox, voxel_size)["sphericity"]
     dark_fraction = surrounding_dark_fraction(rel, centre, radius, voxel_size, level)
@@ -121,10 +123,15 @@ def analyse_candidate(context, n_peak, *, b0, weight):
     centre = shape["centroid_vox"]
     screened_out = _screened_out(int(region.sum()), touches, contrast, shape, p)
     sphericity = dark_fraction = hess = corr = evidence = np.nan
+    context_row = dict.fromkeys(CONTEXT_FEATURES, np.nan)
     if not screened_out:
         level = background - p["depth_fraction"] * (background - darkest)
         sphericity, dark_fraction, hess, corr, evidence = _costly_features(
             context, region, rbox, centre, shape["diameter_mm"] / 2, sigma, level, weight)
+        context_row = context_features(
+            context.relative, centre, shape["diameter_mm"] / 2, voxel_size, background,
+            b0=b0, depth_fraction=p["shallow_fraction"], phase=context.phase,
+            weight=weight, phase_sign=context.phase_info.get("phase_sign", 1))
     row = {
         "centroid": centre + np.array([b.start for b in context.box]),
         "blobness": float(context.peak_blobness[n_peak]),
@@ -146,6 +153,7 @@ def analyse_candidate(context, n_peak, *, b0, weight):
         "distance_to_edge_mm": _edge_distance_at(context, centre),
         "dipole_correlation": corr,
         "paramagnetic_evidence": evidence,
+        **context_row,
         "n_voxels": int(region.sum()),
         "screened_out": screened_out,
     }

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..arrays import bounding_box
+from ..arrays import bounding_box, slice_axis
 from .features import shape_features, slice_features
 from .frst import fast_radial_symmetry_slices
 from .parameters import BIAN2013_PARAMETERS, DETECTOR_VERSION
@@ -19,7 +19,6 @@ from .result import (
     DetectionResult,
     candidate_frame,
     check_inputs,
-    detection_slice_axis,
     jsonable,
     voxel_size_tuple,
 )
@@ -121,8 +120,8 @@ def detect_bian2013(swi, minip, brain_mask, affine, *, parameters=None):
     if minip.shape != swi.shape:
         raise ValueError(f"minIP shape {minip.shape} differs from SWI shape {swi.shape}")
     voxel_size = voxel_size_tuple(affine)
-    slice_axis = detection_slice_axis(affine)
-    in_plane = float(np.mean(np.delete(voxel_size, slice_axis)))
+    axis = slice_axis(affine)
+    in_plane = float(np.mean(np.delete(voxel_size, axis)))
 
     box = bounding_box(brain, margin_vox=(2, 2, 2))
     brain_c = brain[box]
@@ -133,7 +132,7 @@ def detect_bian2013(swi, minip, brain_mask, affine, *, parameters=None):
         np.asarray(minip[box], dtype=np.float32), brain_c, p["intensity_percentile"]
     )
     frst, seeds, top = frst_seeds(minip_c, brain_c, p["frst_radius_mm"] / in_plane,
-                                  slice_axis, p)
+                                  axis, p)
     offset = np.array([b.start for b in box])
     labels_c = np.zeros(brain_c.shape, dtype=np.int32)
     rows = []
@@ -152,7 +151,7 @@ def detect_bian2013(swi, minip, brain_mask, affine, *, parameters=None):
             continue
         cid = len(rows) + 1
         labels_c[rbox][region] = cid
-        geom = slice_features(region, rbox, voxel_size, slice_axis)
+        geom = slice_features(region, rbox, voxel_size, axis)
         shape = shape_features(region, rbox, voxel_size)
         status, reason = rule_status(geom, p)
         rows.append({
@@ -174,5 +173,5 @@ def detect_bian2013(swi, minip, brain_mask, affine, *, parameters=None):
     labels[box] = labels_c
     table = candidate_frame(rows, affine)
     params = {"detector": "bian2013", "version": DETECTOR_VERSION["bian2013"],
-              "slice_axis": slice_axis, **jsonable(p)}
+              "slice_axis": axis, **jsonable(p)}
     return DetectionResult(table, labels, params)

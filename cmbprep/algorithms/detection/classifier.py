@@ -8,8 +8,10 @@ holding every tree, the seeds of the training data and the measured validation n
 Prediction (:func:`predict_proba`) walks the trees with numpy: the run time does not
 depend on scikit-learn or on pickles.
 
-Two ensembles are stored: ``phase`` (uses ``paramagnetic_evidence``) and ``no_phase``
-(for inputs without phase, e.g. scanner SWI or magnitude only).
+Two ensembles are stored: ``phase`` (uses :data:`PHASE_FEATURES`) and ``no_phase``
+(for inputs without phase, e.g. scanner SWI or magnitude only). Each part carries an
+isotonic ``calibration`` (fitted on validation scans) that maps the trees' output to the
+probability that a candidate is a microbleed (:func:`calibrate`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ __all__ = [
     "DEFAULT_MODEL_PATH",
     "FEATURES",
     "PHASE_FEATURES",
+    "calibrate",
     "export_hist_gradient_boosting",
     "load_model",
     "model_frame",
@@ -51,11 +54,21 @@ FEATURES = (
     "surrounding_dark_fraction",
     "attached_depth_ratio",
     "distance_to_edge_mm",
+    "continuation_fraction",
+    "continuation_axiality",
+    "tube_length_mm",
+    "vesselness_max_shell",
+    "blob_vs_vessel",
     "paramagnetic_evidence",
+    "dipole_fit_r2",
+    "cylinder_fit_r2",
+    "dipole_vs_cylinder",
+    "dipole_amplitude_snr",
 )
 
 #: Features that need phase.
-PHASE_FEATURES = ("paramagnetic_evidence",)
+PHASE_FEATURES = ("paramagnetic_evidence", "dipole_fit_r2", "cylinder_fit_r2",
+                  "dipole_vs_cylinder", "dipole_amplitude_snr")
 
 MODEL_KIND = "cmbprep-boosted-trees"
 
@@ -150,7 +163,17 @@ def predict_proba(features, model, *, use_phase):
         go_left = np.where(np.isnan(x), missing_left[node], x <= threshold[node])
         node = np.where(active, np.where(go_left, left[node], right[node]), node)
     raw = part["baseline"] + value[node].sum(axis=1)
-    return 1.0 / (1.0 + np.exp(-raw))
+    return calibrate(1.0 / (1.0 + np.exp(-raw)), part)
+
+
+def calibrate(probability, part):
+    """Map the ensemble's output to a calibrated probability with the part's
+    ``calibration`` knots (isotonic regression fitted on validation data, applied by
+    linear interpolation and clipped at the ends); unchanged when the part has none."""
+    cal = part.get("calibration")
+    if not cal:
+        return probability
+    return np.interp(probability, np.asarray(cal["x"], float), np.asarray(cal["y"], float))
 
 
 @lru_cache(maxsize=4)

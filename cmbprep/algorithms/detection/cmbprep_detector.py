@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
-from ..arrays import block_factors, block_reduce, bounding_box
+from ..arrays import block_factors, block_reduce, bounding_box, slice_axis
 from .analysis import analyse_candidates
 from .candidates import (
     local_maxima,
@@ -33,7 +33,6 @@ from .result import (
     DetectionResult,
     candidate_frame,
     check_inputs,
-    detection_slice_axis,
     jsonable,
     voxel_size_tuple,
 )
@@ -195,7 +194,7 @@ def find_candidates(swi, brain_mask, affine, *, filtered_phase=None, parameters=
     at_peaks = tuple(peaks.T)
     return CandidateContext(
         parameters=p, affine=affine, shape=swi.shape, box=box, voxel_size=voxel_size,
-        slice_axis=detection_slice_axis(affine), relative=rel, phase=phase_c,
+        slice_axis=slice_axis(affine), relative=rel, phase=phase_c,
         phase_info=phase_info, peaks=peaks, n_blob_peaks=n_blob_peaks,
         peak_blobness=blobness[at_peaks], peak_sigma=best_sigma[at_peaks],
         edge_distance=edge_distance, edge_factors=edge_factors,

@@ -1,5 +1,5 @@
-"""What both detectors share: input checks, the slice axis, the result type and the
-coordinate columns of the candidate table."""
+"""What both detectors share: input checks, the result type and the coordinate
+columns of the candidate table."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..arrays import slice_axis, voxel_sizes
+from ..arrays import voxel_sizes
 
-__all__ = ["DetectionResult", "candidate_frame", "check_inputs", "detection_slice_axis",
-           "jsonable", "voxel_size_tuple"]
+__all__ = ["DetectionResult", "candidate_frame", "check_inputs", "jsonable",
+           "voxel_size_tuple"]
 
 
 @dataclass
@@ -53,30 +53,6 @@ def check_inputs(swi, brain_mask, affine):
 def voxel_size_tuple(affine):
     """Voxel edge lengths (mm) from a 4x4 voxel-to-world affine, as a tuple of floats."""
     return tuple(float(v) for v in voxel_sizes(affine))
-
-
-def detection_slice_axis(affine):
-    """Array axis the detectors take as the slice-select axis.
-
-    The thickest voxel axis when voxels are anisotropic (largest more than 10 % above
-    the smallest), otherwise the array axis most aligned with the scanner z (head-foot,
-    B0) axis, i.e. axial slices. (:func:`cmbprep.algorithms.arrays.slice_axis` with its
-    default 1 % tolerance differs for 1-10 % anisotropic voxels whose thickest axis is
-    not the one most aligned with z.)
-
-    Parameters
-    ----------
-    affine : (4, 4) array_like
-        Voxel-to-scanner-RAS affine.
-
-    Returns
-    -------
-    int
-    """
-    sizes = voxel_sizes(affine)
-    if sizes.max() > 1.1 * sizes.min():
-        return int(np.argmax(sizes))
-    return slice_axis(affine, rtol=1.0)  # every axis ties: the one most aligned with z
 
 
 def candidate_frame(rows, affine):

@@ -116,6 +116,27 @@ _DESCRIPTIONS = {
     "paramagnetic_evidence": ("dipole_correlation times the phase handedness: > 0 "
                               "paramagnetic (microbleed), < 0 diamagnetic (calcification)",
                               None),
+    "continuation_fraction": ("Fraction of 256 ray directions from the centre that stay "
+                              "dark (quarter of the lesion depth, 0.5 mm smoothing) to 3 mm "
+                              "beyond the lesion radius (a vessel continues)", None),
+    "continuation_axiality": ("(3 lambda_max - 1) / 2 of the orientation tensor of the "
+                              "rays weighted by their dark length beyond the lesion: 1 "
+                              "along one axis (vessel), about 0 isotropic or none", None),
+    "tube_length_mm": ("Longest dark run through the centre along an antipodal ray pair, "
+                       "both sides, at most 5 mm each (10 mm: vessel)", "mm"),
+    "vesselness_max_shell": ("Maximum Frangi vesselness (dark tubes, sigma 0.5-1.2 mm) in "
+                             "the shell 1-4 mm outside the lesion radius, in [0, 1]", None),
+    "blob_vs_vessel": ("Log ratio of the blob to the tube measure of the centre's Hessian "
+                       "eigenvalues at the best scale (about +3 blob, -3 tube)", None),
+    "dipole_fit_r2": ("r^2 of the fit of the local phase (outside the lesion) by a "
+                      "sphere's (3 cos^2 theta - 1) / r^3 field (n/a without phase)", None),
+    "cylinder_fit_r2": ("r^2 of the fit of the local phase by an infinite cylinder's field "
+                        "along the candidate's axis (n/a without phase)", None),
+    "dipole_vs_cylinder": ("dipole_fit_r2 - cylinder_fit_r2 (> 0: sphere-like phase; n/a "
+                           "without phase)", None),
+    "dipole_amplitude_snr": ("Sphere-fit signal over residual, > 0 paramagnetic "
+                             "(microbleed), < 0 diamagnetic (calcification); n/a without "
+                             "phase", None),
 }
 
 _LEVELS = {

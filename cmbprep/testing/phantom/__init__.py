@@ -28,7 +28,8 @@ Modules: :mod:`.config` (parameters, presets), :mod:`.geometry` (affines, grids)
 deformation), :mod:`.grid` (acquisition grid, field of view), :mod:`.veins`,
 :mod:`.lesions`, :mod:`.physics` (tissue properties, dipole fields, decay),
 :mod:`.smooth_field`, :mod:`.gre_signal` (signal assembly, noise), :mod:`.t1w`,
-:mod:`.simulate` (:func:`simulate_subject`), :mod:`.bids` and :mod:`.bids_files` (BIDS
+:mod:`.simulate` (:func:`simulate_subject`), :mod:`.randomise` (random scans per
+generator family for domain randomisation), :mod:`.bids` and :mod:`.bids_files` (BIDS
 writer), :mod:`.cli`.
 
 Command line::
@@ -52,18 +53,23 @@ from .physics import (
     field_from_susceptibility,
     sphere_field_ppm,
 )
+from .randomise import FAMILIES, ScanSpec, random_scan, simulate_scan
 from .simulate import SubjectPhantom, simulate_subject
 
 __all__ = [
+    "FAMILIES",
     "GAMMA_HZ_PER_T",
     "PROTOCOLS",
     "TISSUES",
     "PhantomConfig",
+    "ScanSpec",
     "SubjectPhantom",
     "default_count_model",
     "dipole_kernel",
     "field_from_susceptibility",
     "main",
+    "random_scan",
+    "simulate_scan",
     "simulate_subject",
     "source_fingerprint",
     "sphere_field_ppm",

@@ -26,9 +26,12 @@ __all__ = [
     "TEMPLATE_PAD_MM",
     "TISSUE_NAMES",
     "distance_and_gradient",
+    "lesion_site_ok",
     "sample",
     "template_maps",
     "tissue_fractions",
+    "ventricle_growth_mm",
+    "ventricle_maps",
 ]
 
 # Head layers outside the brain mask, as distances from the brain surface in mm.
@@ -180,6 +183,94 @@ def template_maps() -> dict:
     }
 
 
+@functools.lru_cache(maxsize=1)
+def ventricle_maps() -> dict:
+    """Template maps for the anatomy variants (``atrophy``, ``ventricle_scale``) and the
+    deep vein models (cached per process).
+
+    Returns
+    -------
+    dict
+        ``mask`` (bool, lateral and third ventricles: CSF > 0.5 deeper than 8 mm in a
+        central box, components of >= 200 voxels), ``dist`` (float32 distance to the
+        ventricles, mm, 0 inside), ``volume_mm3`` (ventricular volume),
+        ``grow_dist`` (sorted distances of the brain voxels outside the ventricles, to
+        find the dilation that multiplies the volume), ``wall`` (voxel indices of
+        white matter 1-3 mm from the ventricles), ``gm_loss`` (float32: cortical grey
+        matter weighted by the nearness of sulcal/extra-cerebral CSF, 0-1; the grey
+        matter that atrophy removes first), all on the 1 mm template grid.
+    """
+    t = template_maps()
+    gm, wm, brain, aff = t["gm"], t["wm"], t["brain"], t["affine"]
+    csf = np.clip(brain - gm - wm, 0.0, 1.0)
+    ii, jj, kk = np.meshgrid(*[np.arange(n) for n in gm.shape], indexing="ij", sparse=True)
+    x = aff[0, 0] * ii + aff[0, 3]
+    y = aff[1, 1] * jj + aff[1, 3]
+    z = aff[2, 2] * kk + aff[2, 3]
+    step = _DISTANCE_STEP
+    pad = int(TEMPLATE_PAD_MM / step)
+    depth = -t["dist"][np.ix_(*[pad + np.arange(n) // step for n in gm.shape])]
+    box = (np.abs(x) < 32) & (y > -50) & (y < 35) & (z > -8) & (z < 38)
+    vent = (csf > 0.5) & (depth > 8) & box
+    lab, n_lab = ndi.label(vent)
+    sizes = np.bincount(lab.ravel(), minlength=n_lab + 1)
+    keep = sizes >= 200
+    keep[0] = False
+    vent = keep[lab]
+    dist = ndi.distance_transform_edt(~vent).astype(np.float32)  # 1 mm grid
+    outside = (brain > 0.5) & ~vent
+    grow_dist = np.sort(dist[outside])
+    wall = (dist >= 1.0) & (dist <= 3.0) & (wm > 0.5)
+    pial_csf = np.where(vent, 0.0, csf) + (1.0 - brain)
+    near_csf = np.clip(ndi.gaussian_filter(pial_csf.astype(np.float32), 1.0) / 0.25, 0, 1)
+    gm_loss = (gm * (1.0 - t["deep"]) * near_csf).astype(np.float32)
+    return {"mask": vent, "dist": dist, "volume_mm3": float(vent.sum()),
+            "grow_dist": grow_dist, "wall": np.argwhere(wall).astype(np.int16),
+            "gm_loss": gm_loss}
+
+
+def ventricle_growth_mm(ventricle_scale, atrophy=0.0):
+    """Dilation of the ventricles (template mm) that multiplies their volume by
+    ``ventricle_scale * (1 + atrophy)`` (0 when that is 1)."""
+    factor = float(ventricle_scale) * (1.0 + float(atrophy))
+    if factor <= 1.0:
+        return 0.0
+    v = ventricle_maps()
+    n_extra = int(round((factor - 1.0) * v["volume_mm3"]))
+    n_extra = min(max(n_extra, 1), len(v["grow_dist"]) - 1)
+    return float(v["grow_dist"][n_extra]) + 0.5
+
+
+def _variant_fractions(points_mm, gm, wm, deep, atrophy, grow_mm):
+    """GM (incl. deep), WM and deep-GM fractions after atrophy and ventricle growth."""
+    v = ventricle_maps()
+    t = template_maps()
+    if atrophy > 0:
+        loss = atrophy * sample(v["gm_loss"], t["inv_affine"], points_mm)
+        gm = gm - np.minimum(loss, np.maximum(gm - deep, 0.0))
+    if grow_mm > 0:
+        dv = sample(v["dist"], t["inv_affine"], points_mm, cval=1e3)
+        keep = 1.0 - np.clip(grow_mm - dv + 0.5, 0.0, 1.0)  # 1 mm partial-volume ramp
+        gm, wm, deep = gm * keep, wm * keep, deep * keep
+    return gm, wm, deep
+
+
+def lesion_site_ok(point_mm, radius_mm, atrophy=0.0, ventricle_scale=1.0):
+    """False when a lesion at a template point would reach the enlarged ventricles or
+    sit in tissue that atrophy turned into CSF (always True without the variants)."""
+    grow = ventricle_growth_mm(ventricle_scale, atrophy)
+    if atrophy <= 0 and grow <= 0:
+        return True
+    p = np.atleast_2d(np.asarray(point_mm, float))
+    t = template_maps()
+    if grow > 0 and sample(ventricle_maps()["dist"], t["inv_affine"], p, cval=1e3)[0] < \
+            grow + radius_mm + 1.0:
+        return False
+    _, gm, wm, _, deep = _sample_brain(p)
+    gm, wm, _ = _variant_fractions(p, gm, wm, deep, atrophy, grow)
+    return bool(gm[0] + wm[0] >= 0.7)
+
+
 def sample(volume, inv_affine, points_mm, order=1, cval=0.0):
     """Sample ``volume`` at (N, 3) mm points (linear interpolation), float32."""
     vox = apply_affine(inv_affine, points_mm)
@@ -225,7 +316,8 @@ def _sample_brain(points_mm):
     return d, gm, wm, br, deep
 
 
-def tissue_fractions(xfm, affine, shape, voxel_size, include_head):
+def tissue_fractions(xfm, affine, shape, voxel_size, include_head, atrophy=0.0,
+                     ventricle_scale=1.0):
     """Partial-volume fraction of each compartment on a scanner grid.
 
     Parameters
@@ -239,6 +331,9 @@ def tissue_fractions(xfm, affine, shape, voxel_size, include_head):
         mm, stored order (the head layer ramps are one smallest voxel wide).
     include_head : bool
         Add extra-cerebral CSF, skull and scalp layers.
+    atrophy, ventricle_scale : float
+        Anatomy variants (see :class:`~.config.PhantomConfig`): grey matter near sulcal
+        CSF and periventricular tissue become CSF.
 
     Returns
     -------
@@ -251,12 +346,15 @@ def tissue_fractions(xfm, affine, shape, voxel_size, include_head):
     step = max(1, int(2_000_000 // (shape[1] * shape[2])))
     fracs = {n: np.zeros(shape, np.float32) for n in TISSUE_NAMES}
     brain_p = np.zeros(shape, np.float32)
-    width = float(min(voxel_size))
+    width = float(min(voxel_size)) / xfm.scale  # template mm
+    grow_mm = ventricle_growth_mm(ventricle_scale, atrophy)
     for s0 in range(0, n0, step):
         sl = slice(s0, min(n0, s0 + step))
         m = xfm.scanner_to_template(grid_points(affine, shape, sl), exact=False)
         sub_shape = (sl.stop - sl.start,) + shape[1:]
         d, gm, wm, br, deep = _sample_brain(m)
+        if atrophy > 0 or grow_mm > 0:
+            gm, wm, deep = _variant_fractions(m, gm, wm, deep, atrophy, grow_mm)
         del m
         csf = np.clip(br - gm - wm, 0, 1)
         fracs["gm"][sl] = (gm - deep).reshape(sub_shape)

@@ -141,7 +141,9 @@ def _write_scanner_swi(ph, anat, prefix, common):
     """Scanner ``_swi`` and ``_minIP`` images (8 mm slabs along the axis nearest B0)."""
     te = ph.echo_times_s[0]
     vox = ph.voxel_size
-    swi = scanner_swi(ph.magnitude[..., 0], ph.phase[..., 0], vox, ph.config.phase_sign)
+    swi = scanner_swi(ph.magnitude[..., 0], ph.phase[..., 0], vox, ph.config.phase_sign,
+                      power=ph.config.scanner_swi_power,
+                      sigma_mm=ph.config.scanner_swi_highpass_mm)
     slice_axis = int(np.argmax(np.abs(b0_direction(ph.affine))))
     save_nifti(swi, ph.affine, anat / f"{prefix}_swi.nii.gz")
     write_json({**common, "EchoTime": te, "ImageType": ["DERIVED", "PRIMARY", "M", "SWI"]},

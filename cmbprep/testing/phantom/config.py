@@ -8,7 +8,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["PROTOCOLS", "PhantomConfig"]
+__all__ = ["PROTOCOLS", "VEIN_MODELS", "PhantomConfig"]
+
+#: Vein network models (``PhantomConfig.vein_model``; see :mod:`.veins`).
+VEIN_MODELS = ("surface_walk", "dense_medullary", "tree", "tortuous_segments")
 
 #: Acquisition presets. ``voxel_size_mm`` is (read, phase, slice) in mm.
 PROTOCOLS: dict[str, dict] = {
@@ -65,7 +68,21 @@ class PhantomConfig:
         medullary veins crossing slices). When > 0, the internal cerebral veins and the
         superior sagittal sinus are added.
     vein_radius_mm : (float, float)
-        Range of vein radii, mm.
+        Range of vein radii, mm (``surface_walk``; the other models use it for their
+        cortical veins only and have their own documented ranges).
+    vein_model : str
+        Vein network model, one of :data:`VEIN_MODELS`. ``"surface_walk"``: the
+        cortical/medullary network described under ``n_veins``. ``"dense_medullary"``:
+        about ``8 * n_veins`` thin (radius 0.1-0.35 mm), short (8-25 mm), slightly
+        curved medullary veins fanning out from the ventricle walls and deep white
+        matter at all angles to B0, plus subependymal veins (radius 0.25-0.5 mm) and a
+        few cortical veins. ``"tree"``: about ``n_veins / 2`` branching trees (root
+        radius 0.4-0.75 mm, daughters about 0.79 of the parent radius down to 0.1 mm,
+        random branch angles, per-tree tortuosity) through white matter and cortex.
+        ``"tortuous_segments"``: about ``6 * n_veins`` short (3-12 mm), strongly curved
+        segments, loops and coils (radius 0.1-0.6 mm) in white matter, deep grey
+        matter, the insula and the corpus callosum region, plus cortical veins. All
+        models add the internal cerebral veins and the superior sagittal sinus.
     venous_dchi_ppm : float
         Susceptibility of venous blood relative to tissue, ppm.
     noise_level : float
@@ -80,6 +97,21 @@ class PhantomConfig:
     phase_sign : int
         +1: a positive field shift (paramagnetic) gives a positive phase;
         -1: the opposite handedness.
+    gibbs_ringing : bool
+        Truncation artefact: the complex signal of each echo (before noise) is cut to
+        the central part of k-space along the two in-plane axes (read, phase) with a
+        sharp window, so edges ring (sinc overshoot). The kept fraction, between
+        1/1.5 and 1/1.25 of k-space per axis, is drawn from the acquisition seed.
+    motion_blur_mm : float
+        Slight motion during the scan: the complex signal of each echo (before noise)
+        is the weighted average of copies of the image shifted by rigid sub-voxel
+        translations (up to this length, mm; linear interpolation), drawn from the
+        acquisition seed. 0: off.
+    scanner_swi_power : int
+        Power of the negative phase mask of the scanner SWI written for
+        ``input_kind="swi"``.
+    scanner_swi_highpass_mm : float
+        Gaussian sigma (mm) of the homodyne high-pass filter of that scanner SWI.
     random_affine : bool
         Random head pose and acquisition orientation.
     max_rotation_deg, max_translation_mm : float
@@ -91,6 +123,17 @@ class PhantomConfig:
         Random permutation and flips of the stored array axes.
     deformation_mm : float
         Peak magnitude of a smooth nonlinear deformation of the anatomy, mm (0: off).
+    brain_scale : float
+        Isotropic scale of the whole anatomy (head, brain, veins, lesion positions)
+        about the brain centre; 1: the template size (brain volume scales with the
+        cube). Lesion ``mni_*`` truth stays in template coordinates.
+    atrophy : float
+        Cortical atrophy, 0-1 (0: off): up to this fraction of the grey matter near
+        sulcal/surface CSF becomes CSF (widened sulci, thinner cortex); the ventricles
+        also grow (volume factor ``1 + atrophy``, on top of ``ventricle_scale``).
+    ventricle_scale : float
+        Enlarged lateral/third ventricles, 1-2 (1: off): periventricular tissue becomes
+        CSF so that the ventricular volume grows by about this factor.
     include_head : bool
         Add extra-cerebral CSF, skull, scalp and surrounding air.
     include_t1w : bool
@@ -117,18 +160,26 @@ class PhantomConfig:
     min_lesion_spacing_mm: float = 10.0
     n_veins: int = 30
     vein_radius_mm: tuple[float, float] = (0.3, 1.0)
+    vein_model: str = "surface_walk"
     venous_dchi_ppm: float = 0.40
     noise_level: float = 0.02
     bias_strength: float = 0.2
     background_field_ppm: float = 0.3
     phase_offset: bool = True
     phase_sign: int = 1
+    gibbs_ringing: bool = False
+    motion_blur_mm: float = 0.0
+    scanner_swi_power: int = 4
+    scanner_swi_highpass_mm: float = 4.0
     random_affine: bool = True
     max_rotation_deg: float = 15.0
     max_translation_mm: float = 10.0
     max_oblique_deg: float = 10.0
     random_storage_order: bool = True
     deformation_mm: float = 0.0
+    brain_scale: float = 1.0
+    atrophy: float = 0.0
+    ventricle_scale: float = 1.0
     include_head: bool = True
     include_t1w: bool = False
     t1w_voxel_size_mm: float = 1.0
@@ -152,6 +203,15 @@ class PhantomConfig:
             raise ValueError(f"echo_times_s must be positive: {self.echo_times_s}")
         if self.phase_sign not in (1, -1):
             raise ValueError(f"phase_sign must be +1 or -1, got {self.phase_sign}")
+        if self.vein_model not in VEIN_MODELS:
+            raise ValueError(f"unknown vein_model {self.vein_model!r}; choose from "
+                             f"{VEIN_MODELS}")
+        if not 0.5 <= self.brain_scale <= 2.0:
+            raise ValueError(f"brain_scale must be in [0.5, 2]: {self.brain_scale}")
+        if not 0.0 <= self.atrophy <= 1.0:
+            raise ValueError(f"atrophy must be in [0, 1]: {self.atrophy}")
+        if not 1.0 <= self.ventricle_scale <= 3.0:
+            raise ValueError(f"ventricle_scale must be in [1, 3]: {self.ventricle_scale}")
 
     def to_dict(self) -> dict:
         """JSON-serialisable dict of all parameters."""

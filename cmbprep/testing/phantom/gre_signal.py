@@ -2,12 +2,18 @@
 
 Combines the decay-weighted proton density, the tissue, background and lesion fields,
 intra-voxel and venous dephasing, a smooth receive phase offset and bias, and complex
-Gaussian noise. Assembled in chunks along array axis 0 to bound memory.
+Gaussian noise. Assembled in chunks along array axis 0 to bound memory. Optional
+acquisition artefacts (``motion_blur_mm``, ``gibbs_ringing``) act on the whole complex
+image of each echo before the noise is added.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import scipy.fft
+from scipy import ndimage as ndi
+
+from cmbprep.algorithms.arrays import b0_direction
 
 from .geometry import shifted_affine
 from .physics import GAMMA_RAD, sinc_half, wrap
@@ -25,6 +31,61 @@ def _receive_chain(acq_seed, brain_centre_mm):
     ph0_const = float(np.random.default_rng([int(acq_seed), 5]).uniform(-np.pi, np.pi))
     rng_noise = np.random.default_rng([int(acq_seed), 6])
     return bg_fn, ph0_fn, bias_fn, ph0_const, rng_noise
+
+
+def _motion_positions(affine, max_mm, rng, n_pos=4):
+    """Dwell fractions and voxel shifts of ``n_pos`` head positions: the reference
+    position and rigid translations up to ``max_mm`` (mm) in random directions."""
+    weights = rng.dirichlet(np.ones(n_pos))
+    to_vox = np.linalg.inv(np.asarray(affine, float)[:3, :3])
+    shifts = [np.zeros(3)]
+    for _ in range(n_pos - 1):
+        direction = rng.normal(size=3)
+        shifts.append(to_vox @ (direction / np.linalg.norm(direction)
+                                * rng.uniform(0.0, max_mm)))
+    return weights, shifts
+
+
+def _motion_blur(sig, weights, shifts):
+    """Weighted average of copies of the complex image ``sig`` shifted by ``shifts``
+    (voxels, linear interpolation)."""
+    out = np.complex64(weights[0]) * sig
+    for w, shift in zip(weights[1:], shifts[1:]):
+        for part, unit in ((sig.real, 1.0), (sig.imag, 1j)):
+            out += np.complex64(w * unit) * ndi.shift(part, shift, order=1, mode="nearest")
+    return out
+
+
+def _gibbs_window(shape, slice_axis, rng):
+    """Sharp k-space window keeping the central ``frac`` of k-space along the two
+    in-plane axes (``frac`` uniform in [1/1.5, 1/1.25], stream ``[seed, 7]``)."""
+    frac = rng.uniform(1.0 / 1.5, 1.0 / 1.25)
+    window = np.ones(shape, np.float32)
+    for a, n in enumerate(shape):
+        if a == slice_axis:
+            continue
+        keep = (np.abs(np.fft.fftfreq(n)) <= 0.5 * frac).astype(np.float32)
+        window *= keep.reshape([-1 if b == a else 1 for b in range(len(shape))])
+    return window
+
+
+def _apply_artefacts(clean, cfg, affine, acq_seed):
+    """Motion blur then k-space truncation of each echo of ``clean`` (E, X, Y, Z), in
+    place. The slice axis is the array axis nearest B0 (the oblique tilt is small)."""
+    slice_axis = int(np.argmax(np.abs(b0_direction(affine))))
+    if cfg.motion_blur_mm > 0:
+        weights, shifts = _motion_positions(affine, float(cfg.motion_blur_mm),
+                                            np.random.default_rng([int(acq_seed), 8]))
+        for e in range(clean.shape[0]):  # the same motion for every echo
+            clean[e] = _motion_blur(clean[e], weights, shifts)
+    if cfg.gibbs_ringing:
+        window = _gibbs_window(clean.shape[1:], slice_axis,
+                               np.random.default_rng([int(acq_seed), 7]))
+        axes = [a for a in range(3) if a != slice_axis]
+        for e in range(clean.shape[0]):
+            k = scipy.fft.fftn(clean[e], axes=axes)
+            k *= window
+            clean[e] = scipy.fft.ifftn(k, axes=axes)
 
 
 def _lesion_overlaps(lesions, inner, inner_shape):
@@ -92,6 +153,18 @@ def acquire(cfg, field, s_mag, vein_frac_sin2, lesions, grid, tes, acq_seed, sig
     gamma_b0 = GAMMA_RAD * float(cfg.field_strength_t) * 1e-6  # rad / s / ppm
     dw_vein = np.float32(gamma_b0 * abs(cfg.venous_dchi_ppm) / 2.0)
     out_step = max(1, int(1_000_000 // max(1, crop_shape[1] * crop_shape[2])))
+    artefacts = bool(cfg.gibbs_ringing) or cfg.motion_blur_mm > 0
+    # with artefacts: the noise-free complex signal of the output FOV, (E, X, Y, Z)
+    clean = np.empty((n_echo,) + crop_shape, np.complex64) if artefacts else None
+    chunks = []
+
+    def add_noise_and_store(sig, out_sl, inner_shape, e):
+        if sigma > 0:
+            noise = rng_noise.standard_normal(inner_shape + (2,), dtype=np.float32)
+            sig += np.float32(1000.0 * sigma) * (noise[..., 0] + 1j * noise[..., 1])
+        mag[out_sl + (e,)] = np.abs(sig)
+        pha[out_sl + (e,)] = wrap(np.angle(sig))
+
     for a0 in range(crop[0].start, crop[0].stop, out_step):
         inner = (slice(a0, min(crop[0].stop, a0 + out_step)), crop[1], crop[2])
         halo = tuple(slice(max(0, q.start - 1), min(n, q.stop + 1)) for q, n in zip(inner, shape))
@@ -109,13 +182,18 @@ def acquire(cfg, field, s_mag, vein_frac_sin2, lesions, grid, tes, acq_seed, sig
                                                                                inner_shape))
         centre, overlaps = _lesion_overlaps(lesions, inner, inner_shape)
         field_out[out_sl] = tf + centre
+        chunks.append((out_sl, inner_shape))
         for e, te in enumerate(tes):
             sig = _echo_signal(e, te, tf, grads, s_mag[e][inner], vein_frac_sin2[inner], bias,
                                ph0, overlaps, cfg, dw_vein, gamma_b0)
-            if sigma > 0:
-                noise = rng_noise.standard_normal(inner_shape + (2,), dtype=np.float32)
-                sig += np.float32(1000.0 * sigma) * (noise[..., 0] + 1j * noise[..., 1])
-            mag[out_sl + (e,)] = np.abs(sig)
-            pha[out_sl + (e,)] = wrap(np.angle(sig))
+            if artefacts:
+                clean[(e,) + out_sl] = sig
+            else:
+                add_noise_and_store(sig, out_sl, inner_shape, e)
         del grads, tf, ph0, bias
+    if artefacts:
+        _apply_artefacts(clean, cfg, affine, acq_seed)
+        for out_sl, inner_shape in chunks:  # same noise draws (order) as without artefacts
+            for e in range(n_echo):
+                add_noise_and_store(clean[(e,) + out_sl].copy(), out_sl, inner_shape, e)
     return mag, pha, field_out

@@ -13,18 +13,22 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from .anatomy import template_maps
+from .anatomy import lesion_site_ok, template_maps
 from .geometry import apply_affine
 from .physics import GAMMA_RAD, sphere_field_ppm
 
-__all__ = ["TRUTH_COLUMNS", "LesionSignal", "in_field_of_view", "lesion_signal",
-           "place_lesions"]
+__all__ = ["THIN_VEIN_CLEARANCE_MM", "THIN_VEIN_RADIUS_MM", "TRUTH_COLUMNS", "LesionSignal",
+           "in_field_of_view", "lesion_signal", "place_lesions"]
 
 #: Column order of the truth table (before ``lesion_id``).
 TRUTH_COLUMNS = [
     "kind", "x", "y", "z", "i", "j", "k", "mni_x", "mni_y", "mni_z", "radius_mm",
     "dchi_ppm", "apparent_diameter_mm", "min_relative_signal", "mars_category"]
 _CATEGORIES = ("lobar", "deep", "infratentorial")
+#: Veins thinner than this (radius, mm) need a lesion clearance of only
+#: :data:`THIN_VEIN_CLEARANCE_MM` (instead of 4 mm) beyond the lesion radius.
+THIN_VEIN_RADIUS_MM = 0.3
+THIN_VEIN_CLEARANCE_MM = 1.5
 
 
 def in_field_of_view(point_sc, inv_affine, crop, margin=2):
@@ -42,7 +46,8 @@ def _lesion_specs(cfg):
     ] * cfg.n_calcifications
 
 
-def _draw_centre(category, radius, rng, centres, tree, xfm, fov_check, min_spacing):
+def _draw_centre(category, radius, rng, centres, tree, xfm, fov_check, min_spacing,
+                 thin_tree=None, site_check=None):
     """A template mm centre in ``category`` (up to 500 attempts), or None."""
     t = template_maps()
     candidates = t["regions"][category]
@@ -53,14 +58,22 @@ def _draw_centre(category, radius, rng, centres, tree, xfm, fov_check, min_spaci
             continue
         if tree is not None and tree.query(m)[0] < radius + 4.0:
             continue
+        if thin_tree is not None and thin_tree.query(m)[0] < radius + THIN_VEIN_CLEARANCE_MM:
+            continue
+        if site_check is not None and not site_check(m, radius):
+            continue
         if not fov_check(xfm.template_to_scanner(m[None])[0]):
             continue
         return m
     return None
 
 
-def place_lesions(cfg, rng, vein_points, xfm, fov_check) -> list[dict]:
-    """Lesion centres in template space, away from each other and from veins.
+def place_lesions(cfg, rng, vein_points, xfm, fov_check,
+                  thin_vein_points=None) -> list[dict]:
+    """Lesion centres in template space, away from each other and from veins (lesion
+    radius + 4 mm from ``vein_points``, + :data:`THIN_VEIN_CLEARANCE_MM` from
+    ``thin_vein_points``) and, with ``atrophy`` or ``ventricle_scale``, away from the
+    tissue that became CSF (:func:`~.anatomy.lesion_site_ok`).
 
     Each lesion draws its radius, susceptibility and MARS category (CMBs from
     ``cmb_location_weights``, calcifications 70 % deep); when that category cannot hold
@@ -75,6 +88,13 @@ def place_lesions(cfg, rng, vein_points, xfm, fov_check) -> list[dict]:
     from scipy.spatial import cKDTree
 
     tree = cKDTree(vein_points) if len(vein_points) else None
+    thin_tree = (cKDTree(thin_vein_points)
+                 if thin_vein_points is not None and len(thin_vein_points) else None)
+
+    def site_check(m, radius):
+        return lesion_site_ok(m, radius, cfg.atrophy, cfg.ventricle_scale)
+
+    check = site_check if cfg.atrophy > 0 or cfg.ventricle_scale > 1 else None
     rows = []
     centres: list[np.ndarray] = []
     weights = {k: float(v) for k, v in cfg.cmb_location_weights.items() if v > 0}
@@ -88,7 +108,7 @@ def place_lesions(cfg, rng, vein_points, xfm, fov_check) -> list[dict]:
             rng.choice(["deep", "lobar"], p=[0.7, 0.3]))
         for category in [drawn] + [c for c in _CATEGORIES if c != drawn]:
             m = _draw_centre(category, radius, rng, centres, tree, xfm, fov_check,
-                             cfg.min_lesion_spacing_mm)
+                             cfg.min_lesion_spacing_mm, thin_tree, check)
             if m is not None:
                 break
         if m is None:

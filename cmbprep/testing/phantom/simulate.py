@@ -20,7 +20,13 @@ from .config import PhantomConfig
 from .geometry import shifted_affine
 from .grid import acquisition_frame, acquisition_grid
 from .gre_signal import acquire
-from .lesions import TRUTH_COLUMNS, in_field_of_view, lesion_signal, place_lesions
+from .lesions import (
+    THIN_VEIN_RADIUS_MM,
+    TRUTH_COLUMNS,
+    in_field_of_view,
+    lesion_signal,
+    place_lesions,
+)
 from .physics import (
     air_referenced,
     noise_sigma,
@@ -113,7 +119,8 @@ def _tissue_maps(cfg, xfm, grid, veins_sc, tes) -> _TissueMaps:
     """Compartment fractions on the simulation grid, reduced to susceptibility,
     decay-weighted proton density and masks."""
     fracs, brain_p = tissue_fractions(xfm, grid.affine, grid.shape, grid.voxel_size,
-                                      cfg.include_head)
+                                      cfg.include_head, atrophy=cfg.atrophy,
+                                      ventricle_scale=cfg.ventricle_scale)
     vein_frac, vein_frac_sin2 = add_veins(fracs, veins_sc, grid.inv_affine, grid.shape,
                                           grid.voxel_size)
     chi = susceptibility(fracs, cfg.venous_dchi_ppm)
@@ -131,14 +138,19 @@ def _tissue_maps(cfg, xfm, grid, veins_sc, tes) -> _TissueMaps:
 
 def _lesions(cfg, rng, veins, xfm, field, grid, tes):
     """Place the lesions (away from veins, inside the output FOV) and simulate their
-    signal; their far fields are added to ``field`` in place."""
-    vein_pts = (np.concatenate([resample_polyline(p, 0.5) for p, _ in veins])
-                if veins else np.zeros((0, 3)))
+    signal; their far fields are added to ``field`` in place. Thin veins (radius below
+    :data:`THIN_VEIN_RADIUS_MM`) only need a smaller clearance."""
+    thick = [p for p, r in veins if r >= THIN_VEIN_RADIUS_MM]
+    thin = [p for p, r in veins if r < THIN_VEIN_RADIUS_MM]
+    vein_pts = (np.concatenate([resample_polyline(p, 0.5) for p in thick])
+                if thick else np.zeros((0, 3)))
+    thin_pts = (np.concatenate([resample_polyline(p, 0.5) for p in thin])
+                if thin else np.zeros((0, 3)))
 
     def in_fov(point_sc):
         return in_field_of_view(point_sc, grid.inv_affine, grid.crop)
 
-    placed = place_lesions(cfg, rng, vein_pts, xfm, in_fov)
+    placed = place_lesions(cfg, rng, vein_pts, xfm, in_fov, thin_vein_points=thin_pts)
     return [lesion_signal(les, xfm, field, grid, tes, float(cfg.field_strength_t),
                           cfg.phase_sign, cfg.lesion_subvoxel_mm) for les in placed]
 
@@ -191,7 +203,8 @@ def simulate_subject(config: PhantomConfig | None = None, seed: int = 0,
     grid = acquisition_grid(cfg, xfm, frame, perm)
     crop = grid.crop
 
-    veins = cached_veins(int(seed), int(cfg.n_veins), tuple(cfg.vein_radius_mm))
+    veins = cached_veins(int(seed), int(cfg.n_veins), tuple(cfg.vein_radius_mm),
+                         cfg.vein_model)
     veins_sc = [(xfm.template_to_scanner(p), r) for p, r in veins]
     maps = _tissue_maps(cfg, xfm, grid, veins_sc, tes)
     field = tissue_field(maps.chi_fft, grid.affine, grid.voxel_size, maps.brain_mask)

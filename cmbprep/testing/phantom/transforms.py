@@ -1,7 +1,9 @@
 """Subject transform between template and scanner space: head pose and deformation.
 
-Template mm ``m`` map to scanner mm ``x = R (m + u(m)) + t``: ``R, t`` is the random
-head pose (acquisition seed), ``u`` an optional smooth deformation (anatomy seed).
+Template mm ``m`` map to scanner mm ``x = R (c + s (m + u(m) - c)) + t``: ``R, t`` is the
+random head pose (acquisition seed), ``u`` an optional smooth deformation (anatomy seed),
+``s`` an optional isotropic scale of the anatomy (``brain_scale``) about the brain centre
+``c`` (:data:`SCALE_CENTRE_MNI`).
 """
 
 from __future__ import annotations
@@ -13,11 +15,15 @@ from .anatomy import TEMPLATE_PAD_MM, template_maps
 from .geometry import apply_affine, rotation_matrix
 from .smooth_field import SmoothField
 
-__all__ = ["TemplateTransform", "subject_transform"]
+__all__ = ["SCALE_CENTRE_MNI", "TemplateTransform", "subject_transform"]
+
+#: Template mm point about which ``brain_scale`` scales the anatomy (the brain centre).
+SCALE_CENTRE_MNI = (0.0, -18.0, 8.0)
 
 
 class TemplateTransform:
-    """Template -> scanner: ``x = R (m + u(m)) + t`` with a smooth displacement ``u``.
+    """Template -> scanner: ``x = R (c + s (m + u(m) - c)) + t`` with a smooth displacement
+    ``u`` and an isotropic scale ``s`` about ``c`` = :data:`SCALE_CENTRE_MNI`.
 
     Parameters
     ----------
@@ -29,12 +35,16 @@ class TemplateTransform:
         Voxel to template mm of the displacement grid.
     inverse_displacement : array like ``displacement``, optional
         Approximate inverse (computed when not given).
+    scale : float
+        Isotropic scale of the anatomy (1: none).
     """
 
     def __init__(self, rotation, translation, displacement=None, disp_affine=None,
-                 inverse_displacement=None):
+                 inverse_displacement=None, scale=1.0):
         self.rotation = np.asarray(rotation, float)
         self.translation = np.asarray(translation, float)
+        self.scale = float(scale)
+        self._centre = np.asarray(SCALE_CENTRE_MNI, float)
         self.displacement = displacement  # (3, nx, ny, nz) float32 on a coarse grid, mm
         self.disp_affine = disp_affine
         self.disp_inv_affine = None if disp_affine is None else np.linalg.inv(disp_affine)
@@ -62,6 +72,8 @@ class TemplateTransform:
         m = np.atleast_2d(np.asarray(points_mm, float))
         if self.displacement is not None:
             m = m + self._u(self.displacement, m)
+        if self.scale != 1.0:
+            m = self._centre + self.scale * (m - self._centre)
         fwd = np.eye(4)
         fwd[:3, :3], fwd[:3, 3] = self.rotation, self.translation
         return apply_affine(fwd, m)
@@ -73,6 +85,8 @@ class TemplateTransform:
         inv[:3, :3] = self.rotation.T
         inv[:3, 3] = -self.rotation.T @ self.translation
         y = apply_affine(inv, np.atleast_2d(np.asarray(points_mm, float)))
+        if self.scale != 1.0:
+            y = self._centre + (y - self._centre) / self.scale
         if self.displacement is None:
             return y
         m = y + self._u(self.inverse_displacement, y)
@@ -117,7 +131,9 @@ def _deformation(cfg, rng):
 
 def subject_transform(cfg, rng_anatomy, rng_acquisition) -> TemplateTransform:
     """Template <-> scanner transform of one scan: the deformation is drawn from the
-    anatomy stream, the head pose from the acquisition stream."""
+    anatomy stream, the head pose from the acquisition stream; ``brain_scale`` scales the
+    anatomy (no random draw)."""
     displacement, disp_affine = _deformation(cfg, rng_anatomy)
     rotation, translation = _head_pose(cfg, rng_acquisition)
-    return TemplateTransform(rotation, translation, displacement, disp_affine)
+    return TemplateTransform(rotation, translation, displacement, disp_affine,
+                             scale=cfg.brain_scale)

@@ -1,9 +1,20 @@
 """Vein network: centre lines in template space and venous volume fractions on a grid.
 
-Cortical veins (with branches) walk along the brain surface, medullary veins run
-straight and radially through deep white matter; the internal cerebral veins and the
-superior sagittal sinus are added. Centre lines depend on the anatomy seed only and are
-cached. :func:`vein_fractions` splats vessel cross sections onto a scanner grid.
+Vein models (``PhantomConfig.vein_model``, :data:`~.config.VEIN_MODELS`):
+
+* ``"surface_walk"`` (default): cortical veins (with branches) walk along the brain
+  surface, medullary veins run straight and radially through deep white matter.
+* ``"dense_medullary"``: many thin, short, slightly curved medullary veins fanning out
+  from the ventricle walls and deep white matter at all angles to B0, subependymal
+  veins along the ventricles and a few cortical veins.
+* ``"tree"``: branching venous trees (Murray-like radius ratios) through white matter
+  and cortex, tortuosity varying per tree.
+* ``"tortuous_segments"``: many short, strongly curved segments, loops and coils in
+  white matter, deep grey matter, insula and corpus callosum, plus cortical veins.
+
+All models add the internal cerebral veins and the superior sagittal sinus. Centre lines
+depend on the anatomy seed and the vein parameters only and are cached.
+:func:`splat_veins` splats vessel cross sections onto a scanner grid.
 """
 
 from __future__ import annotations
@@ -12,8 +23,8 @@ import functools
 
 import numpy as np
 
-from .anatomy import distance_and_gradient, template_maps
-from .config import PhantomConfig
+from .anatomy import distance_and_gradient, sample, template_maps, ventricle_maps
+from .config import VEIN_MODELS, PhantomConfig
 from .geometry import apply_affine
 
 __all__ = ["add_veins", "cached_veins", "generate_veins", "resample_polyline",
@@ -98,12 +109,210 @@ def _large_veins(r_hi, rng):
     return veins
 
 
+# --- alternative vein models (domain randomisation) ------------------------------------
+
+def _unit(v):
+    v = np.asarray(v, float)
+    return v / max(float(np.linalg.norm(v)), 1e-9)
+
+
+def _inside(pts):
+    """Truncate a centre line at its first point outside the brain (deeper than 0.5 mm)
+    or inside the ventricles; empty when it starts outside."""
+    t = template_maps()
+    dist, _ = distance_and_gradient(pts)
+    dv = sample(ventricle_maps()["dist"], t["inv_affine"], pts, cval=1e3)
+    bad = np.flatnonzero((dist > -0.5) | (dv < 0.5))
+    return pts if not len(bad) else pts[:bad[0]]
+
+
+def _free_walk(start, direction, length, rng, step=1.0, wiggle=0.1):
+    """Smooth random curve of ``length`` mm (persistent direction plus ``wiggle``),
+    truncated where it leaves the brain or enters the ventricles."""
+    n = max(2, int(np.ceil(length / step)))
+    noise = rng.normal(size=(n, 3))
+    pts = np.empty((n + 1, 3))
+    pts[0] = start
+    d = _unit(direction)
+    for i in range(n):
+        d = _unit(d + wiggle * noise[i])
+        pts[i + 1] = pts[i] + step * d
+    return _inside(pts)
+
+
+def _points(idx, rng, n):
+    """``n`` random template mm points (jittered by +-0.5 mm) from voxel indices."""
+    t = template_maps()
+    pick = idx[rng.integers(len(idx), size=n)]
+    return apply_affine(t["affine"], pick.astype(float)) + rng.uniform(-0.5, 0.5, (n, 3))
+
+
+@functools.lru_cache(maxsize=1)
+def _region_indices() -> dict:
+    """Template voxel indices of white matter (> 4 mm deep), the insular cortex and the
+    corpus callosum region (coordinate boxes on the ICBM152 maps)."""
+    t = template_maps()
+    gm, wm, aff = t["gm"], t["wm"], t["affine"]
+    ii, jj, kk = np.meshgrid(*[np.arange(n) for n in gm.shape], indexing="ij", sparse=True)
+    x = aff[0, 0] * ii + aff[0, 3]
+    y = aff[1, 1] * jj + aff[1, 3]
+    z = aff[2, 2] * kk + aff[2, 3]
+    vent_far = ventricle_maps()["dist"] > 1.5
+    wm_mask = (wm > 0.7) & vent_far & (z > -25)
+    insula = ((gm + wm > 0.6) & (np.abs(x) > 30) & (np.abs(x) < 44) & (y > -28) & (y < 22)
+              & (z > -12) & (z < 22))
+    cc = (wm > 0.7) & (np.abs(x) < 14) & (y > -42) & (y < 32) & (z > 5) & (z < 32) & vent_far
+
+    def idx(mask):
+        return np.argwhere(mask).astype(np.int16)
+
+    return {"wm": idx(wm_mask), "insula": idx(insula), "cc": idx(cc)}
+
+
+def _dense_medullary(n_veins, r_lo, r_hi, rng):
+    """``8 * n_veins`` thin medullary veins (radius 0.1-0.35 mm, 8-25 mm) fanning out from
+    the ventricle walls and deep white matter, 30 % of them close to B0 (template z);
+    ``max(4, n_veins // 3)`` subependymal veins (radius 0.25-0.5 mm, 10-30 mm) along the
+    ventricles; ``max(2, n_veins // 5)`` cortical veins (``vein_radius_mm``)."""
+    t = template_maps()
+    wall = ventricle_maps()["wall"]
+    veins = []
+    n_med = 8 * n_veins
+    from_wall = rng.random(n_med) < 0.5
+    starts = np.where(from_wall[:, None], _points(wall, rng, n_med),
+                      _points(t["wm_deep"], rng, n_med))
+    _, grads = distance_and_gradient(starts)
+    for start, grad in zip(starts, grads):
+        out = _unit(grad)  # towards the cortex
+        if rng.random() < 0.3:  # through-plane: close to B0
+            direction = np.array([0.0, 0.0, 1.0 if out[2] >= 0 else -1.0])
+            direction = direction + 0.35 * rng.normal(size=3)
+        else:
+            direction = out + 0.8 * rng.normal(size=3)
+        pts = _free_walk(start, direction, rng.uniform(8.0, 25.0), rng, step=1.0,
+                         wiggle=rng.uniform(0.03, 0.12))
+        veins.append((pts, rng.uniform(0.1, 0.35)))
+    for start in _points(wall, rng, max(4, n_veins // 3)):  # subependymal veins
+        direction = np.array([rng.uniform(-0.3, 0.3), rng.choice([-1.0, 1.0]),
+                              rng.uniform(-0.3, 0.3)])
+        pts = _free_walk(start, direction, rng.uniform(10.0, 30.0), rng, step=1.0,
+                         wiggle=0.08)
+        veins.append((pts, rng.uniform(0.25, 0.5)))
+    veins += _cortical_veins(max(2, n_veins // 5), r_lo, r_hi, rng)
+    return [(p, r) for p, r in veins if len(p) >= 2]
+
+
+def _rotate_away(d, angle, rng):
+    """Unit vector at ``angle`` (rad) from ``d``, about a random perpendicular axis."""
+    perp = _unit(np.cross(d, rng.normal(size=3)))
+    return _unit(np.cos(angle) * d + np.sin(angle) * perp)
+
+
+def _trees(n_veins, rng, max_segments=48):
+    """``max(1, round(n_veins / 2))`` venous trees. Root radius 0.4-0.75 mm; each segment
+    (4-10 mm + 12 mm per mm radius) splits into two daughters with
+    ``r1^3 + r2^3 = r^3`` (ratio r2/r1 0.5-1, so 0.79 r for a symmetric split) at
+    25-75 deg from the parent direction, down to 0.1 mm radius (at most ``max_segments``
+    per tree). 60 % of the trees start at the cortex and grow inwards, 40 % start at the
+    ventricle walls and grow outwards; tortuosity (wiggle 0.02-0.4) varies per tree."""
+    t = template_maps()
+    wall = ventricle_maps()["wall"]
+    veins = []
+    for _ in range(max(1, round(n_veins / 2))):
+        wiggle = rng.uniform(0.02, 0.4)
+        if rng.random() < 0.6:
+            start = _points(t["surface"], rng, 1)[0]
+            sign = -1.0
+        else:
+            start = _points(wall, rng, 1)[0]
+            sign = 1.0
+        _, grad = distance_and_gradient(start[None])
+        queue = [(start, _unit(sign * _unit(grad[0]) + 0.5 * rng.normal(size=3)),
+                  rng.uniform(0.4, 0.75))]
+        n_seg = 0
+        while queue and n_seg < max_segments:
+            p, d, r = queue.pop(0)  # breadth first: thick segments first
+            pts = _free_walk(p, d, rng.uniform(4.0, 10.0) + 12.0 * r, rng, step=0.5,
+                             wiggle=wiggle)
+            if len(pts) < 2:
+                continue
+            veins.append((pts, r))
+            n_seg += 1
+            q = rng.uniform(0.5, 1.0)
+            r1 = r / (1.0 + q ** 3) ** (1.0 / 3.0)
+            end_dir = _unit(pts[-1] - pts[-2])
+            for rd in (r1, q * r1):
+                if rd >= 0.1:
+                    queue.append((pts[-1], _rotate_away(end_dir, np.deg2rad(
+                        rng.uniform(25.0, 75.0)), rng), rd))
+    return veins
+
+
+def _curly(length, rng):
+    """Centre line (relative to 0) of a loop/arc (40 %) or a coil (25 %) of ``length``
+    mm in a random orientation, or None (35 %: use a wiggly walk)."""
+    kind = rng.random()
+    if kind < 0.35:
+        return None
+    n = max(8, int(np.ceil(length / 0.3)))
+    if kind < 0.75:  # arc or loop of 180-400 deg
+        angle = rng.uniform(np.pi, 2.2 * np.pi)
+        rad = length / angle
+        s = np.linspace(0.0, angle, n)
+        local = np.stack([rad * np.cos(s), rad * np.sin(s),
+                          rng.uniform(-0.3, 0.3) * rad * s], -1)
+    else:  # coil (corkscrew)
+        rad = rng.uniform(0.5, 1.5)
+        pitch = rng.uniform(1.0, 3.0)
+        per_turn = np.hypot(2 * np.pi * rad, pitch)
+        s = np.linspace(0.0, 2 * np.pi * length / per_turn, n)
+        local = np.stack([rad * np.cos(s), rad * np.sin(s), pitch * s / (2 * np.pi)], -1)
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))  # random orientation
+    local = local @ q.T
+    return local - local[len(local) // 2]
+
+
+def _tortuous_segments(n_veins, r_lo, r_hi, rng):
+    """``6 * n_veins`` short (3-12 mm), strongly curved segments (wiggly walks, arcs,
+    loops, coils; radius 0.1-0.6 mm, thin ones more frequent) centred in white matter
+    (40 %), deep grey matter, the insula and the corpus callosum region (20 % each);
+    plus ``max(1, round(0.3 * n_veins))`` cortical veins (``vein_radius_mm``)."""
+    t = template_maps()
+    reg = _region_indices()
+    pools = [reg["wm"], t["regions"]["deep"], reg["insula"], reg["cc"]]
+    veins = []
+    for _ in range(6 * n_veins):
+        pool = pools[int(rng.choice(4, p=[0.4, 0.2, 0.2, 0.2]))]
+        centre = _points(pool, rng, 1)[0]
+        length = rng.uniform(3.0, 12.0)
+        radius = 0.1 + 0.5 * rng.random() ** 2
+        local = _curly(length, rng)
+        if local is None:
+            pts = _free_walk(centre, rng.normal(size=3), length, rng, step=0.4,
+                             wiggle=rng.uniform(0.4, 0.9))
+        else:
+            pts = _inside(centre + local)
+        if len(pts) >= 2:
+            veins.append((pts, radius))
+    return veins + _cortical_veins(max(1, round(0.3 * n_veins)), r_lo, r_hi, rng)
+
+
 def generate_veins(cfg: PhantomConfig, rng) -> list[tuple[np.ndarray, float]]:
-    """List of (points (N, 3) template mm, radius mm) vessel centre lines: about 60 %
-    of ``n_veins`` cortical, the rest medullary, plus the large veins."""
+    """List of (points (N, 3) template mm, radius mm) vessel centre lines of
+    ``cfg.vein_model`` plus the large veins. ``"surface_walk"``: about 60 % of
+    ``n_veins`` cortical, the rest medullary (see the module docstring and the private
+    model functions for the other models' counts and radii)."""
     if cfg.n_veins <= 0:
         return []
     r_lo, r_hi = cfg.vein_radius_mm
+    model = cfg.vein_model
+    if model != "surface_walk":
+        if model not in VEIN_MODELS:
+            raise ValueError(f"unknown vein_model {model!r}")
+        make = {"dense_medullary": _dense_medullary,
+                "tree": lambda n, lo, hi, g: _trees(n, g),
+                "tortuous_segments": _tortuous_segments}[model]
+        return make(cfg.n_veins, r_lo, r_hi, rng) + _large_veins(r_hi, rng)
     n_cortical = round(0.6 * cfg.n_veins)
     return (_cortical_veins(n_cortical, r_lo, r_hi, rng)
             + _medullary_veins(cfg.n_veins - n_cortical, r_lo, r_hi, rng)
@@ -111,10 +320,12 @@ def generate_veins(cfg: PhantomConfig, rng) -> list[tuple[np.ndarray, float]]:
 
 
 @functools.lru_cache(maxsize=8)
-def cached_veins(seed: int, n_veins: int, vein_radius_mm: tuple) -> tuple:
+def cached_veins(seed: int, n_veins: int, vein_radius_mm: tuple,
+                 vein_model: str = "surface_walk") -> tuple:
     """Vein centre lines of an anatomy seed (template space; random stream ``[seed, 0, 1]``),
     cached because they only depend on these arguments."""
-    cfg = PhantomConfig(n_veins=n_veins, vein_radius_mm=vein_radius_mm)
+    cfg = PhantomConfig(n_veins=n_veins, vein_radius_mm=vein_radius_mm,
+                        vein_model=vein_model)
     veins = generate_veins(cfg, np.random.default_rng([seed, 0, 1]))
     for pts, _ in veins:
         pts.setflags(write=False)
@@ -179,18 +390,32 @@ def splat_veins(veins_scanner, inv_affine, shape, vox_mm):
             continue
         sin2, u, w = _vessel_frame(pts)
         offsets, area = _cross_section(radius, vmin)
-        for (ou, ow, _), a in zip(offsets, area):
-            vox = apply_affine(inv_affine, pts + ou * u + ow * w)
+        offsets = np.asarray(offsets)
+        # cross-section samples in chunks (offset-major order, as one loop per offset)
+        chunk = max(1, 100_000 // len(pts))
+        for c0 in range(0, len(offsets), chunk):
+            ou = offsets[c0:c0 + chunk, 0, None, None]
+            ow = offsets[c0:c0 + chunk, 1, None, None]
+            weight = (area[c0:c0 + chunk] * ds / vvol)[:, None]
+            vox = apply_affine(inv_affine, pts + ou * u + ow * w)  # (n_off, n_pts, 3)
             base = np.floor(vox).astype(int)
             fr = vox - base
-            weight = a * ds / vvol
+            flat_c, weight_c, sin2_c = [], [], []
             for corner in np.ndindex(2, 2, 2):  # trilinear splatting
                 idx = base + np.array(corner)
-                cw = np.prod(np.where(np.array(corner), fr, 1 - fr), axis=1) * weight
-                ok = np.all((idx >= 0) & (idx < np.array(shape)), axis=1)
-                flat_all.append(np.ravel_multi_index(idx[ok].T, shape))
-                weight_all.append(cw[ok])
-                sin2_all.append(sin2[ok])
+                cw = np.prod(np.where(np.array(corner), fr, 1 - fr), axis=-1) * weight
+                ok = np.all((idx >= 0) & (idx < np.array(shape)), axis=-1)
+                flat_c.append(np.where(ok, np.ravel_multi_index(
+                    tuple(np.moveaxis(idx, -1, 0)), shape, mode="clip"), -1))
+                weight_c.append(cw)
+                sin2_c.append(np.broadcast_to(sin2, cw.shape))
+            # order: offset, corner, point
+            flat_c, weight_c, sin2_c = (np.stack(a, 1).ravel()
+                                        for a in (flat_c, weight_c, sin2_c))
+            keep = flat_c >= 0
+            flat_all.append(flat_c[keep])
+            weight_all.append(weight_c[keep])
+            sin2_all.append(sin2_c[keep])
     if not flat_all:
         return np.zeros(shape, np.float32), np.zeros(shape, np.float32)
     flat = np.concatenate(flat_all)

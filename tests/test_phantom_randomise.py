@@ -1,0 +1,183 @@
+"""Domain randomisation of the phantom: acquisition artefacts (Gibbs ringing, motion
+blur), scanner SWI settings and :mod:`cmbprep.testing.phantom.randomise`. Tiny configs
+(coarse voxels, thin slabs) keep it fast."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from cmbprep.testing.phantom import (
+    FAMILIES,
+    PhantomConfig,
+    random_scan,
+    simulate_scan,
+    simulate_subject,
+)
+from cmbprep.testing.phantom.bids_files import scanner_swi
+from cmbprep.testing.phantom.randomise import TE_B0_RANGE
+
+# axis-aligned head (slice axis = array axis 2), no noise/bias/veins/lesions
+TINY = dict(random_affine=False, noise_level=0.0, bias_strength=0.0, n_cmbs=0, n_veins=0,
+            fov_mm=(None, None, 12.0))
+
+
+def _sim(**kw):
+    return simulate_subject(PhantomConfig.from_protocol("small", **{**TINY, **kw}), seed=1)
+
+
+def _complex(ph):
+    return ph.magnitude[..., 0].astype(np.complex128) * np.exp(1j * ph.phase[..., 0])
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return {"ref": _sim(), "gibbs": _sim(gibbs_ringing=True),
+            "motion": _sim(motion_blur_mm=0.5)}
+
+
+def _outer_kspace_fraction(z, cut):
+    """Fraction of the in-plane (axes 0, 1) k-space energy beyond ``cut`` cycles/voxel."""
+    k = np.abs(np.fft.fftn(z, axes=(0, 1))) ** 2
+    f0, f1 = (np.abs(np.fft.fftfreq(n)) for n in z.shape[:2])
+    outer = (f0[:, None, None] > cut) | (f1[None, :, None] > cut)
+    return float((k * outer).sum() / k.sum())
+
+
+def test_defaults_unchanged():
+    explicit = dict(gibbs_ringing=False, motion_blur_mm=0.0, scanner_swi_power=4,
+                    scanner_swi_highpass_mm=4.0)
+    cfg = dict(TINY, noise_level=0.03, bias_strength=0.2, random_affine=True)
+    a = simulate_subject(PhantomConfig.from_protocol("small", **cfg), seed=2)
+    b = simulate_subject(PhantomConfig.from_protocol("small", **cfg, **explicit), seed=2)
+    np.testing.assert_array_equal(a.magnitude, b.magnitude)
+    np.testing.assert_array_equal(a.phase, b.phase)
+
+
+def test_gibbs_truncates_kspace_and_rings(tiny):
+    ref, gib = _complex(tiny["ref"]), _complex(tiny["gibbs"])
+    # sharp cut: nothing beyond 1/1.25 of the in-plane k-space half-width (0.4 cycles)
+    assert _outer_kspace_fraction(gib, 0.4) < 1e-6
+    assert _outer_kspace_fraction(ref, 0.4) > 1e-3
+    # the k = 0 component (the image sum) is kept
+    assert abs(gib.sum() - ref.sum()) < 1e-3 * abs(ref).sum()
+    # ringing: in air (>= 2 voxels outside the head) the reference is exactly dark, the
+    # truncated image oscillates (local maxima of the magnitude along the read axis)
+    head = tiny["ref"].head_mask
+    near = ndi.binary_dilation(head, np.ones((5, 5, 1), bool))
+    air = ~near
+    mag_ref, mag_gib = np.abs(ref), np.abs(gib)
+    level = np.median(mag_ref[tiny["ref"].brain_mask])
+    assert mag_ref[air].max() < 1e-3 * level
+    assert np.mean(mag_gib[air]) > 2e-3 * level
+    d = np.diff(mag_gib, axis=0)
+    turns = (d[:-1] > 0) & (d[1:] < 0) & air[1:-1]  # local maxima in air
+    assert turns.sum() > 0.05 * air[1:-1].sum()
+    # overshoot at the head edge: just inside the head the truncated image exceeds the
+    # reference on some voxels by more than 5 % of the tissue level
+    edge = head & ~ndi.binary_erosion(head, np.ones((3, 3, 1), bool))
+    assert np.max((mag_gib - mag_ref)[edge]) > 0.05 * level
+
+
+def test_motion_blur_lowers_high_frequencies(tiny):
+    ref, mot = _complex(tiny["ref"]), _complex(tiny["motion"])
+    assert _outer_kspace_fraction(mot, 0.3) < 0.8 * _outer_kspace_fraction(ref, 0.3)
+    # a blur, not a change of content: the low-frequency image is kept
+    assert abs(mot.sum() - ref.sum()) < 0.02 * abs(ref).sum()
+    assert not np.allclose(mot, ref)
+
+
+def test_artefact_noise_is_white_and_added_after():
+    """The noise realisation is the same with and without artefacts (added after)."""
+    noisy = dict(noise_level=0.03)
+    ref_n, ref_c = _complex(_sim(**noisy)), _complex(_sim())
+    art = dict(gibbs_ringing=True, motion_blur_mm=0.3)
+    art_n, art_c = _complex(_sim(**noisy, **art)), _complex(_sim(**art))
+    scale = np.abs(ref_n - ref_c).std()
+    assert scale > 0
+    assert np.abs((art_n - art_c) - (ref_n - ref_c)).max() < 1e-2 * scale
+
+
+def test_scanner_swi_settings_written(tmp_path):
+    from cmbprep.testing.phantom import write_subject
+    cfg = PhantomConfig.from_protocol("small", **TINY, scanner_swi_power=2,
+                                      scanner_swi_highpass_mm=7.0)
+    ph = simulate_subject(cfg, seed=1)
+    write_subject(ph, tmp_path, "01", input_kind="swi")
+    swi = nib.load(tmp_path / "sub-01" / "anat" / "sub-01_swi.nii.gz").get_fdata()
+    want = scanner_swi(ph.magnitude[..., 0], ph.phase[..., 0], ph.voxel_size, 1, power=2,
+                       sigma_mm=7.0)
+    default = scanner_swi(ph.magnitude[..., 0], ph.phase[..., 0], ph.voxel_size, 1)
+    np.testing.assert_allclose(swi, want, rtol=1e-5, atol=1e-3)
+    assert np.abs(want - default).max() > 1.0
+
+
+def test_family_draws_within_ranges():
+    models = set()
+    for name, fam in FAMILIES.items():
+        kinds = set()
+        for seed in range(50):
+            spec = random_scan(name, seed)
+            c = spec.config
+            assert spec.family == name and spec.seed == seed
+            assert c.vein_model == fam.vein_model
+            assert c.field_strength_t in fam.field_strengths_t
+            for v in c.voxel_size_mm[:2]:
+                assert fam.inplane_mm[0] <= v <= fam.inplane_mm[1]
+            assert fam.slice_mm[0] <= c.voxel_size_mm[2] <= fam.slice_mm[1]
+            te = max(c.echo_times_s)
+            assert fam.te_ms[0] <= 1e3 * te <= fam.te_ms[1] + 1e-9
+            assert TE_B0_RANGE[0] - 1e-9 <= te * c.field_strength_t <= TE_B0_RANGE[1] + 1e-9
+            assert c.fov_mm[:2] == (None, None) and 30.0 <= c.fov_mm[2] <= 90.0
+            assert 0.01 <= c.noise_level <= 0.05 and 0 <= c.motion_blur_mm <= 0.5
+            assert 0 <= c.n_cmbs <= 14 and 0 <= c.n_calcifications <= 3
+            kinds.add(spec.input_kind)
+            if spec.input_kind == "swi":
+                assert 2 <= spec.swi_power <= 6 and 2.0 <= spec.swi_highpass_mm <= 8.0
+                assert c.scanner_swi_power == spec.swi_power
+                assert c.scanner_swi_highpass_mm == spec.swi_highpass_mm
+            else:
+                assert spec.swi_power is None
+            n_echo = len(c.echo_times_s)
+            assert (2 <= n_echo <= 4) if spec.input_kind == "megre" else n_echo == 1
+        assert kinds == {"gre", "megre", "swi"}
+        models.add(fam.vein_model)
+    assert len(models) == len(FAMILIES)
+    # deterministic per (family, seed); different across seeds and families
+    assert random_scan("B", 5).to_dict() == random_scan("B", 5).to_dict()
+    assert random_scan("B", 5).to_dict() != random_scan("B", 6).to_dict()
+    assert random_scan("A", 5).sim_seed != random_scan("B", 5).sim_seed
+    with pytest.raises(ValueError):
+        random_scan("Z", 0)
+
+
+def _tiny_spec(family, kind):
+    """First spec of ``family`` with ``input_kind == kind``, shrunk to a tiny grid."""
+    spec = next(s for s in (random_scan(family, i) for i in range(100))
+                if s.input_kind == kind)
+    cfg = dataclasses.replace(spec.config, voxel_size_mm=(2.5, 2.5, 2.5),
+                              fov_mm=(None, None, 15.0), n_veins=4, n_cmbs=2,
+                              gibbs_ringing=True, motion_blur_mm=0.3)
+    return dataclasses.replace(spec, config=cfg)
+
+
+@pytest.mark.parametrize("family, kind", [("A", "swi"), ("D", "megre")])
+def test_simulate_scan_deterministic(family, kind):
+    spec = _tiny_spec(family, kind)
+    a, b = simulate_scan(spec), simulate_scan(spec)
+    np.testing.assert_array_equal(a.magnitude, b.magnitude)
+    assert a.input_kind == kind
+    if kind == "swi":
+        assert a.phase is None and a.magnitude.shape[-1] == 1
+        ph = a.phantom
+        want = scanner_swi(ph.magnitude[..., 0], ph.phase[..., 0], ph.voxel_size,
+                           spec.config.phase_sign, power=spec.swi_power,
+                           sigma_mm=spec.swi_highpass_mm)
+        np.testing.assert_array_equal(a.magnitude[..., 0], want)
+    else:
+        np.testing.assert_array_equal(a.phase, b.phase)
+        assert a.magnitude.shape[-1] == len(spec.config.echo_times_s) >= 2
