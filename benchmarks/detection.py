@@ -14,6 +14,16 @@ accepted microbleeds (``desc-cmb_cmb.tsv``; for bian2013 also the ``review`` can
 i.e. everything it shows the rater as putative) are matched one-to-one within
 max(3 mm, apparent radius + 1.5 mm) (:mod:`cmbprep.testing.scoring`).
 
+``--held-out`` adds 12 scans of the generator family that the benchmark holds out
+(:data:`cmbprep.testing.detector_training.HELD_OUT_FAMILY`, seeds 1051-1062, randomised
+protocol and input kind: magnitude + phase, MEGRE or scanner SWI). Its held-out figure is
+measured with a model fitted without that family::
+
+    python -m cmbprep.testing.detector_training --cache DIR --hold-out D --no-lofo \
+        --output /tmp/model_without_D.json
+    python benchmarks/detection.py --work DIR --held-out --only held-out \
+        --detectors cmbprep --detector-model /tmp/model_without_D.json
+
 ``--direct`` skips the CLI: SWI from :func:`~cmbprep.algorithms.swi.process_swi`, the
 phantom's brain mask, detectors called as functions (quick iteration; also gives the
 detection time of one call and the ``rules`` scorer for comparison).
@@ -95,10 +105,14 @@ def write_cohort(bids, scan_specs):
     return bids
 
 
-def run_pipeline(bids, out, work, detector, nprocs):
+def run_pipeline(bids, out, work, detector, nprocs, model=None, labels=None):
     cmd = [sys.executable, "-m", "cmbprep.cli.run", str(bids), str(out), "participant",
            "-w", str(work), "--detector", detector, "--nprocs", str(nprocs),
            "--omp-nthreads", "1", "--skip-bids-validation"]
+    if model:
+        cmd += ["--detector-model", str(model)]
+    if labels:
+        cmd += ["--participant-label", *labels]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -190,10 +204,14 @@ def pipeline_mode(args, cohort):
     work = Path(args.work)
     specs = scans(cohort, args.held_out)
     bids = write_cohort(work / "bids", specs)
+    if args.only:
+        specs = [s for s in specs if s[1] == args.only]
     results = {}
     for detector in args.detectors:
-        out = work / f"out-{detector}"
-        wall = run_pipeline(bids, out, work / "work", detector, args.nprocs)
+        model = args.detector_model if detector == "cmbprep" else None
+        out = work / (f"out-{detector}" + (f"-{Path(model).stem}" if model else ""))
+        wall = run_pipeline(bids, out, work / "work", detector, args.nprocs, model,
+                            [label for label, _, _ in specs] if args.only else None)
         print(f"cmbprep participant --detector {detector}: {wall:.0f} s wall", flush=True)
         per_scan, extra = [], {}
         for label, group, spec in specs:
@@ -322,6 +340,11 @@ def main(argv=None):
                         choices=["cmbprep", "bian2013"], help="(pipeline mode)")
     parser.add_argument("--held-out", action="store_true",
                         help="also the held-out family's scans (seeds 1051-1062)")
+    parser.add_argument("--only", choices=["in-family", "held-out"], default=None,
+                        help="(pipeline mode) run and score only these scans")
+    parser.add_argument("--detector-model", default=None,
+                        help="(pipeline mode) classifier JSON for --detector cmbprep, e.g. "
+                        "a model fitted without the held-out family")
     parser.add_argument("--json", default=None, help="write the measures to this file")
     args = parser.parse_args(argv)
     cohort = QUICK if args.quick else COHORT

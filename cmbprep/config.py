@@ -22,7 +22,7 @@ from .utils.io import write_text_atomic
 
 #: Settings that hold paths (converted to/from strings for TOML).
 _PATH_FIELDS = {"bids_dir", "output_dir", "work_dir", "bids_filter_file", "use_plugin",
-                "covariates_file", "bids_database_dir"}
+                "covariates_file", "bids_database_dir", "detector_model"}
 
 
 def _quota_cpus(quota: str, period: str) -> int | None:
@@ -117,6 +117,7 @@ class Settings:
 
     # Processing options
     detector: str = "cmbprep"
+    detector_model: Path | None = None  # classifier JSON; None: the packaged model
     swi_power: int = 4  # exponent of the negative phase mask
     highpass_mm: float = 12.0  # homodyne high-pass kernel width (mm)
     minip_slab_mm: float = 8.0  # minimum-intensity projection slab thickness (mm)

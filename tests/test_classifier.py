@@ -55,10 +55,12 @@ def test_packaged_model_is_valid_and_independent_of_benchmark_and_tests():
         return {s for f, ss in COHORTS[cohort].items() if (f == HELD_OUT_FAMILY) == held_out
                 for s in ss}
 
+    # the held-out family never reached the shipped model (fit, calibration, thresholds)
     assert train == seeds("train", False) and val == seeds("validation", False)
-    # the held-out family never reached the shipped model
     assert not (seeds("train", True) | seeds("validation", True)) & (train | val)
     assert model["held_out"]["family"] == HELD_OUT_FAMILY
+    assert HELD_OUT_FAMILY not in model["training"]["families"]
+    assert set(model["leave_one_family_out"]) == set(COHORTS["train"])
     assert not benchmark & (train | val)
     assert not train & val
     assert min(train | val) >= 12000  # above every seed the tests use
@@ -66,9 +68,10 @@ def test_packaged_model_is_valid_and_independent_of_benchmark_and_tests():
         p = model[part]
         assert 0 < p["review_score"] <= p["accept_score"] < 1
         assert len(p["trees"]) == p["parameters"]["max_iter"]
-        x, y = np.asarray(p["calibration"]["x"]), np.asarray(p["calibration"]["y"])
-        assert len(x) >= 3 and np.all(np.diff(x) > 0) and np.all(np.diff(y) >= 0)
-        assert 0 <= y[0] < y[-1] <= 1  # a monotone map to probabilities
+        assert p["calibration"]["method"] == "logistic"
+        assert p["calibration"]["slope"] > 0  # monotone: a higher raw output, a higher score
+        raw = np.linspace(0.001, 0.999, 50)
+        assert np.all(np.diff(calibrate(raw, p)) > 0)
     assert "paramagnetic_evidence" in model["phase"]["features"]
     assert "paramagnetic_evidence" not in model["no_phase"]["features"]
 
@@ -98,3 +101,6 @@ def test_calibration_maps_raw_output_through_the_knots():
                                [0.0, 0.1, 0.55, 0.9])
     raw = np.array([0.3, 0.7])
     np.testing.assert_array_equal(calibrate(raw, {}), raw)  # an uncalibrated part
+    platt = {"calibration": {"method": "logistic", "slope": 2.0, "intercept": -1.0}}
+    logit = np.log(raw / (1 - raw))
+    np.testing.assert_allclose(calibrate(raw, platt), 1 / (1 + np.exp(-(2 * logit - 1))))

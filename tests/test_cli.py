@@ -111,6 +111,36 @@ def test_exit_64_bad_flags(tiny_gre, tmp_path, capsys, args):
     assert code == 64 and err.startswith("cmbprep: error:")
 
 
+def test_exit_64_unusable_detector_model(tiny_gre, tmp_path, capsys):
+    not_a_model = tmp_path / "model.json"
+    not_a_model.write_text('{"kind": "something else"}')
+    for args, what in ((["--detector-model", tmp_path / "missing.json"], "missing.json"),
+                       (["--detector-model", not_a_model], "not a cmbprep classifier"),
+                       (["--detector-model", not_a_model, "--detector", "bian2013"],
+                        "needs --detector cmbprep")):
+        code, err = _main(capsys, tiny_gre, tmp_path / "out", "participant", *args)
+        assert code == 64 and what in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_detector_model_is_part_of_the_cache_key(tmp_path):
+    import shutil
+
+    from cmbprep.algorithms.detection import detector_code_id
+    from cmbprep.algorithms.detection.classifier import DEFAULT_MODEL_PATH
+    from cmbprep.workflows.detection import init_detection_wf
+
+    copy = tmp_path / "copy.json"
+    shutil.copy(DEFAULT_MODEL_PATH, copy)
+    assert detector_code_id("cmbprep", copy) == detector_code_id("cmbprep")
+    copy.write_text(copy.read_text().replace('"version"', '"version_"', 1))
+    assert detector_code_id("cmbprep", copy) != detector_code_id("cmbprep")
+    wf = init_detection_wf(detector="cmbprep", seed=42, omp_nthreads=1, model=copy)
+    find = wf.get_node("find_candidates")
+    assert find.inputs.parameters == {"model": str(copy)}
+    assert find.inputs.code_id == detector_code_id("cmbprep", copy)
+
+
 def test_exit_64_output_or_work_dir_inside_input(tiny_gre, tmp_path, capsys):
     code, err = _main(capsys, tiny_gre, tiny_gre, "participant")
     assert code == 64 and "output_dir" in err

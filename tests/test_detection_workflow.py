@@ -196,8 +196,8 @@ def test_node_hash_follows_the_model(tmp_path, monkeypatch):
     for stage in ("find_candidates", "analyse_candidates"):  # every stage re-runs
         assert wf.get_node(stage).inputs.code_id == code
     other = tmp_path / "model.json"
-    other.write_text(detection.DEFAULT_MODEL_PATH.read_text().replace('"version":"1"',
-                                                                        '"version":"x"'))
+    other.write_text(detection.DEFAULT_MODEL_PATH.read_text().replace('"version":',
+                                                                        '"version_":', 1))
     monkeypatch.setattr(detection, "DEFAULT_MODEL_PATH", other)
     assert init_detection_wf(detector="cmbprep", seed=0,
                              omp_nthreads=1).get_node("detect").inputs.code_id != code

@@ -97,6 +97,9 @@ def _add_workflow_options(parser: argparse.ArgumentParser) -> None:
     g_wf.add_argument("--detector", choices=DETECTORS, default="cmbprep",
                       help="microbleed detector: 'cmbprep' (default) or 'bian2013' "
                       "(the semi-automated method of Bian et al. 2013)")
+    g_wf.add_argument("--detector-model", type=Path, metavar="FILE",
+                      help="classifier of the 'cmbprep' detector (a JSON file written by "
+                      "cmbprep.testing.detector_training); default: the packaged model")
     g_wf.add_argument("--swi-power", type=int, default=4,
                       help="exponent n of the negative phase mask in SWI = mag x mask^n")
     g_wf.add_argument("--highpass-mm", type=_positive_float, default=12.0,

@@ -86,6 +86,17 @@ def check_paths(settings) -> None:
     if settings.bids_filter_file is not None and not settings.bids_filter_file.is_file():
         raise UsageError(f"{settings.bids_filter_file}: --bids-filter-file does not "
                          "exist")
+    if settings.detector_model is not None:
+        from ..algorithms.detection.classifier import load_model
+
+        if settings.detector != "cmbprep":
+            raise UsageError(f"{settings.detector_model}: --detector-model needs "
+                             "--detector cmbprep")
+        try:
+            load_model(settings.detector_model)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{settings.detector_model}: --detector-model is not a "
+                             f"cmbprep classifier ({exc})") from exc
 
 
 def make_folder(path: Path, what: str) -> Path:

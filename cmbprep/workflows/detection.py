@@ -19,7 +19,7 @@ OUTPUT_FIELDS = ["candidates_tsv", "cmb_tsv", "cmb_dseg", "cmb_mask", "detection
                  "candidates_sidecar", "cmb_sidecar"]
 
 
-def init_detection_wf(*, detector, seed, omp_nthreads, name="detection_wf"):
+def init_detection_wf(*, detector, seed, omp_nthreads, model=None, name="detection_wf"):
     """Detect cerebral microbleeds on the SWI.
 
     ``bian2013`` runs as one node (``detect``). The default ``cmbprep`` detector runs as
@@ -36,6 +36,9 @@ def init_detection_wf(*, detector, seed, omp_nthreads, name="detection_wf"):
     omp_nthreads : int
         Chunks of the candidate analysis, and threads of the ``detect`` node (ANTs
         point mapping to the template).
+    model : path, optional
+        Classifier JSON of the ``cmbprep`` detector (default: the packaged model); its
+        SHA-256 prefix is part of every detection node's ``code_id``.
     name : str, optional
 
     Inputs
@@ -54,7 +57,7 @@ def init_detection_wf(*, detector, seed, omp_nthreads, name="detection_wf"):
     inputnode = pe.Node(niu.IdentityInterface(fields=INPUT_FIELDS), name="inputnode")
     inputnode.inputs.filtered_phase = "n/a"
     outputnode = pe.Node(niu.IdentityInterface(fields=OUTPUT_FIELDS), name="outputnode")
-    code_id = detector_code_id(detector)
+    code_id = detector_code_id(detector, model)
     if detector == "bian2013":
         detect = pe.Node(
             DetectMicrobleeds(detector=detector, seed=int(seed),
@@ -69,6 +72,8 @@ def init_detection_wf(*, detector, seed, omp_nthreads, name="detection_wf"):
 
     n_chunks = max(1, int(omp_nthreads))
     find = pe.Node(FindCandidates(code_id=code_id), name="find_candidates")
+    if model:
+        find.inputs.parameters = {"model": str(model)}
     analyse = pe.MapNode(AnalyseCandidates(n_chunks=n_chunks, code_id=code_id),
                          iterfield=["chunk"], name="analyse_candidates")
     analyse.inputs.chunk = list(range(n_chunks))

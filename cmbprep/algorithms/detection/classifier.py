@@ -37,11 +37,11 @@ __all__ = [
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[2] / "data" / "models" / \
     "cmbprep_classifier.json"
 
-#: Candidate features used by the classifier (columns of the candidate table).
+#: Candidate features used by the classifier (columns of the candidate table). All are in
+#: mm or dimensionless; none scales with the voxel count (``n_voxels`` is recorded only).
 FEATURES = (
     "contrast",
     "diameter_mm",
-    "n_voxels",
     "blobness",
     "scale_mm",
     "elongation",
@@ -168,11 +168,20 @@ def predict_proba(features, model, *, use_phase):
 
 def calibrate(probability, part):
     """Map the ensemble's output to a calibrated probability with the part's
-    ``calibration`` knots (isotonic regression fitted on validation data, applied by
-    linear interpolation and clipped at the ends); unchanged when the part has none."""
+    ``calibration`` (fitted on validation data at training time); unchanged when the part
+    has none.
+
+    ``{"method": "logistic", "slope": a, "intercept": b}`` (Platt scaling):
+    ``1 / (1 + exp(-(a logit(p) + b)))``; ``{"x": [...], "y": [...]}``: a monotone map
+    through these knots (linear interpolation, clipped at the ends).
+    """
     cal = part.get("calibration")
     if not cal:
         return probability
+    if cal.get("method") == "logistic":
+        p = np.clip(np.asarray(probability, float), 1e-12, 1.0 - 1e-12)
+        z = float(cal["slope"]) * np.log(p / (1.0 - p)) + float(cal["intercept"])
+        return 1.0 / (1.0 + np.exp(-z))
     return np.interp(probability, np.asarray(cal["x"], float), np.asarray(cal["y"], float))
 
 

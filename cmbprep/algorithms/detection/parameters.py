@@ -4,6 +4,7 @@ that makes Nipype re-run detection when the detector or its model changes."""
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 from .classifier import DEFAULT_MODEL_PATH
 
@@ -71,10 +72,12 @@ CMBPREP_PARAMETERS = {
 }
 
 
-def detector_code_id(detector):
-    """Detector name, version and (``cmbprep``) SHA-256 prefix of the packaged model."""
+def detector_code_id(detector, model=None):
+    """Detector name, version and (``cmbprep``) SHA-256 prefix of the classifier model
+    (``model``: a path; default the packaged model)."""
     code = f"{detector} {DETECTOR_VERSION[detector]}"
     if detector == "cmbprep":
-        digest = hashlib.sha256(DEFAULT_MODEL_PATH.read_bytes()).hexdigest()[:16]
+        path = Path(model) if model else DEFAULT_MODEL_PATH
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
         code += f" model sha256:{digest}"
     return code
