@@ -203,3 +203,15 @@ def test_node_hash_follows_the_model(tmp_path, monkeypatch):
                              omp_nthreads=1).get_node("detect").inputs.code_id != code
     assert "model" not in init_detection_wf(detector="bian2013", seed=0,
                                             omp_nthreads=1).get_node("detect").inputs.code_id
+
+
+def test_fixed_handedness_sets_the_detector_phase_sign():
+    """--phase-handedness left/right is passed on: the detector does not re-guess the
+    sign of a paramagnetic phase on the image's veins (issue 11: on 1 of 12 held-out
+    scans that calibration was wrong)."""
+    for handedness, sign in (("left", 1), ("right", -1)):
+        wf = init_detection_wf(detector="cmbprep", seed=0, omp_nthreads=1,
+                               handedness=handedness)
+        assert wf.get_node("find_candidates").inputs.parameters == {"phase_sign": sign}
+    wf = init_detection_wf(detector="cmbprep", seed=0, omp_nthreads=1, handedness="auto")
+    assert not wf.get_node("find_candidates").inputs.parameters  # calibrated on veins

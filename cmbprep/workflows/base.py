@@ -64,7 +64,8 @@ def init_single_subject_wf(unit, settings, name: str | None = None):
         registration_resolution_mm=settings.registration_resolution_mm)
     anat_wf.get_node("inputnode").inputs.t1w = str(Path(unit.t1w)) if unit.t1w else "n/a"
     detection_wf = init_detection_wf(detector=settings.detector, seed=settings.random_seed,
-                                     omp_nthreads=omp, model=settings.detector_model)
+                                     omp_nthreads=omp, model=settings.detector_model,
+                                     handedness=settings.handedness)
 
     sources = [bids_uri(p, settings.bids_dir) for p in
                list(unit.magnitude) + list(unit.phase)]

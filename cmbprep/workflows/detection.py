@@ -19,7 +19,14 @@ OUTPUT_FIELDS = ["candidates_tsv", "cmb_tsv", "cmb_dseg", "cmb_mask", "detection
                  "candidates_sidecar", "cmb_sidecar"]
 
 
-def init_detection_wf(*, detector, seed, omp_nthreads, model=None, name="detection_wf"):
+#: Detector phase sign for a phase convention fixed by the user (``--phase-handedness``):
+#: the filtered phase reaches the detector in the acquisition's own convention, and
+#: "left" means phase = +gamma dB TE (a paramagnetic source has positive phase).
+PHASE_SIGN_OF_HANDEDNESS = {"left": 1, "right": -1}
+
+
+def init_detection_wf(*, detector, seed, omp_nthreads, model=None, handedness="auto",
+                      name="detection_wf"):
     """Detect cerebral microbleeds on the SWI.
 
     ``bian2013`` runs as one node (``detect``). The default ``cmbprep`` detector runs as
@@ -39,6 +46,9 @@ def init_detection_wf(*, detector, seed, omp_nthreads, model=None, name="detecti
     model : path, optional
         Classifier JSON of the ``cmbprep`` detector (default: the packaged model); its
         SHA-256 prefix is part of every detection node's ``code_id``.
+    handedness : {"auto", "left", "right"}, optional
+        The phase convention when the user fixed it: the ``cmbprep`` detector then takes
+        its phase sign from it instead of calibrating it on the image's veins.
     name : str, optional
 
     Inputs
@@ -72,8 +82,13 @@ def init_detection_wf(*, detector, seed, omp_nthreads, model=None, name="detecti
 
     n_chunks = max(1, int(omp_nthreads))
     find = pe.Node(FindCandidates(code_id=code_id), name="find_candidates")
+    parameters = {}
     if model:
-        find.inputs.parameters = {"model": str(model)}
+        parameters["model"] = str(model)
+    if handedness in PHASE_SIGN_OF_HANDEDNESS:
+        parameters["phase_sign"] = PHASE_SIGN_OF_HANDEDNESS[handedness]
+    if parameters:
+        find.inputs.parameters = parameters
     analyse = pe.MapNode(AnalyseCandidates(n_chunks=n_chunks, code_id=code_id),
                          iterfield=["chunk"], name="analyse_candidates")
     analyse.inputs.chunk = list(range(n_chunks))
