@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shlex
 
+import pytest
+
 from pathlib import Path
 
 from cmbprep.cli.parser import build_parser, parse_args
@@ -48,3 +50,25 @@ def test_every_parser_option_is_in_the_descriptor_and_back():
             assert set(action.option_strings) & flags, f"{action.option_strings} not in boutiques.json"
             parser_flags.update(action.option_strings)
     assert flags <= parser_flags
+
+
+def test_group_invocation_keeps_the_output_folder(tmp_path):
+    """Both [OUTPUT_DIR] inputs exist (the BIDS-App form asks for a String and a File);
+    bosh substitutes keys in descriptor order, so the String one is required and comes
+    first: a group invocation keeps its output folder (issue 13)."""
+    from boutiques.invocationSchemaHandler import InvocationValidationError
+
+    invocation = tmp_path / "group.json"
+    invocation.write_text(json.dumps({
+        "bids_dir": "/data", "output_dir_name": "/out",
+        "participant_level_analysis_dir": "/out", "analysis_level": "group",
+        "group_column": "group"}))
+    command = _bosh("exec", "simulate", str(DESCRIPTOR), "-i", str(invocation)).shell_command
+    assert command.startswith("mkdir -p /out; cmbprep /data /out group")
+    settings = parse_args(shlex.split(command.split(";", 1)[1])[1:])
+    assert str(settings.output_dir) == "/out" and settings.analysis_level == "group"
+    # without output_dir_name the invocation is refused instead of dropping the folder
+    invocation.write_text(json.dumps({"bids_dir": "/data", "analysis_level": "group",
+                                      "participant_level_analysis_dir": "/out"}))
+    with pytest.raises(InvocationValidationError, match="output_dir_name"):
+        _bosh("exec", "simulate", str(DESCRIPTOR), "-i", str(invocation))
