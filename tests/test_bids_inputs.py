@@ -128,3 +128,38 @@ def test_invalid_file_name_fails_validation(tiny_gre):
                 [[[0.0]]])
     with pytest.raises(BIDSValidationError, match="sub-01_notasuffix"):
         bids_utils.validate_bids_dataset(tiny_gre)
+
+
+def _four_d_gre(root, echo_times, volumes=3):
+    """One 4D magnitude and one 4D phase file holding ``volumes`` echoes, with an
+    ``EchoTime`` list in the sidecars (as dcm2niix-style converters may write it)."""
+    import numpy as np
+
+    write_json(root / "dataset_description.json", {"Name": "4d", "BIDSVersion": "1.10.0"})
+    anat = root / "sub-01" / "anat"
+    shape = (16, 16, 12, volumes)
+    write_nifti(anat / "sub-01_part-mag_T2starw.nii.gz", np.full(shape, 100.0))
+    write_nifti(anat / "sub-01_part-phase_T2starw.nii.gz", np.zeros(shape))
+    meta = {"EchoTime": echo_times, "MagneticFieldStrength": 3}
+    write_json(anat / "sub-01_part-mag_T2starw.json", meta)
+    write_json(anat / "sub-01_part-phase_T2starw.json", {**meta, "Units": "rad"})
+    return root
+
+
+def test_echo_time_list_of_a_4d_file_makes_a_multi_echo_unit(tmp_path):
+    (unit,) = _units(_four_d_gre(tmp_path / "bids", [0.01, 0.02, 0.03]))
+    assert unit.kind == "megre" and unit.echo_times == [0.01, 0.02, 0.03]
+    assert len(unit.magnitude) == 1 and len(unit.phase) == 1
+
+
+@pytest.mark.parametrize("echo_times, message", [
+    ([0.01, 0.02], "EchoTime lists 2 echo times but the image has 3 volumes"),
+    ([0.01, "x", 0.03], "EchoTime='x' is not a number"),
+    ([0.01, 0.01, 0.03], "echoes share the same EchoTime"),
+    ([], "EchoTime is an empty list"),
+])
+def test_echo_time_list_problems_are_reported_plainly(tmp_path, echo_times, message):
+    root = _four_d_gre(tmp_path / "bids", echo_times)
+    with pytest.raises(DataError, match=message) as err:
+        _units(root)
+    assert "sub-01_part-mag_T2starw" in str(err.value)

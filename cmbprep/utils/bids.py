@@ -269,6 +269,29 @@ def _number(value, name, path):
     return number
 
 
+def _echo_times(value, path) -> list[float] | None:
+    """``EchoTime`` of one sidecar as a list: a number (one echo), or a list of numbers
+    (a 4D file holding several echoes, as many converters write it)."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise DataError(f"{path}: sidecar field EchoTime is an empty list")
+        return [_number(v, "EchoTime", path) for v in value]
+    return [_number(value, "EchoTime", path)]
+
+
+def _n_volumes(path) -> int:
+    """Volumes along the 4th axis of an image (1 for 3D), from its header only."""
+    import nibabel as nib
+
+    try:
+        shape = nib.load(str(path)).shape
+    except Exception as exc:  # nibabel raises many types
+        raise DataError(f"{path}: cannot be read as NIfTI ({exc})") from exc
+    return int(shape[3]) if len(shape) >= 4 else 1
+
+
 def _by_group(bids_files) -> dict[tuple, list]:
     """BIDS files grouped by (session, acquisition, run)."""
     groups: dict[tuple, list] = {}
@@ -317,8 +340,17 @@ def _read_unit_metadata(layout, unit: SWIInput, t1ws: dict[tuple, list]) -> None
     sidecars (checked: positive numbers, distinct echo times, known phase units)."""
     meta = [read_sidecar(layout, path) for path in unit.magnitude]
     phase_meta = [read_sidecar(layout, path) for path in unit.phase]
-    tes = [_number(m.get("EchoTime"), "EchoTime", p) for m, p in zip(meta, unit.magnitude)]
-    unit.echo_times = None if any(t is None for t in tes) else tes
+    tes = [_echo_times(m.get("EchoTime"), p) for m, p in zip(meta, unit.magnitude)]
+    unit.echo_times = None if any(t is None for t in tes) else [t for ts in tes for t in ts]
+    if any(t is not None and len(t) > 1 for t in tes):
+        # echo times listed per file: each file must hold that many volumes
+        for listed, path in zip(tes, unit.magnitude):
+            volumes = _n_volumes(path)
+            if listed is not None and len(listed) != volumes:
+                raise DataError(f"{path}: sidecar EchoTime lists {len(listed)} echo times "
+                                f"but the image has {volumes} volumes")
+        if unit.kind == "gre":  # one 4D magnitude (+ phase) file with several echoes
+            unit.kind = "megre"
     if unit.kind == "megre" and unit.echo_times and len(set(unit.echo_times)) != len(
             unit.echo_times):
         raise DataError(f"{unit.magnitude[0]}: echoes share the same EchoTime "
