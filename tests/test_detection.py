@@ -233,6 +233,11 @@ def test_tables_regions_and_labels(cmb_and_vein):
     desc = column_descriptions(list(cand.columns))
     assert set(desc) == set(cand.columns)
     assert desc["volume_mm3"]["Units"] == "mm^3"
+    # the atlas lookup as read back from its TSV: n/a (non-lobar) arrives as NaN and is
+    # written n/a, never "nan" (issue 14, item 8)
+    lut["lobe"] = ["frontal", np.nan]
+    cmb = cmb_table(assign_regions(result.candidates, dseg, lut, (0.5, 0.5, 1.0)))
+    assert set(cmb["lobe"]) == {"frontal", "n/a"}
     assert set(desc["status"]["Levels"]) == {"cmb", "review", "rejected"}
 
 

@@ -63,7 +63,8 @@ def assign_regions(table, dseg, dseg_table, voxel_size, *, search_radius_mm=3.0)
         entry = lookup.loc[label]
         table.at[row, "region"] = str(entry["name"])
         if "lobe" in lookup.columns:
-            table.at[row, "lobe"] = str(entry["lobe"])
+            # a lookup read from its TSV has NaN where the file says n/a (non-lobar)
+            table.at[row, "lobe"] = str(entry["lobe"]) if pd.notna(entry["lobe"]) else "n/a"
         else:
             table.at[row, "lobe"] = _lobe_from_name(entry["name"])
         for col in ("hemisphere", "mars_category"):
