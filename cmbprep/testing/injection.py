@@ -28,10 +28,11 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-from .phantom.physics import GAMMA_RAD
+from ..algorithms.arrays import voxel_sizes
+from .phantom.geometry import apply_affine
+from .phantom.physics import GAMMA_RAD, sphere_field_ppm
 
-__all__ = ["TRUTH_COLUMNS", "inject_lesions", "lesion_factor", "random_lesions",
-           "sphere_field_ppm_b0"]
+__all__ = ["TRUTH_COLUMNS", "inject_lesions", "lesion_factor", "random_lesions"]
 
 #: Truth columns, the phantom's (``mni_*`` are NaN, ``mars_category`` "n/a").
 TRUTH_COLUMNS = [
@@ -41,24 +42,6 @@ TRUTH_COLUMNS = [
 
 _NEAR_RAD = 0.05  # supersample where the lesion phase exceeds this at the longest echo
 _FAR_RAD = 0.002  # apply the phase at voxel centres down to this
-
-
-def _apply(affine, points):
-    points = np.asarray(points, float)
-    return points @ np.asarray(affine, float)[:3, :3].T + np.asarray(affine, float)[:3, 3]
-
-
-def sphere_field_ppm_b0(points_mm, centre_mm, radius_mm, dchi_ppm, b0_direction=(0, 0, 1)):
-    """Field (ppm of B0) of a uniformly magnetised sphere with B0 along ``b0_direction``
-    (unit vector in scanner coordinates); 0 inside. Same formula as
-    :func:`cmbprep.testing.phantom.physics.sphere_field_ppm` for any B0 direction."""
-    b = np.asarray(b0_direction, float)
-    b = b / np.linalg.norm(b)
-    d = np.asarray(points_mm, float) - np.asarray(centre_mm, float)
-    r2 = np.maximum(np.einsum("...i,...i->...", d, d), 1e-12)
-    cos2 = (d @ b) ** 2 / r2
-    out = dchi_ppm / 3.0 * radius_mm ** 3 / r2 ** 1.5 * (3.0 * cos2 - 1.0)
-    return np.where(r2 > radius_mm ** 2, out, 0.0)
 
 
 def _box(c_vox, r_mm, vox, shape):
@@ -86,7 +69,7 @@ def lesion_factor(shape, affine, centre_mm, radius_mm, dchi_ppm, echo_times_s,
         ``|factor|`` at the longest echo in ``box``.
     """
     affine = np.asarray(affine, float)
-    vox = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    vox = voxel_sizes(affine)
     tes = np.asarray(echo_times_s, float).reshape(-1)
     b0 = (0.0, 0.0, 1.0) if b0_direction is None else b0_direction
     c_mm = np.asarray(centre_mm, float)
@@ -101,7 +84,7 @@ def lesion_factor(shape, affine, centre_mm, radius_mm, dchi_ppm, echo_times_s,
     far_shape = tuple(s.stop - s.start for s in box_far)
     near_shape = tuple(s.stop - s.start for s in box_near)
     # far: phase at voxel centres
-    field = sphere_field_ppm_b0(_apply(affine, _grid_idx(box_far)), c_mm, a, dchi, b0)
+    field = sphere_field_ppm(apply_affine(affine, _grid_idx(box_far)), c_mm, a, dchi, b0)
     factor = np.exp(1j * gamma_b0 * tes[:, None] * field[None, :]).reshape(
         (len(tes),) + far_shape)
     # near: supersampled intravoxel average, no signal inside the sphere
@@ -113,8 +96,8 @@ def lesion_factor(shape, affine, centre_mm, radius_mm, dchi_ppm, echo_times_s,
     chunk = max(1, 400_000 // len(offs))
     for c0 in range(0, len(near_idx), chunk):
         pv = near_idx[c0:c0 + chunk, None, :] + offs[None]
-        pmm = _apply(affine, pv.reshape(-1, 3))
-        dB = sphere_field_ppm_b0(pmm, c_mm, a, dchi, b0).reshape(pv.shape[:2])
+        pmm = apply_affine(affine, pv.reshape(-1, 3))
+        dB = sphere_field_ppm(pmm, c_mm, a, dchi, b0).reshape(pv.shape[:2])
         outside = (np.sum((pmm - c_mm) ** 2, axis=1) > a * a).reshape(pv.shape[:2])
         for e, te in enumerate(tes):
             acc[e, c0:c0 + chunk] = np.mean(outside * np.exp(1j * gamma_b0 * te * dB), axis=1)
@@ -152,7 +135,7 @@ def _centre_mm(lesion, affine):
     if all(k in lesion for k in ("x", "y", "z")):
         return np.array([lesion["x"], lesion["y"], lesion["z"]], float)
     if all(k in lesion for k in ("i", "j", "k")):
-        return _apply(affine, np.array([lesion["i"], lesion["j"], lesion["k"]], float))
+        return apply_affine(affine, np.array([lesion["i"], lesion["j"], lesion["k"]], float))
     raise ValueError("a lesion needs its centre as x y z (mm) or i j k (voxels)")
 
 
@@ -210,7 +193,7 @@ def inject_lesions(magnitude, phase, affine, echo_times_s, field_strength_t, les
                          "times disagree")
     shape = mag.shape[:3]
     sig = mag * np.exp(1j * pha)  # new array: the inputs are never written
-    vox = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    vox = voxel_sizes(affine)
     total = np.ones(shape, np.float64)  # |factor| product at the longest echo (for noise)
     mag_factor = np.ones((len(tes),) + shape, np.float64) if noise_sigma > 0 else None
     rows = []
@@ -273,7 +256,7 @@ def random_lesions(brain_mask, affine, n, rng, radius_mm=(0.2, 1.2), dchi_ppm=(0
     """
     affine = np.asarray(affine, float)
     brain = np.asarray(brain_mask, bool)
-    vox = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    vox = voxel_sizes(affine)
     edge = ndi.distance_transform_edt(np.pad(brain, 1), sampling=vox)[1:-1, 1:-1, 1:-1]
     if avoid is not None and np.asarray(avoid, bool).any():
         away = ndi.distance_transform_edt(~np.asarray(avoid, bool), sampling=vox)
@@ -291,7 +274,7 @@ def random_lesions(brain_mask, affine, n, rng, radius_mm=(0.2, 1.2), dchi_ppm=(0
             continue
         for _ in range(max_attempts):
             ijk = ok[rng.integers(len(ok))] + rng.uniform(-0.5, 0.5, 3)
-            xyz = _apply(affine, ijk)
+            xyz = apply_affine(affine, ijk)
             if all(np.linalg.norm(xyz - c) >= min_spacing_mm for c in centres):
                 centres.append(xyz)
                 out.append({"kind": "calcification" if calc else "cmb",

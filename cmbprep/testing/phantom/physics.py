@@ -94,15 +94,21 @@ def field_from_susceptibility(chi_ppm, voxel_size, b0_direction, pad_mm=40.0) ->
     return np.ascontiguousarray(out[sl], dtype=np.float32)
 
 
-def sphere_field_ppm(points_mm, centre_mm, radius_mm, dchi_ppm) -> np.ndarray:
-    """Field (ppm of B0) of a uniformly magnetised sphere, B0 along scanner z.
+def sphere_field_ppm(points_mm, centre_mm, radius_mm, dchi_ppm,
+                     b0_direction=None) -> np.ndarray:
+    """Field (ppm of B0) of a uniformly magnetised sphere, B0 along scanner z (or along
+    ``b0_direction``, a vector in the same coordinates as the points).
 
     ``dB/B0 = dchi/3 (a/r)^3 (3 cos^2(theta) - 1)`` outside, 0 inside (Lorentz-corrected).
     """
     d = np.asarray(points_mm, float) - np.asarray(centre_mm, float)
     r2 = np.einsum("...i,...i->...", d, d)
     r2 = np.maximum(r2, 1e-12)
-    cos2 = d[..., 2] ** 2 / r2
+    if b0_direction is None:
+        cos2 = d[..., 2] ** 2 / r2
+    else:
+        b = np.asarray(b0_direction, float)
+        cos2 = (d @ (b / np.linalg.norm(b))) ** 2 / r2
     a3 = radius_mm ** 3
     out = dchi_ppm / 3.0 * a3 / r2 ** 1.5 * (3.0 * cos2 - 1.0)
     return np.where(r2 > radius_mm ** 2, out, 0.0)
