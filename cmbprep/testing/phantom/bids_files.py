@@ -137,13 +137,19 @@ def _write_multi_echo(ph, anat, prefix, common, with_phase, phase_units):
                        anat / f"{base}_part-phase_MEGRE.json")
 
 
+def phantom_scanner_swi(ph):
+    """The scanner SWI of a simulated subject (first echo), reconstructed with its
+    config's ``scanner_swi_power`` and ``scanner_swi_highpass_mm``."""
+    return scanner_swi(ph.magnitude[..., 0], ph.phase[..., 0], ph.voxel_size,
+                       ph.config.phase_sign, power=ph.config.scanner_swi_power,
+                       sigma_mm=ph.config.scanner_swi_highpass_mm)
+
+
 def _write_scanner_swi(ph, anat, prefix, common):
     """Scanner ``_swi`` and ``_minIP`` images (8 mm slabs along the axis nearest B0)."""
     te = ph.echo_times_s[0]
     vox = ph.voxel_size
-    swi = scanner_swi(ph.magnitude[..., 0], ph.phase[..., 0], vox, ph.config.phase_sign,
-                      power=ph.config.scanner_swi_power,
-                      sigma_mm=ph.config.scanner_swi_highpass_mm)
+    swi = phantom_scanner_swi(ph)
     slice_axis = int(np.argmax(np.abs(b0_direction(ph.affine))))
     save_nifti(swi, ph.affine, anat / f"{prefix}_swi.nii.gz")
     write_json({**common, "EchoTime": te, "ImageType": ["DERIVED", "PRIMARY", "M", "SWI"]},

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bids_files import scanner_swi
+from .bids_files import phantom_scanner_swi
 from .config import PhantomConfig
 from .simulate import simulate_subject
 
@@ -205,10 +205,7 @@ def simulate_scan(spec: ScanSpec) -> SimulatedScan:
     ph = simulate_subject(spec.config, seed=spec.sim_seed)
     mag, pha, tes = ph.magnitude, ph.phase, ph.echo_times_s
     if spec.input_kind == "swi":
-        cfg = spec.config
-        mag = scanner_swi(mag[..., 0], pha[..., 0], ph.voxel_size, cfg.phase_sign,
-                          power=cfg.scanner_swi_power,
-                          sigma_mm=cfg.scanner_swi_highpass_mm)[..., None]
+        mag = phantom_scanner_swi(ph)[..., None]
         pha, tes = None, tes[:1]
     elif spec.input_kind == "gre":
         mag, pha, tes = mag[..., :1], pha[..., :1], tes[:1]
