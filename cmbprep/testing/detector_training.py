@@ -103,12 +103,12 @@ def fixed_scan(protocol, overrides, seed, input_kind="gre"):
                      protocol, int(seed))
 
 
-def scan_list(cohort, families=None):
+def scan_list(cohort):
     """Scan descriptions (randomised, deterministic) of a cohort."""
     from .phantom.randomise import random_scan
 
     return [random_scan(family, seed) for family, seeds in COHORTS[cohort].items()
-            if families is None or family in families for seed in seeds]
+            for seed in seeds]
 
 
 def _tag(spec):
@@ -121,30 +121,6 @@ def phantom_fingerprint():
     from . import phantom
 
     return phantom.source_fingerprint()
-
-
-def simulate_inputs(spec):
-    """Simulate a scan as the pipeline receives it.
-
-    Returns
-    -------
-    sub : SubjectPhantom
-    magnitude, phase : ndarray (phase ``None`` for scanner SWI)
-    input_kind : str
-        ``gre``, ``megre`` or ``swi``.
-    """
-    from ..algorithms.arrays import voxel_sizes
-    from .phantom import simulate_subject
-    from .phantom.bids_files import scanner_swi
-
-    cfg = spec.config
-    sub = simulate_subject(cfg, seed=spec.sim_seed)
-    if spec.input_kind == "swi":
-        swi = scanner_swi(sub.magnitude[..., 0], sub.phase[..., 0], voxel_sizes(sub.affine),
-                          cfg.phase_sign, power=getattr(cfg, "scanner_swi_power", 4),
-                          sigma_mm=getattr(cfg, "scanner_swi_highpass_mm", 4.0))
-        return sub, swi, None, "swi"
-    return sub, sub.magnitude, sub.phase, spec.input_kind
 
 
 def prepare_scan(spec, cache_dir=None):
@@ -160,6 +136,7 @@ def prepare_scan(spec, cache_dir=None):
     """
     from ..algorithms.mip import sliding_minip
     from ..algorithms.swi import process_swi
+    from .phantom.randomise import simulate_scan
 
     tag = _tag(spec)
     if cache_dir:
@@ -173,17 +150,14 @@ def prepare_scan(spec, cache_dir=None):
             arrays["phase"] = d["phase"] if "phase" in d.files else None
             return arrays, pd.read_csv(csv), {"simulate_s": np.nan, "swi_s": np.nan}
     t0 = time.perf_counter()
-    sub, magnitude, phase, kind = simulate_inputs(spec)
+    sub = simulate_scan(spec)  # as the pipeline receives it (scanner SWI: no phase)
     t_sim = time.perf_counter() - t0
     t0 = time.perf_counter()
-    if kind == "swi":
-        out = process_swi(magnitude, None, sub.affine, input_kind="swi", n_threads=1)
-    else:
-        out = process_swi(magnitude, phase, sub.affine, input_kind=kind,
-                          echo_times=list(sub.echo_times_s), phase_units="rad", n_threads=1)
+    out = process_swi(sub.magnitude, sub.phase, sub.affine, input_kind=sub.input_kind,
+                      echo_times=list(sub.echo_times_s), phase_units="rad", n_threads=1)
     minip = sliding_minip(out["swi"], sub.affine)
     t_swi = time.perf_counter() - t0
-    filtered = out.get("filtered_phase") if kind != "swi" else None
+    filtered = out.get("filtered_phase") if sub.phase is not None else None
     arrays = {"swi": out["swi"].astype(np.float32),
               "phase": None if filtered is None else filtered.astype(np.float32),
               "minip": minip.astype(np.float32), "brain": sub.brain_mask,
@@ -244,13 +218,18 @@ def _simulate_job(args):
     return _tag(spec)
 
 
-def simulate_all(specs, cache_dir, jobs=1):
-    """Simulate and SWI-process scans into the cache (no candidates)."""
+def _run_jobs(job, specs, cache_dir, jobs):
+    """``job((spec, cache_dir))`` for every scan, in ``jobs`` processes when > 1."""
     todo = [(spec, str(cache_dir)) for spec in specs]
     if jobs > 1:
         with ProcessPoolExecutor(jobs) as pool:
-            return list(pool.map(_simulate_job, todo))
-    return [_simulate_job(t) for t in todo]
+            return list(pool.map(job, todo))
+    return [job(t) for t in todo]
+
+
+def simulate_all(specs, cache_dir, jobs=1):
+    """Simulate and SWI-process scans into the cache (no candidates)."""
+    return _run_jobs(_simulate_job, specs, cache_dir, jobs)
 
 
 def collect(specs, cache_dir, jobs=1):
@@ -262,23 +241,14 @@ def collect(specs, cache_dir, jobs=1):
     truths : dict
         ``(family, seed)`` -> truth table.
     """
-    todo = [(spec, str(cache_dir)) for spec in specs]
-    if jobs > 1:
-        with ProcessPoolExecutor(jobs) as pool:
-            paths = list(pool.map(_candidates_job, todo))
-    else:
-        paths = [_candidates_job(t) for t in todo]
+    paths = _run_jobs(_candidates_job, specs, cache_dir, jobs)
     truths = {(spec.family, spec.seed): pd.read_csv(Path(cache_dir) / f"{_tag(spec)}.csv")
               for spec in specs}
-    kinds = {(spec.family, spec.seed): spec.input_kind for spec in specs}
-    frames = []
-    for path in paths:
-        c = pd.read_csv(path, low_memory=False)
-        frames.append(c)
-    cand = pd.concat(frames, ignore_index=True)
+    cand = pd.concat([pd.read_csv(path, low_memory=False) for path in paths],
+                     ignore_index=True)
     cand["screened_out"] = cand["screened_out"].astype(str).str.lower().isin(["true", "1"])
     cand["has_phase"] = cand["has_phase"].astype(str).str.lower().isin(["true", "1"])
-    return cand, truths, kinds
+    return cand, truths
 
 
 #: Settings of the boosted trees (scikit-learn ``HistGradientBoostingClassifier``).
@@ -304,8 +274,8 @@ def _usable(cand):
 def _fit_part(train, names, calcification_weight=1.0):
     """Fit one ensemble on the non-screened training candidates (one thread).
 
-    Candidates on calcifications weigh ``calcification_weight``; the two classes are
-    balanced per family so that no family dominates.
+    Candidates on calcifications weigh ``calcification_weight``; every family weighs the
+    same in total (families differ in candidate counts).
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
     from threadpoolctl import threadpool_limits
@@ -315,7 +285,6 @@ def _fit_part(train, names, calcification_weight=1.0):
     data = _usable(train)
     y = (data["truth"] == "cmb").to_numpy(int)
     weight = np.where(data["truth"] == "calcification", calcification_weight, 1.0)
-    # equal total weight per family (families differ in candidate counts)
     per_family = data.groupby("family")["family"].transform("size").to_numpy(float)
     weight = weight * len(data) / (per_family * data["family"].nunique())
     with threadpool_limits(limits=1):
@@ -355,19 +324,16 @@ def _calibrate(cand, part):
     with the few hundred positives a validation cohort has (an isotonic map fitted on the
     first cohort had wide steps)."""
     from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
 
     data = _usable(cand)
     raw = np.clip(_raw_scores(data, part), 1e-12, 1.0 - 1e-12)
     y = (data["truth"] == "cmb").to_numpy(int)
     logit = np.log(raw / (1.0 - raw))[:, None]
-    fit = LogisticRegression(C=1e6, max_iter=1000).fit(logit, y)
+    with threadpool_limits(limits=1):  # one thread, as the trees: the same digits
+        fit = LogisticRegression(C=1e6, max_iter=1000).fit(logit, y)
     return {"method": "logistic", "fitted_on": "validation candidates (Platt scaling)",
             "slope": float(fit.coef_[0, 0]), "intercept": float(fit.intercept_[0])}
-
-
-def _scan_groups(cand, truths):
-    for (family, seed), c in cand.groupby(["family", "seed"], sort=True):
-        yield family, seed, c.reset_index(drop=True), truths[(family, seed)]
 
 
 def evaluate_system(cand, truths, model, thresholds=None, scores=None):
@@ -451,21 +417,16 @@ def fit_model(train_c, val_c, val_truths, *, verbose=False):
     for name, use_phase in (("phase", True), ("no_phase", False)):
         names = [n for n in FEATURES if use_phase or n not in PHASE_FEATURES]
         # the phase part learns from scans with phase; the no-phase part from all scans
-        # (their phase features are not used)
+        # (their phase features are not used), and is validated on every scan as if it
+        # had no phase
         tr = train_c[train_c["has_phase"]] if use_phase else train_c
-        va = val_c[val_c["has_phase"]] if use_phase else val_c
+        va = val_c[val_c["has_phase"]] if use_phase else val_c.assign(has_phase=False)
         weight = CALCIFICATION_WEIGHT if use_phase else 1.0
         part = _fit_part(tr, names, weight)
         part["calcification_weight"] = weight
         part["calibration"] = _calibrate(va, part)
         part["review_score"] = REVIEW_PROBABILITY
-        part["accept_score"] = 0.5
         model[name] = part
-    for name in ("phase", "no_phase"):
-        use_phase = name == "phase"
-        va = val_c[val_c["has_phase"]] if use_phase else val_c
-        if not use_phase:  # score every validation scan with the no-phase part
-            va = va.assign(has_phase=False)
         curve = _threshold_curve(va, val_truths, model, name, grid)
         n_calc = int(curve["calcifications"].iloc[0])
         max_calc = (1 - MIN_CALC_REJECTED) * n_calc if use_phase else np.inf
@@ -473,9 +434,9 @@ def fit_model(train_c, val_c, val_truths, *, verbose=False):
                       & (curve["calcifications_as_cmb"] <= max_calc)]
         pool = meets if len(meets) else curve
         best = pool[pool["f1"] == pool["f1"].max()].iloc[-1]
-        model[name]["accept_score"] = float(best["threshold"])
-        model[name]["review_score"] = min(REVIEW_PROBABILITY, float(best["threshold"]))
-        model[name]["validation"] = {k: float(v) for k, v in best.to_dict().items()}
+        part["accept_score"] = float(best["threshold"])
+        part["review_score"] = min(REVIEW_PROBABILITY, float(best["threshold"]))
+        part["validation"] = {k: float(v) for k, v in best.to_dict().items()}
         if verbose:
             print(f"== {name}\n" + curve.round(3).to_string(index=False), flush=True)
     return model
@@ -494,9 +455,9 @@ def _compact(m):
 
 def leave_one_family_out(train, validation):
     """For each family: fit and calibrate on the others, score all its scans."""
-    (train_c, _, _), (val_c, val_t, _) = train, validation
+    (train_c, train_t), (val_c, val_t) = train, validation
     all_c = pd.concat([train_c, val_c], ignore_index=True)
-    all_t = {**train[1], **val_t}
+    all_t = {**train_t, **val_t}
     rows = {}
     for family in sorted(all_c["family"].unique()):
         parts = fit_model(train_c[train_c["family"] != family],
@@ -539,8 +500,8 @@ def train_model(train, validation, *, hold_out=None, lofo=True):
     from ..algorithms.detection.classifier import MODEL_KIND
     from .phantom.randomise import FAMILIES
 
-    train_c, train_t, _ = train
-    val_c, val_t, _ = validation
+    train_c, train_t = train
+    val_c, val_t = validation
     seen = lambda c: c[c["family"] != hold_out]  # noqa: E731
     parts = fit_model(seen(train_c), seen(val_c), val_t, verbose=True)
     families = sorted(set(train_c["family"]) - {hold_out})
