@@ -189,15 +189,20 @@ def print_summary(name, m):
         print(f"  left for review: {m['review_per_scan']:.2f} candidates per scan", flush=True)
 
 
-def _groups(per_scan):
-    """Measures of every scan, of the in-family and held-out cohorts, and of the
-    held-out cohort by input kind."""
-    groups = {"all": per_scan}
+def cohort_measures(per_scan):
+    """``cmbprep <group>`` measures (with ``review_per_scan``) of the in-family and
+    held-out cohorts, and of the held-out cohort by input kind."""
+    groups = {}
     for entry in per_scan:
         groups.setdefault(entry["cohort"], []).append(entry)
         if entry["cohort"] == "held-out":
             groups.setdefault(f"held-out {entry['input_kind']}", []).append(entry)
-    return groups
+    results = {}
+    for name, group in groups.items():
+        results[f"cmbprep {name}"] = summarise(group)
+        results[f"cmbprep {name}"]["review_per_scan"] = float(np.mean(
+            [e["review"] for e in group]))
+    return results
 
 
 def pipeline_mode(args, cohort):
@@ -226,11 +231,8 @@ def pipeline_mode(args, cohort):
             extra[label] = {"accepted": len(cmb), "candidates": len(cand),
                             "review": per_scan[-1]["review"]}
         results[detector] = summarise(per_scan)
-        for name, group in _groups(per_scan).items():
-            if name != "all" and detector == "cmbprep":
-                results[f"cmbprep {name}"] = summarise(group)
-                results[f"cmbprep {name}"]["review_per_scan"] = float(np.mean(
-                    [e["review"] for e in group]))
+        if detector == "cmbprep":
+            results.update(cohort_measures(per_scan))
         if detector == "bian2013":
             only = [dict(s, detections=s["detections"][s["detections"]["status"] == "cmb"])
                     for s in per_scan]
@@ -278,11 +280,7 @@ def direct_mode(args, cohort):
               flush=True)
     print(pd.DataFrame(times).round(1).to_string(index=False))
     results = {n: summarise(per_scan[n]) for n in names}
-    for name, group in _groups(per_scan["cmbprep"]).items():
-        if name != "all":
-            results[f"cmbprep {name}"] = summarise(group)
-            results[f"cmbprep {name}"]["review_per_scan"] = float(np.mean(
-                [e["review"] for e in group]))
+    results.update(cohort_measures(per_scan["cmbprep"]))
     return results
 
 
