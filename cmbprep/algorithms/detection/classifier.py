@@ -9,9 +9,9 @@ Prediction (:func:`predict_proba`) walks the trees with numpy: the run time does
 depend on scikit-learn or on pickles.
 
 Two ensembles are stored: ``phase`` (uses :data:`PHASE_FEATURES`) and ``no_phase``
-(for inputs without phase, e.g. scanner SWI or magnitude only). Each part carries an
-isotonic ``calibration`` (fitted on validation scans) that maps the trees' output to the
-probability that a candidate is a microbleed (:func:`calibrate`).
+(for inputs without phase, e.g. scanner SWI or magnitude only). Each part carries a
+``calibration`` (fitted on validation scans) that maps the trees' output to the
+probability that a candidate is a microbleed (:func:`calibrate`; Platt scaling).
 """
 
 from __future__ import annotations
