@@ -7,15 +7,19 @@ STAMP := $(VENV)/.installed-stamp
 DEMO := demo
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-slow benchmarks train-classifier docs boutiques clean
+CONSTRAINTS := requirements/constraints.txt
 
-$(STAMP): pyproject.toml Makefile
+.PHONY: install demo test test-slow benchmarks train-classifier docs boutiques clean lock hpc-check
+
+# Every dependency is pinned by the lock file $(CONSTRAINTS) (refresh: `make lock`).
+$(STAMP): pyproject.toml Makefile $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e ".[test,docs]"
+	$(BIN)/python -m pip install -c $(CONSTRAINTS) -e ".[test,docs]"
 	# Atlas sources (CAT12 Hammers/Mori, academic licence) come with deepmriprep; --no-deps
-	# keeps torch out. The region atlas is built from them once, offline (docs/anatomy.rst).
-	$(BIN)/python -m pip install --no-deps deepmriprep==0.3.0
+	# keeps torch out. The region atlas is built from them once, offline, with the shipped
+	# template-to-template transform (docs/anatomy.rst; about 20 s).
+	$(BIN)/python -m pip install -c $(CONSTRAINTS) --no-deps deepmriprep==0.3.0
 	$(BIN)/python -m cmbprep.algorithms.lobes
 	touch $(STAMP)
 
@@ -53,6 +57,18 @@ docs: install
 
 boutiques: install
 	$(BIN)/bosh validate boutiques.json
+
+# Refresh the lock file from the current .venv: upgrade within pyproject.toml's ranges
+# first (e.g. `.venv/bin/pip install -U -e ".[test,docs]"`), run `make test`, then
+# `make lock` and commit requirements/constraints.txt.
+lock:
+	$(BIN)/python requirements/lock.py $(CONSTRAINTS)
+
+# The SLURM recipe of docs/hpc.rst, run for real on a one-node SLURM brought up on this
+# machine (needs root; installs slurm-wlm and munge with apt-get if missing). Not part
+# of `make test`; measured in docs/benchmarks.md.
+hpc-check: install
+	bash benchmarks/hpc_check.sh
 
 clean:
 	rm -rf $(DEMO) docs/_build .pytest_cache

@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-from cmbprep.algorithms.detection import detect_cmbprep
+from cmbprep.algorithms.detection import PHASE_SIGN_OF_HANDEDNESS, detect_cmbprep
 from cmbprep.algorithms.swi import process_swi
 from cmbprep.testing.injection import inject_lesions, random_lesions
 from cmbprep.testing.scoring import label_detections
@@ -85,7 +85,12 @@ def run_detector(magnitude, phase, affine, input_kind):
     out = process_swi(magnitude, phase, affine, input_kind="megre", echo_times=ECHO_TIMES,
                       phase_units="rad", n_threads=1)
     fp = out["filtered_phase"] if input_kind == "megre" else None
-    result = detect_cmbprep(out["swi"], out["head_mask"], affine, filtered_phase=fp)
+    # as in the pipeline: the SWI chain's handedness cross-checks the detector's phase sign
+    handedness = out["meta"].get("Handedness") if fp is not None else None
+    parameters = ({"phase_sign_reference": PHASE_SIGN_OF_HANDEDNESS[handedness]}
+                  if handedness in PHASE_SIGN_OF_HANDEDNESS else None)
+    result = detect_cmbprep(out["swi"], out["head_mask"], affine, filtered_phase=fp,
+                            parameters=parameters)
     return result, out["head_mask"]
 
 

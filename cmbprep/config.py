@@ -129,6 +129,7 @@ class Settings:
     group_column: str = "group"
     prevalence_by: list[str] = field(default_factory=list)
     model: str | None = None
+    rater: str | None = None  # whose review the group level counts (--rater)
 
     # Bookkeeping
     version: str = __version__

@@ -61,3 +61,41 @@ class IOFailure(CmbprepError):
     """An input/output error while running (exit 74)."""
 
     exit_code = 74
+
+
+class PartialFailure(CmbprepError):
+    """Some participant units failed or were skipped, the others were written (exit 19)."""
+
+    exit_code = 19
+
+
+class WorkerLostError(CmbprepError):
+    """A worker process died (killed, most often by the out-of-memory killer) (exit 71)."""
+
+    exit_code = 71
+
+
+class NoSpaceError(IOFailure):
+    """No space left on the device of the work or output folder (exit 74)."""
+
+    exit_code = 74
+
+
+class BusyError(CmbprepError):
+    """Another cmbprep run is writing the same participant into the same output folder
+    (exit 75: try again later)."""
+
+    exit_code = 75
+
+
+class Interrupted(BaseException):  # noqa: N818 - like KeyboardInterrupt
+    """SIGTERM or SIGINT received: the run stops its workers and exits 128 + signal
+    (143 for SIGTERM, 130 for SIGINT). A ``BaseException`` so that no ``except
+    Exception`` of a node or of Nipype can swallow it."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum
+        super().__init__(f"interrupted by {signal.Signals(self.signum).name}")

@@ -234,7 +234,7 @@ def test_exit_codes_are_documented():
     for code in cli_run.EXIT_CODES:
         assert f"``{code}``" in docs, f"exit code {code} missing from docs/usage.rst"
     assert json.dumps(sorted(cli_run.EXIT_CODES)) == json.dumps(
-        [0, 1, 16, 17, 18, 64, 65, 66, 73, 74])
+        [0, 1, 16, 17, 18, 19, 64, 65, 66, 71, 73, 74, 75, 130, 143])
 
 
 def _cgroup_tree(tmp_path, *, v2_max=None, v1_quota=None):

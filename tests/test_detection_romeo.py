@@ -45,10 +45,12 @@ def test_veins_without_microbleeds(romeo_swi, mask_kind):
     assert (without_phase["status"] == "cmb").sum() <= 1
 
 
-def test_bian2013_leaves_vein_candidates_for_the_rater(romeo_swi):
+def test_bian2013_leaves_few_vein_candidates_for_the_rater(romeo_swi):
+    """Real veins, no microbleeds: the published regime is "tens" of false positives per
+    whole brain for the rater; this small crop (51 x 51 x 41 voxels) leaves at most a
+    handful."""
     out, minip, affine = romeo_swi
     table = detect_bian2013(out["swi"], minip, out["head_mask"], affine).candidates
-    assert len(table) > 0
     assert set(table["status"]) <= {"cmb", "review", "rejected"}
-    # most candidates are rejected by the geometric rules
-    assert (table["status"] == "rejected").mean() > 0.5
+    shown = table["status"].isin(["cmb", "review"]).sum()
+    assert shown <= 5, table[["i", "j", "k", "status", "reason"]]

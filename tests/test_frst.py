@@ -73,3 +73,20 @@ def test_invalid_arguments():
         fast_radial_symmetry(np.ones((5, 5, 5)), 2)
     with pytest.raises(ValueError):
         fast_radial_symmetry(np.ones((5, 5)), 2, polarity="grey")
+
+
+def test_combine_max_keeps_each_blob_at_its_own_radius():
+    """``combine="max"``: a blob is not diluted by radii that do not fit it (several
+    radii, as the bian2013 detector uses); the mean is Loy and Zelinsky's average."""
+    yy, xx = np.mgrid[:64, :64]
+    img = np.full((64, 64), 200.0)
+    img[(yy - 32) ** 2 + (xx - 32) ** 2 <= 16] = 20.0  # radius 4 px
+    single = fast_radial_symmetry(img, 4)
+    mean = fast_radial_symmetry(img, [2, 4, 8])
+    best = fast_radial_symmetry(img, [2, 4, 8], combine="max")
+    assert best[32, 32] >= single[32, 32] - 1e-9
+    assert best[32, 32] > 1.5 * mean[32, 32]
+    assert np.unravel_index(np.argmax(best), best.shape) == (32, 32)
+    np.testing.assert_allclose(fast_radial_symmetry(img, 4, combine="max"), single)
+    with pytest.raises(ValueError, match="combine"):
+        fast_radial_symmetry(img, 4, combine="sum")

@@ -218,3 +218,28 @@ def test_scanner_swi_workflow_has_no_phase_output(phantom, tmp_path):
     # N4 flattened the simulated receive bias: less spread of white-ish tissue
     raw = phantom.magnitude[..., 0]
     assert np.std(swi[brain]) / np.mean(swi[brain]) < np.std(raw[brain]) / np.mean(raw[brain])
+
+
+@pytest.mark.parametrize("family, seed", [("A", 30008), ("B", 30105)])
+def test_handedness_from_the_veins_where_the_local_rule_fails(family, seed):
+    """Randomised validation scans (gre 0.6-0.9 mm, megre 1.5 T) on which the local
+    pole-minus-equator rule picks the wrong convention (|score| < 0.03 rad): the global
+    vein fit gets it right and ``filter_phase`` (auto) uses it."""
+    from cmbprep.algorithms.swi.chain import filter_phase, prepare_magnitude
+    from cmbprep.testing.phantom.randomise import random_scan, simulate_scan
+
+    spec = random_scan(family, seed)
+    sub = simulate_scan(spec)
+    expected = {1: "left", -1: "right"}[spec.config.phase_sign]
+    tes = list(sub.echo_times_s)
+    echoes, combined, mask, _ = prepare_magnitude(sub.magnitude, sub.affine,
+                                                  input_kind=sub.input_kind,
+                                                  echo_times=tes, has_phase=True)
+    filtered, used, meta = filter_phase(echoes, combined, sub.phase, mask, sub.affine,
+                                        echo_times=tes, phase_units="rad")
+    local, score, _ = S.detect_handedness(combined, filtered, sub.affine, mask)
+    assert local != expected and abs(score) < 0.03, "the local rule is right here now"
+    veins, corr, n_vein = S.calibrate_handedness_on_veins(combined, filtered, sub.affine,
+                                                          mask)
+    assert veins == expected and abs(corr) > 0.1 and n_vein > 50
+    assert used == expected and meta["HandednessDetection"]["Method"] == "veins"

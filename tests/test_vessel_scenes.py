@@ -48,3 +48,40 @@ def test_microbleed_beside_a_vein_is_found(angle):
     # and the vein itself is still not reported
     on_vein = (_distance_to_axis_mm(cand, scene) <= 1.5) & (dist > 2.5)
     assert not (on_vein & (cand["status"] == "cmb")).any()
+
+
+def test_phase_sign_conflict_with_the_swi_chain_switches_the_phase_off():
+    """The detector's vein calibration and the SWI chain's handedness are two estimates of
+    one convention: when they disagree the phase is not used (no-phase classifier) and a
+    warning says so; when they agree, or the sign is fixed, it is used."""
+    scene = vessel_scene(90, sphere_offset_mm=3.5, seed=100)
+    out = process_swi(scene.magnitude, scene.phase, scene.affine, input_kind="gre",
+                      echo_times=list(scene.echo_times_s), phase_units="rad",
+                      handedness="left", n_threads=1)
+
+    def run(**parameters):
+        return detect_cmbprep(out["swi"], scene.brain, scene.affine,
+                              filtered_phase=out["filtered_phase"], parameters=parameters)
+
+    own = run()
+    sign = own.parameters["phase_sign"]
+    assert sign in (1, -1) and own.parameters["phase_used"]
+    assert own.parameters["phase_sign_reference"] == "n/a" and not own.parameters["warnings"]
+
+    agree = run(phase_sign_reference=sign)
+    assert agree.parameters["phase_used"] and not agree.parameters["phase_sign_conflict"]
+    assert agree.parameters["model_part"] == "phase"
+    assert np.isfinite(agree.candidates["paramagnetic_evidence"]).any()
+    assert not agree.parameters["warnings"]
+
+    conflict = run(phase_sign_reference=-sign)
+    assert conflict.parameters["phase_sign_conflict"] and not conflict.parameters["phase_used"]
+    assert conflict.parameters["model_part"] == "no_phase"
+    assert not np.isfinite(conflict.candidates["paramagnetic_evidence"]).any()
+    assert len(conflict.parameters["warnings"]) == 1
+    assert "phase not used" in conflict.parameters["warnings"][0]
+    # same seeds as without phase: the no-phase scoring of the same candidates
+    assert len(conflict.candidates) == len(own.candidates)
+
+    fixed = run(phase_sign=sign, phase_sign_reference=-sign)  # a user-fixed sign wins
+    assert fixed.parameters["phase_used"] and not fixed.parameters["phase_sign_conflict"]

@@ -131,6 +131,9 @@ def _add_group_options(parser: argparse.ArgumentParser) -> None:
     g_group.add_argument("--model", metavar="FORMULA",
                          help="right-hand side of the multivariate Poisson model, e.g. "
                          "'age + C(sex) + platelet_nadir'")
+    g_group.add_argument("--rater", metavar="NAME",
+                         help="count this rater's reviews (cmbprep-review); default: a "
+                         "participant's only rater, or the first by name")
 
 
 def _add_other_options(parser: argparse.ArgumentParser) -> None:

@@ -14,14 +14,21 @@ descriptions), :mod:`.run` (:func:`run_group`).
 
 Rater review
 ------------
-A rater records a review by copying a unit's ``<prefix>_desc-candidates_cmb.tsv`` to
-``<prefix>_desc-reviewed_cmb.tsv`` (same folder) and setting the ``status`` of every row
-to ``cmb`` (accept) or ``rejected``. When that file exists its ``cmb`` rows are counted
-(``count_source = rater``); rows still marked ``review`` are not counted and are
-reported in ``n_review_pending``. The rater's name may be given as ``"Rater"`` in the
-file's JSON sidecar. Otherwise the accepted table ``_desc-cmb_cmb.tsv`` is counted
-(``count_source = automatic``). Pipeline outputs are never edited, so rerunning the
-participant level does not overwrite a review.
+``cmbprep-review`` (:mod:`cmbprep.review`, ``docs/review.rst``) writes a unit's
+``<prefix>_desc-reviewed_cmb.tsv`` beside its candidate table: one row per rater and
+candidate, with ``rater``, ``decision`` (``yes``/``no``/``unsure``), ``decided_at`` and
+``status`` (``cmb``, ``rejected``, or ``review`` while unsure or undecided). When that
+file exists the chosen rater's ``cmb`` rows are counted (``count_source = rater``; the
+rater is ``--rater``, else the only one, else the first by name); that rater's ``review``
+rows are not counted and are reported in ``n_review_pending``. A unit the chosen rater has
+not reviewed is counted automatically. With two raters on a unit,
+``group_rater_agreement.tsv`` gives Cohen's kappa on the candidates and the ICC(A,1) of
+the counts per unit (:func:`.analysis.rater_agreement`). A table without a ``rater``
+column (a rater's hand-edited copy of the candidate table, ``status`` set to ``cmb`` or
+``rejected``) is read as one rater's, named by ``"Rater"`` in its JSON sidecar.
+Otherwise the accepted table ``_desc-cmb_cmb.tsv`` is counted (``count_source =
+automatic``). Pipeline outputs are never edited, so rerunning the participant level does
+not overwrite a review.
 """
 
 from .analysis import run_prevalence, run_regressions

@@ -8,9 +8,12 @@ the sidecars of :mod:`.sidecars`), ``group_cmb_provenance.json`` and the report
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +21,14 @@ import pandas as pd
 
 from .. import __version__
 from ..errors import DataError, InputMissingError
-from ..utils.io import write_text_atomic
+from ..utils.derivatives import check_unit_manifest
+from ..utils.io import STATE_FOLDER, write_text_atomic
 from ..utils.tables import write_tsv
 from . import sidecars
-from .analysis import SIGNIFICANCE, run_prevalence, run_regressions
+from .analysis import SIGNIFICANCE, rater_agreement, run_prevalence, run_regressions
 from .covariates import parse_prevalence_by, read_covariates
 from .units import (LOBES, MARS_CATEGORIES, find_participant_units, normalise_label,
-                    summarise_unit)
+                    review_decisions, summarise_unit)
 
 LOGGER = logging.getLogger("cmbprep.group")
 
@@ -38,7 +42,7 @@ class _Notes(list):
 
 
 def run_group(output_dir, bids_dir, *, covariates_file=None, group_column="group",
-              prevalence_by=(), model=None, participant_labels=None):
+              prevalence_by=(), model=None, participant_labels=None, rater=None):
     """Run the group level from the participant outputs.
 
     Parameters
@@ -59,12 +63,17 @@ def run_group(output_dir, bids_dir, *, covariates_file=None, group_column="group
         Multivariate Poisson model formula (patsy), right-hand side or full.
     participant_labels : sequence of str, optional
         Restrict to these participants (with or without ``sub-``).
+    rater : str, optional
+        Count this rater's reviews (``--rater``); units this rater has not reviewed are
+        counted from the automatic detection. Default: a unit's only rater, or the first
+        by name when several reviewed it.
 
     Returns
     -------
     dict
         Paths written: ``group_cmb``, ``prevalence``, ``prevalence_tests``,
-        ``regression``, ``regression_models`` (TSVs; sidecars beside them),
+        ``regression``, ``regression_models``, ``rater_agreement`` (when two raters
+        reviewed a unit) (TSVs; sidecars beside them),
         ``provenance`` (JSON) and ``report`` (HTML), plus ``skipped`` (list of messages).
 
     Raises
@@ -80,7 +89,7 @@ def run_group(output_dir, bids_dir, *, covariates_file=None, group_column="group
 
     output_dir, bids_dir = Path(output_dir), Path(bids_dir)
     notes = _Notes()
-    rows, skipped = _summarise_units(output_dir, participant_labels)
+    rows, skipped = _summarise_units(output_dir, participant_labels, notes, rater=rater)
     group_cmb = pd.DataFrame(rows)
     bins = [parse_prevalence_by(spec) for spec in prevalence_by]
     cov_path = Path(covariates_file) if covariates_file else bids_dir / "participants.tsv"
@@ -91,36 +100,62 @@ def run_group(output_dir, bids_dir, *, covariates_file=None, group_column="group
     for message in skipped:
         notes.warn(f"skipped {message}")
     if not rows:
-        raise InputMissingError(f"{output_dir}: no participant CMB tables found "
-                                "(run the participant level first)")
+        raise InputMissingError(f"{output_dir}: no participant CMB tables found (none "
+                                "complete; run the participant level first)")
 
+    # Everything is computed and checked (options, columns, model) before any file is
+    # written; then the files are written as one set, the provenance file last.
     group_cmb = _order_group_cmb(group_cmb)
-    written = {}
-    written["group_cmb"], _ = write_tsv(group_cmb, output_dir / "group_cmb.tsv",
-                                        sidecars.group_cmb_sidecar(group_cmb.columns))
     data = _analysis_data(group_cmb, covariates, kinds, cov_path, notes)
     group = _check_columns(data, group_column, bins, cov_path, notes)
     prevalence, tests = run_prevalence(data, group, bins)
-    written.update(_write_prevalence_tables(output_dir, prevalence, tests))
     models, terms, univariate = run_regressions(
         data, list(covariates.columns) if covariates is not None else [], kinds,
         model=model)
-    written.update(_write_regression_tables(output_dir, models, terms))
-
+    agreement = _rater_agreement(output_dir, participant_labels, rater, notes)
     provenance = _provenance(
         cov_path if covariates is not None else None, kinds, group, bins, model,
         participant_labels, n_rows=len(group_cmb), n_analysed=len(data), skipped=skipped,
         notes=notes)
-    written["provenance"] = write_text_atomic(
-        output_dir / "group_cmb_provenance.json",
-        json.dumps(provenance, indent=2, default=str) + "\n")
+    provenance["rater"] = rater
+
+    staging = output_dir / STATE_FOLDER / "staging" / "group"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    written = {}
+    written["group_cmb"], _ = write_tsv(group_cmb, staging / "group_cmb.tsv",
+                                        sidecars.group_cmb_sidecar(group_cmb.columns))
+    written.update(_write_prevalence_tables(staging, prevalence, tests))
+    written.update(_write_regression_tables(staging, models, terms))
+    if agreement is not None:
+        written["rater_agreement"], _ = write_tsv(
+            agreement, staging / "group_rater_agreement.tsv", sidecars.AGREEMENT_SIDECAR)
     written["report"] = write_group_report(
-        output_dir / "group_cmb.html", group_cmb=group_cmb, data=data,
+        staging / "group_cmb.html", group_cmb=group_cmb, data=data,
         prevalence=prevalence, tests=tests, models=models, terms=terms,
         univariate=univariate, kinds=kinds, provenance=provenance,
-        significance=SIGNIFICANCE)
+        significance=SIGNIFICANCE, agreement=agreement)
+    written = {key: output_dir / Path(path).name for key, path in written.items()}
+    written["provenance"] = _commit_group_files(staging, output_dir, provenance)
     written["skipped"] = skipped
     return written
+
+
+def _commit_group_files(staging, output_dir, provenance):
+    """Move the staged group files into ``output_dir``; the provenance file, listing
+    them with their checksums, is removed first and written last."""
+    target = output_dir / "group_cmb_provenance.json"
+    target.unlink(missing_ok=True)
+    files = {}
+    for path in sorted(staging.iterdir()):
+        files[path.name] = _sha256(path)
+        os.replace(path, output_dir / path.name)
+    shutil.rmtree(staging, ignore_errors=True)
+    for folder in (staging.parent, staging.parent.parent):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+    return write_text_atomic(target, json.dumps({**provenance, "files": files}, indent=2,
+                                                default=str) + "\n")
 
 
 def _provenance(cov_path, kinds, group, bins, model, participant_labels, *, n_rows,
@@ -143,19 +178,70 @@ def _provenance(cov_path, kinds, group, bins, model, participant_labels, *, n_ro
     }
 
 
-def _summarise_units(output_dir, participant_labels):
-    """The ``group_cmb.tsv`` rows, and messages for the units without a CMB table."""
+def _rater_agreement(output_dir, participant_labels, rater, notes):
+    """Agreement of the raters (``None`` when no unit has two raters); notes on which
+    rater is counted."""
+    units, _empty = find_participant_units(output_dir, participant_labels)
+    reviews = {p: review_decisions(u["reviewed"]) for p, u in sorted(units.items())
+               if "reviewed" in u}
+    several = {p: sorted(r, key=str) for p, r in reviews.items() if len(r) > 1}
+    if rater is None and several:
+        notes.warn(f"{len(several)} unit(s) reviewed by several raters; counted the first "
+                   "by name (choose with --rater): " + "; ".join(
+                       f"{p}: {', '.join(map(str, r))}" for p, r in several.items()))
+    if rater is not None:
+        missing = sorted(p for p, r in reviews.items() if rater not in r)
+        if missing:
+            notes.warn(f"{len(missing)} reviewed unit(s) without a review by {rater} "
+                       f"(--rater): counted from the automatic detection: "
+                       f"{', '.join(missing)}")
+    return rater_agreement(reviews) if several else None
+
+
+def _summarise_units(output_dir, participant_labels, notes, rater=None):
+    """The ``group_cmb.tsv`` rows, and messages for the units left out: no CMB table,
+    or a manifest saying the unit is incomplete or files that do not match it."""
     units, empty = find_participant_units(output_dir, participant_labels)
-    rows, skipped = [], []
+    rows, skipped, unverified, settings = [], [], [], {}
     for label in empty:
         skipped.append(f"sub-{label}: no CMB table in {output_dir / f'sub-{label}'}")
     for prefix, unit in sorted(units.items()):
-        row = summarise_unit(unit, output_dir)
+        if "manifest" in unit:
+            problem = check_unit_manifest(unit["manifest"], output_dir,
+                                          verify=("_cmb.tsv", "_cmb.json"))
+            if problem:
+                skipped.append(f"{prefix}: {problem}; rerun the participant level for it")
+                continue
+            recorded = json.loads(Path(unit["manifest"]).read_text()).get("Settings") or {}
+            settings[prefix] = recorded
+        elif "cmb" in unit:
+            unverified.append(prefix)
+        row = summarise_unit(unit, output_dir, rater=rater)
         if row is None:
             skipped.append(f"{prefix}: no CMB table (_desc-cmb_cmb.tsv) in {unit['folder']}")
             continue
         rows.append(row)
+    if unverified:
+        notes.warn(f"{len(unverified)} unit(s) without a manifest (written by hand or by "
+                   "an older cmbprep), completeness not checked: "
+                   f"{', '.join(unverified[:10])}{' ...' if len(unverified) > 10 else ''}")
+    _note_mixed_settings(settings, notes)
     return rows, skipped
+
+
+def _note_mixed_settings(settings, notes):
+    """A note when the counted units were processed with different settings."""
+    keys = sorted({key for recorded in settings.values() for key in recorded})
+    for key in keys:
+        values = {}
+        for prefix, recorded in sorted(settings.items()):
+            values.setdefault(json.dumps(recorded.get(key)), []).append(prefix)
+        if len(values) > 1:
+            listed = "; ".join(f"{value}: {', '.join(units[:5])}"
+                               f"{' ...' if len(units) > 5 else ''}"
+                               for value, units in sorted(values.items()))
+            notes.warn(f"participant units were processed with different {key} "
+                       f"({listed})")
 
 
 def _load_covariates(cov_path, covariates_file, bins, participant_labels, notes):

@@ -27,11 +27,14 @@ def group_cmb_sidecar(columns):
         "run": _describe("run entity of the SWI input; n/a when absent."),
         "count_source": _describe(
             "Where the counts come from.",
-            levels={"rater": "a rater's review (_desc-reviewed_cmb.tsv, rows with "
-                             "status cmb)",
+            levels={"rater": "a rater's review (_desc-reviewed_cmb.tsv, the rater's "
+                             "rows with status cmb)",
                     "automatic": "the automatic detection (_desc-cmb_cmb.tsv)"}),
-        "rater": _describe("Rater named in the review's JSON sidecar ('Rater'); n/a "
-                           "when not given or not reviewed."),
+        "rater": _describe("Rater whose review is counted: the rater column of the "
+                           "reviewed table (the one chosen with --rater; else the only "
+                           "one, or the first by name), or the 'Rater' of the sidecar of "
+                           "a table without that column; n/a when not given or not "
+                           "reviewed."),
         "n_cmb": _describe("Number of cerebral microbleeds.", "count"),
         "n_lobar": _describe("Microbleeds in lobar locations (MARS: cortex and "
                              "juxtacortical white matter of the lobes, insula).", "count"),
@@ -45,8 +48,11 @@ def group_cmb_sidecar(columns):
         "total_volume_mm3": _describe("Sum of the microbleeds' volumes (volume_mm3 of the "
                                       "counted table); n/a when the table has no volume.",
                                       "mm^3"),
-        "n_review_pending": _describe("Candidates still marked 'review' (not counted); "
-                                      "n/a without a candidates table.", "count"),
+        "n_review_pending": _describe("Candidates still marked 'review' (not counted): "
+                                      "the rater's undecided and unsure ones, or the "
+                                      "detector's 'review' ones when counted "
+                                      "automatically; n/a without a candidates table.",
+                                      "count"),
         "detector": _describe("Detector named in _desc-summary_cmb.json."),
         "registration_ok": _describe("registration_ok of _desc-summary_cmb.json; n/a "
                                      "without a summary."),
@@ -159,4 +165,34 @@ TERMS_SIDECAR = {
     "z": _describe("coef / se."),
     "estimable": _describe("false under quasi-complete separation (a level without any "
                            "microbleed): the estimate is unbounded and meaningless."),
+}
+
+AGREEMENT_SIDECAR = {
+    "rater_1": _describe("First rater of the pair (by name)."),
+    "rater_2": _describe("Second rater of the pair."),
+    "n_units": _describe("Participant units (session/acquisition/run) both reviewed.",
+                         "count"),
+    "n_candidates": _describe("Candidates both decided (yes, no or unsure), pooled over "
+                              "the units.", "count"),
+    "percent_agreement": _describe("Candidates with the same decision.", "%"),
+    "kappa": _describe("Cohen's kappa of the decisions (yes / no / unsure) on those "
+                       "candidates; n/a when undefined (one decision only)."),
+    "kappa_ci_lower": _describe("Lower bound of the 95% confidence interval of kappa "
+                                "(kappa - 1.96 SE, SE = sqrt(po (1 - po) / (n (1 - "
+                                "pe)^2)), Cohen 1960)."),
+    "kappa_ci_upper": _describe("Upper bound of the 95% confidence interval of kappa."),
+    "n_units_complete": _describe("Units both raters finished (no undecided candidate): "
+                                  "the targets of the ICC.", "count"),
+    "mean_count_1": _describe("Mean number of microbleeds (decision yes) per complete "
+                              "unit, rater_1.", "count"),
+    "mean_count_2": _describe("Mean number of microbleeds per complete unit, rater_2.",
+                              "count"),
+    "icc": _describe("Intraclass correlation of the microbleed counts per unit: ICC(A,1) "
+                     "of McGraw and Wong 1996 (two-way random effects, absolute "
+                     "agreement, single rater; Shrout and Fleiss ICC(2,1)); n/a with "
+                     "fewer than two complete units or without variance."),
+    "icc_ci_lower": _describe("Lower bound of the 95% confidence interval of the ICC "
+                              "(McGraw and Wong 1996, F distribution)."),
+    "icc_ci_upper": _describe("Upper bound of the 95% confidence interval of the ICC."),
+    "message": _describe("Why kappa or the ICC is n/a; n/a otherwise."),
 }

@@ -22,7 +22,8 @@ LOBES = ("frontal", "parietal", "temporal", "occipital", "insula", "cingulate")
 ENTITY_RE = re.compile(r"(sub|ses|acq|run)-([a-zA-Z0-9]+)")
 #: File name endings of a unit's outputs -> their key in a unit.
 UNIT_FILES = {"_desc-cmb_cmb.tsv": "cmb", "_desc-candidates_cmb.tsv": "candidates",
-              "_desc-reviewed_cmb.tsv": "reviewed", "_desc-summary_cmb.json": "summary"}
+              "_desc-reviewed_cmb.tsv": "reviewed", "_desc-summary_cmb.json": "summary",
+              "_manifest.json": "manifest"}
 
 
 def normalise_label(label):
@@ -71,6 +72,8 @@ def find_participant_units(output_dir, participant_labels=None):
 
 def _lobe_column(value):
     value = re.sub(r"[^a-z0-9]+", "_", str(value).strip().lower()).strip("_")
+    if value in ("nan", "none", "n_a"):  # a missing value written as text
+        return None
     for lobe in LOBES:
         if lobe in value:
             return f"n_lobe_{lobe}"
@@ -104,17 +107,28 @@ def _read_rows(path):
     return rows
 
 
-def _reviewed_counts(path):
-    """The microbleeds a rater accepted in ``_desc-reviewed_cmb.tsv``, and the rater."""
+def _review_rows(path):
+    """The rows of ``_desc-reviewed_cmb.tsv`` by rater, each row's status checked.
+
+    The table of ``cmbprep-review`` has a ``rater`` column (one row per rater and
+    candidate); a table without it (a rater's hand-edited copy of the candidate table)
+    is one rater's, named by its sidecar's ``"Rater"`` (``None`` when not given).
+    """
     table = _read_rows(path)
     if "status" not in table.columns:
         raise DataError(f"{path}: no 'status' column (the rater must set "
                         "status to 'cmb' or 'rejected' for every candidate)")
-    status = [(r["status"] or "review").lower() for r in table]
-    unknown = sorted(set(status) - {"cmb", "rejected", "review"})
+    for row in table:
+        row["status"] = (row["status"] or "review").lower()
+    unknown = sorted({r["status"] for r in table} - {"cmb", "rejected", "review"})
     if unknown:
         raise DataError(f"{path}: status must be cmb, rejected or review, "
                         f"found {unknown}")
+    if "rater" in table.columns:
+        by_rater = {}
+        for row in table:
+            by_rater.setdefault(row["rater"] or "unknown", []).append(row)
+        return dict(sorted(by_rater.items())), table.columns
     rater = None
     sidecar = Path(path).with_suffix(".json")
     if sidecar.exists():
@@ -122,9 +136,45 @@ def _reviewed_counts(path):
             rater = json.loads(sidecar.read_text()).get("Rater")
         except (ValueError, AttributeError):
             rater = None
-    return {"cmbs": [r for r, s in zip(table, status) if s == "cmb"],
-            "columns": table.columns, "source": "rater", "path": path,
-            "pending": status.count("review"), "rater": rater}
+    return {rater: list(table)}, table.columns
+
+
+def review_decisions(path):
+    """``{rater: {candidate_id: decision}}`` of a reviewed table (decision ``yes``,
+    ``no``, ``unsure`` or ``None`` while undecided; from ``status`` without a
+    ``decision`` column)."""
+    by_rater, columns = _review_rows(path)
+    from_status = {"cmb": "yes", "rejected": "no", "review": None}
+    decisions = {}
+    for rater, rows in by_rater.items():
+        mine = decisions.setdefault(rater or "unknown", {})
+        for row in rows:
+            if row.get("candidate_id") is None:
+                raise DataError(f"{path}: a row without candidate_id")
+            decision = (row.get("decision") or "").lower() if "decision" in columns \
+                else from_status[row["status"]]
+            mine[str(row["candidate_id"])] = decision or None
+    return decisions
+
+
+def _reviewed_counts(path, rater=None):
+    """The microbleeds the chosen rater accepted in ``_desc-reviewed_cmb.tsv``.
+
+    ``rater`` chooses among several raters (default: the first by name); ``None`` is
+    returned when the table has no rows of the chosen rater.
+    """
+    by_rater, columns = _review_rows(path)
+    if rater is None:
+        chosen = next(iter(by_rater), None)
+    else:
+        chosen = rater
+    if chosen not in by_rater:
+        return None
+    rows = by_rater[chosen]
+    return {"cmbs": [r for r in rows if r["status"] == "cmb"],
+            "columns": columns, "source": "rater", "path": path,
+            "pending": sum(r["status"] == "review" for r in rows), "rater": chosen,
+            "n_raters": len(by_rater)}
 
 
 def _automatic_counts(unit):
@@ -191,18 +241,21 @@ def _qc_columns(unit):
     return row
 
 
-def summarise_unit(unit, output_dir):
-    """One ``group_cmb.tsv`` row for a participant unit, or ``None`` without a table."""
+def summarise_unit(unit, output_dir, rater=None):
+    """One ``group_cmb.tsv`` row for a participant unit, or ``None`` without a table.
+
+    ``rater`` (``--rater``): count that rater's review, and the automatic detection
+    where that rater has not reviewed the unit.
+    """
     entities = unit["entities"]
     row = {"participant_id": f"sub-{entities['sub']}",
            "session_id": f"ses-{entities['ses']}" if "ses" in entities else None,
            "acquisition": entities.get("acq"),
            "run": entities.get("run")}
-    if "reviewed" in unit:
-        counted = _reviewed_counts(unit["reviewed"])
-    elif "cmb" in unit:
+    counted = _reviewed_counts(unit["reviewed"], rater) if "reviewed" in unit else None
+    if counted is None and "cmb" in unit:
         counted = _automatic_counts(unit)
-    else:
+    if counted is None:
         return None
     row.update({"count_source": counted["source"], "rater": counted["rater"],
                 "n_cmb": len(counted["cmbs"])})

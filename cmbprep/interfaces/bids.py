@@ -9,6 +9,7 @@ file is written atomically (a temporary file in the target folder, then
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from nipype.interfaces.base import (
@@ -20,10 +21,31 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from ..utils.io import copy_atomic, write_json_atomic
+from ..utils.io import copy_atomic, copy_h5_atomic, write_json_atomic
 from ..utils.paths import derivative_path, file_extension
 
-__all__ = ["DerivativesDataSink"]
+__all__ = ["CommitUnit", "DerivativesDataSink", "PrepareStaging"]
+
+
+LOGGER = logging.getLogger("cmbprep")
+#: Metadata keys holding run times: logged, never written (reruns give the same bytes).
+TIMING_KEYS = ("duration_s", "elapsed_s", "runtime_s")
+
+
+def _without_timings(meta, where: str):
+    """``meta`` without run-time entries (at any depth); those are logged instead."""
+    def strip(value, path):
+        if isinstance(value, dict):
+            kept = {}
+            for key, item in value.items():
+                if key in TIMING_KEYS:
+                    LOGGER.info("%s: %s = %s", where, ".".join(path + [key]), item)
+                    continue
+                kept[key] = strip(item, path + [key])
+            return kept
+        return value
+
+    return strip(meta, [])
 
 
 class _DerivativesDataSinkInputSpec(BaseInterfaceInputSpec):
@@ -74,7 +96,10 @@ class DerivativesDataSink(SimpleInterface):
         ext = file_extension(self.inputs.in_file)
         rel = derivative_path(entities, self.inputs.suffix, ext, self.inputs.datatype)
         out = Path(self.inputs.base_directory) / rel
-        copy_atomic(self.inputs.in_file, out)
+        if ext == ".h5":  # same bytes for the same transform (no HDF5 time stamps)
+            copy_h5_atomic(self.inputs.in_file, out)
+        else:
+            copy_atomic(self.inputs.in_file, out)
         self._results["out_file"] = str(out)
         if ext != ".json" and self.inputs.write_sidecar:
             meta = {}
@@ -82,9 +107,70 @@ class DerivativesDataSink(SimpleInterface):
                 meta.update(json.loads(Path(self.inputs.sidecar).read_text()))
             if isdefined(self.inputs.meta_dict):
                 meta.update(self.inputs.meta_dict)
+            meta = _without_timings(meta, f"{rel.name}")
             if isdefined(self.inputs.source_files) and self.inputs.source_files:
                 meta["Sources"] = list(self.inputs.source_files)
             sidecar = out.with_name(out.name[: -len(ext)] + ".json")
             write_json_atomic(sidecar, meta)
             self._results["out_meta"] = str(sidecar)
+        return runtime
+
+
+class _PrepareStagingInputSpec(BaseInterfaceInputSpec):
+    staging_dir = traits.Str(mandatory=True, desc="the unit's staging folder")
+
+
+class _PrepareStagingOutputSpec(TraitedSpec):
+    staging_dir = traits.Str(desc="the (empty) staging folder")
+
+
+class PrepareStaging(SimpleInterface):
+    """Empty a unit's staging folder (files of an interrupted run must not be committed)."""
+
+    input_spec = _PrepareStagingInputSpec
+    output_spec = _PrepareStagingOutputSpec
+    always_run = True
+
+    def _run_interface(self, runtime):
+        import shutil
+
+        folder = Path(self.inputs.staging_dir)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._results["staging_dir"] = str(folder)
+        return runtime
+
+
+class _CommitUnitInputSpec(BaseInterfaceInputSpec):
+    staging_dir = traits.Str(mandatory=True, desc="the unit's staging folder")
+    output_dir = traits.Str(mandatory=True, desc="root of the derivatives dataset")
+    entities = traits.Dict(mandatory=True, desc="subject, session, acquisition, run")
+    unit_name = traits.Str(desc="BIDS prefix of the unit (e.g. sub-01_ses-1)")
+    settings = traits.Dict(desc="settings recorded in the manifest")
+    input_warnings = traits.List(traits.Str, desc="input fallbacks of the unit")
+    written = traits.List(traits.Any, desc="outputs of every sink (orders the commit "
+                          "after them)")
+
+
+class _CommitUnitOutputSpec(TraitedSpec):
+    manifest = File(desc="the unit's manifest, listing every file with its checksum")
+
+
+class CommitUnit(SimpleInterface):
+    """Move a unit's staged derivatives into place as one set, manifest last
+    (:func:`cmbprep.utils.derivatives.commit_unit`)."""
+
+    input_spec = _CommitUnitInputSpec
+    output_spec = _CommitUnitOutputSpec
+    always_run = True
+
+    def _run_interface(self, runtime):
+        from ..utils.derivatives import commit_unit
+
+        settings = self.inputs.settings if isdefined(self.inputs.settings) else {}
+        warnings = (self.inputs.input_warnings if isdefined(self.inputs.input_warnings)
+                    else [])
+        entities = {k: v for k, v in self.inputs.entities.items() if v is not None}
+        self._results["manifest"] = str(commit_unit(
+            self.inputs.staging_dir, self.inputs.output_dir, entities, settings, warnings))
         return runtime

@@ -27,6 +27,7 @@ from nipype.interfaces.base import (
 
 from ..algorithms.detection import (
     DETECTORS,
+    PHASE_SIGN_OF_HANDEDNESS,
     analyse_candidates,
     detect_microbleeds,
     detection_outputs,
@@ -202,6 +203,10 @@ class DetectMicrobleeds(SimpleInterface):
 class _FindInputSpec(BaseInterfaceInputSpec):
     swi = File(exists=True, mandatory=True, desc="bias-corrected SWI")
     filtered_phase = traits.Str("n/a", usedefault=True, desc="filtered phase path or n/a")
+    swi_handedness = traits.Enum(
+        "n/a", "left", "right", usedefault=True,
+        desc="handedness the SWI chain detected (cross-check of the detector's own "
+             "phase-sign calibration) or n/a")
     brain_mask = File(exists=True, mandatory=True, desc="brain mask on the SWI grid")
     parameters = traits.Dict(desc="overrides of the cmbprep detector parameters")
     code_id = traits.Str("", usedefault=True, desc="detector code and model (cache key)")
@@ -219,9 +224,13 @@ class FindCandidates(SimpleInterface):
 
     def _run_interface(self, runtime):
         swi_img, swi, brain, _, phase = _load_scan(self.inputs)
+        parameters = _parameters(self.inputs) or {}
+        if self.inputs.swi_handedness in PHASE_SIGN_OF_HANDEDNESS:
+            parameters.setdefault("phase_sign_reference",
+                                  PHASE_SIGN_OF_HANDEDNESS[self.inputs.swi_handedness])
         try:
             context = find_candidates(swi, brain, swi_img.affine, filtered_phase=phase,
-                                      parameters=_parameters(self.inputs))
+                                      parameters=parameters)
         except ValueError as exc:
             raise DataError(f"{self.inputs.swi}: {exc}") from exc
         self._results["context"] = _save_pickle(context, Path(runtime.cwd) / "context.pkl")

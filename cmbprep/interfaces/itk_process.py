@@ -13,8 +13,10 @@ sets the thread count before ITK starts, runs the function and sends back its re
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 
 __all__ = ["run_with_itk_threads"]
@@ -35,6 +37,26 @@ def run_with_itk_threads(function, n_threads: int, /, *args, **kwargs):
     """
     n_threads = max(1, int(n_threads))
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context,
-                             initializer=_set_itk_threads, initargs=(n_threads,)) as pool:
-        return pool.submit(function, *args, **kwargs).result()
+    with _main_not_reimported(), ProcessPoolExecutor(
+            max_workers=1, mp_context=context, initializer=_set_itk_threads,
+            initargs=(n_threads,)) as pool:
+        future = pool.submit(function, *args, **kwargs)
+    return future.result()
+
+
+@contextlib.contextmanager
+def _main_not_reimported():
+    """Spawned children re-run the ``__main__`` script unless it is an imported module.
+    Nipype's batch plugins (SLURM, SGE, PBS) run each node as an unguarded script, which
+    would run the node again in the child: hide the script's path while the child
+    starts (``function`` is importable on its own)."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is None or getattr(getattr(main, "__spec__", None), "name", None):
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path

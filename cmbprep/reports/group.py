@@ -141,7 +141,12 @@ def figure_count_vs_covariate(data, covariate, kind, fit=None, outcome="n_cmb"):
 
 
 def _html_table(frame, max_rows=None):
-    shown = frame if max_rows is None else frame.head(max_rows)
+    shown = (frame if max_rows is None else frame.head(max_rows)).copy()
+    for column in shown.columns:  # None in object columns escapes na_rep
+        if shown[column].dtype == object:
+            shown[column] = shown[column].map(
+                lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v))
+                else v)
 
     def fmt(value):
         return f"{value:.4g}"
@@ -154,7 +159,7 @@ def _html_table(frame, max_rows=None):
 
 
 def write_group_report(path, *, group_cmb, data, prevalence, tests, models, terms,
-                       univariate, kinds, provenance, significance):
+                       univariate, kinds, provenance, significance, agreement=None):
     """Render ``group_cmb.html`` (atomically) and return its path.
 
     Parameters
@@ -172,6 +177,8 @@ def write_group_report(path, *, group_cmb, data, prevalence, tests, models, term
         Settings, notes and skipped participants, shown in the report.
     significance : float
         P value below which a covariate counts as significant (0.05 for cmbprep).
+    agreement : pandas.DataFrame, optional
+        ``group_rater_agreement.tsv`` (when two raters reviewed a unit).
     """
     import jinja2
 
@@ -191,6 +198,7 @@ def write_group_report(path, *, group_cmb, data, prevalence, tests, models, term
         "prevalence_tests": _html_table(tests),
         "models": _html_table(models),
         "terms": _html_table(terms),
+        "agreement": _html_table(agreement) if agreement is not None else None,
     }
     participants = []
     for pid in dict.fromkeys(group_cmb["participant_id"]):
@@ -203,6 +211,8 @@ def write_group_report(path, *, group_cmb, data, prevalence, tests, models, term
         f"{int((group_cmb['n_cmb'] > 0).sum())} with at least one; "
         f"{int((group_cmb['count_source'] == 'rater').sum())} counted from a rater's "
         "review, the others from the automatic detection.")
+    if provenance.get("rater"):
+        counts_summary += f" Reviews counted: those of {provenance['rater']} (--rater)."
     template_text = resources.files("cmbprep.reports").joinpath(
         "templates/group.html").read_text(encoding="utf-8")
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)

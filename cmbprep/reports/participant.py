@@ -97,6 +97,7 @@ def summarize_cmbs(cmb_tsv: str | Path, candidates_tsv: str | Path | None,
         },
         "detector": detection_meta.get("detector"),
         "detector_version": detection_meta.get("version", __version__),
+        "detection_warnings": list(detection_meta.get("warnings", []) or []),
         "n_cmb": int(len(cmbs)),
         "n_candidates": int(len(candidates)) if candidates is not None else None,
         "n_review": int((candidates["status"] == "review").sum())
@@ -201,11 +202,35 @@ def _escape_html(value):
     return Markup(html.escape(str(value)))
 
 
+def _missing(value) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, (float, np.floating)):
+        return bool(np.isnan(value))
+    return isinstance(value, str) and value.strip().lower() in ("", "nan", "none", NA)
+
+
+def format_value(value, digits: int | None = None) -> str:
+    """A value as the reports write it: ``n/a`` for a missing one (``None``, NaN, the
+    text ``nan``), lists joined with commas, floats with ``digits`` decimals (default:
+    four significant digits), booleans as ``yes``/``no``."""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(format_value(v, digits) for v in value) or NA
+    if _missing(value):
+        return NA
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.{digits}f}" if digits is not None else f"{value:.4g}"
+    return str(value)
+
+
 def _template(name: str):
     import jinja2
 
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     env.filters["escape_html"] = _escape_html
+    env.filters["na"] = format_value
     text = resources.files("cmbprep.reports").joinpath(f"templates/{name}").read_text(
         encoding="utf-8")
     return env.from_string(text)
@@ -220,12 +245,13 @@ def _cmb_rows(cmb_tsv):
                         "hemisphere", "mars_category") if c in frame]
     if not len(frame):
         return cols, []
-    rows = [tuple(f"{v:.1f}" if isinstance(v, float) else v for v in row)
+    rows = [tuple(format_value(v, 1 if isinstance(v, float) else None) for v in row)
             for row in frame[cols].itertuples(index=False)]
     return cols, rows
 
 
-def _unit_context(summary: dict, mosaic_png: Path | None, cmb_tsv: Path | None) -> dict:
+def _unit_context(summary: dict, mosaic_png: Path | None, cmb_tsv: Path | None,
+                  extras: dict | None = None) -> dict:
     """The values ``participant_unit.html`` shows, computed from the summary."""
     title = " ".join(str(v) for v in (summary["participant_id"], summary.get("session_id"),
                                       summary.get("acquisition") and
@@ -240,6 +266,9 @@ def _unit_context(summary: dict, mosaic_png: Path | None, cmb_tsv: Path | None) 
     mosaic = None
     if mosaic_png is not None and Path(mosaic_png).exists():
         mosaic = base64.b64encode(Path(mosaic_png).read_bytes()).decode()
+    extras = dict(extras or {})
+    warnings = [f"input: {w}" for w in summary.get("input_warnings") or []] + list(
+        summary.get("detection_warnings") or []) + list(extras.get("warnings", []))
     return {
         "title": title,
         "protocol": [("input kind", summary.get("input_kind")),
@@ -252,6 +281,7 @@ def _unit_context(summary: dict, mosaic_png: Path | None, cmb_tsv: Path | None) 
         "registration_warning": registration_warning,
         "regions_not_covered": (", ".join(summary["regions_not_covered"])
                                 if summary.get("regions_not_covered") else None),
+        "warnings": warnings,
         "n_cmb": summary["n_cmb"],
         "n_review": summary.get("n_review") or 0,
         "n_candidates": summary.get("n_candidates") or 0,
@@ -259,13 +289,197 @@ def _unit_context(summary: dict, mosaic_png: Path | None, cmb_tsv: Path | None) 
         "lobe_counts": sorted((summary.get("counts_by_lobe") or {}).items()),
         "cmb_columns": cmb_columns, "cmb_rows": cmb_rows,
         "mosaic_base64": mosaic,
+        "crops": extras.get("crops", []),
+        "crops_note": extras.get("crops_note"),
+        "qc_figures": extras.get("qc_figures", []),
+        "registration_qc": extras.get("registration_qc", []),
+        "review": extras.get("review"),
+        "links": extras.get("links", []),
     }
 
 
-def render_unit_section(summary: dict, mosaic_png: Path | None, cmb_tsv: Path | None) -> str:
-    """HTML of one participant unit (session/acquisition/run)."""
+def render_unit_section(summary: dict, mosaic_png: Path | None, cmb_tsv: Path | None,
+                        extras: dict | None = None) -> str:
+    """HTML of one participant unit (session/acquisition/run).
+
+    ``extras`` (from :func:`unit_extras`): candidate crops, QC figures and numbers,
+    the review's state, links and warnings.
+    """
     return _template("participant_unit.html").render(
-        _unit_context(summary, mosaic_png, cmb_tsv))
+        _unit_context(summary, mosaic_png, cmb_tsv, extras))
+
+
+#: At most this many candidate crops per unit in the report (the review page shows all).
+MAX_REPORT_CROPS = 100
+#: Registration QC metrics: key of the registration record -> (label, criterion).
+_REGISTRATION_METRICS = {
+    "nmi": ("normalised mutual information", lambda t: f">= {t['min_nmi']}"
+            if "min_nmi" in t else NA),
+    "affine_scale": ("scale of the affine part", lambda t: f"{t['min_scale']} to "
+                     f"{t['max_scale']}" if "min_scale" in t else NA),
+    "mask_in_head": ("fraction of the warped brain mask in the head",
+                     lambda t: f">= {t['min_mask_in_head']}"
+                     if "min_mask_in_head" in t else NA),
+}
+
+
+def _b64(png: bytes) -> str:
+    return base64.b64encode(png).decode()
+
+
+def _candidate_crops(prefix, anat, candidates_tsv, warnings):
+    """Crops of the accepted and review candidates (as :mod:`cmbprep.review` shows)."""
+    from . import crops
+
+    if not Path(candidates_tsv).exists():
+        return [], None
+    frame = read_table(candidates_tsv)
+    if "status" not in frame or not {"x", "y", "z"} <= set(frame.columns):
+        return [], None
+    chosen = frame[frame["status"].isin(["cmb", "review"])].copy()
+    if "score" in chosen:
+        chosen = chosen.sort_values("score", ascending=False, kind="stable")
+    note = None
+    if len(chosen) > MAX_REPORT_CROPS:
+        note = (f"The {MAX_REPORT_CROPS} highest-scoring of {len(chosen)} candidates are "
+                "shown; the review page shows all.")
+        chosen = chosen.head(MAX_REPORT_CROPS)
+    if not len(chosen):
+        return [], note
+    paths = crops.unit_image_paths(anat, prefix)
+    try:
+        images = crops.UnitImages.load(paths)
+    except (OSError, ValueError) as exc:
+        warnings.append(f"candidate crops not drawn: {exc}")
+        return [], note
+    warnings.extend(f"crops: {message}" for message in images.skipped)
+    shown = []
+    for number, row in enumerate(chosen.to_dict("records"), start=1):
+        status = "accepted" if row["status"] == "cmb" else "for review"
+        caption = (f"#{number}: candidate {format_value(row.get('candidate_id'))}, "
+                   f"{status}; score {format_value(row.get('score'), 3)}; diameter "
+                   f"{format_value(row.get('diameter_mm'), 1)} mm; "
+                   f"{format_value(row.get('region'))} "
+                   f"({format_value(row.get('hemisphere'))}); MARS "
+                   f"{format_value(row.get('mars_category'))}")
+        png = crops.candidate_crops(images, (row["x"], row["y"], row["z"]))
+        shown.append({"caption": caption, "status": row["status"], "png": _b64(png)})
+    return shown, note
+
+
+def _registration_qc(anat, prefix):
+    """Rows (metric, value, criterion) from the atlas's sidecar, and its dseg path."""
+    for sidecar in sorted(Path(anat).glob(f"{prefix}_atlas-*_dseg.json")):
+        try:
+            meta = json.loads(sidecar.read_text())
+        except (OSError, ValueError):
+            continue
+        registration = meta.get("registration") or {}
+        thresholds = registration.get("thresholds") or {}
+        rows = [("registration passed its checks", meta.get("registration_ok"), NA)]
+        for key, (label, criterion) in _REGISTRATION_METRICS.items():
+            if key in registration:
+                rows.append((label, registration[key], criterion(thresholds)))
+        for key, label in (("registration_image", "image registered"),
+                           ("resolution_mm", "registration grid (mm)"),
+                           ("seed", "random seed")):
+            if key in registration:
+                rows.append((label, registration[key], NA))
+        brain = meta.get("brain_mask") or {}
+        for key, label in (("brain_volume_ml", "brain volume (ml)"),
+                           ("template_mask_volume_ml", "template brain volume (ml)")):
+            if key in brain:
+                rows.append((label, brain[key], NA))
+        rows = [(label, str(value) if isinstance(value, float) else value, criterion)
+                for label, value, criterion in rows]
+        dseg = sidecar.with_name(sidecar.name.replace(".json", ".nii.gz"))
+        return rows, dseg
+    return [], None
+
+
+def _qc_figures(anat, prefix, dseg, warnings):
+    from . import crops
+
+    swi = Path(anat) / f"{prefix}_desc-preproc_swi.nii.gz"
+    mask = Path(anat) / f"{prefix}_desc-brain_mask.nii.gz"
+    figures = []
+    if not swi.exists():
+        return figures
+    jobs = [("Brain mask", mask, crops.brain_mask_figure),
+            ("Template registration", dseg, crops.registration_figure)]
+    for title, overlay, draw in jobs:
+        if overlay is None or not Path(overlay).exists():
+            continue
+        try:
+            figures.append({"title": title, "png": _b64(draw(swi, overlay))})
+        except (OSError, ValueError) as exc:
+            warnings.append(f"{title} figure not drawn: {exc}")
+    return figures
+
+
+def _review_state(reviewed_tsv):
+    """One line per rater of the unit's ``_desc-reviewed_cmb.tsv``."""
+    from ..review.store import read_reviewed
+
+    if not Path(reviewed_tsv).exists():
+        return []
+    table = read_reviewed(reviewed_tsv)
+    lines = []
+    for rater, rows in table.groupby("rater", sort=True):
+        decided = rows["decision"].notna().sum()
+        lines.append(f"{rater}: {decided} of {len(rows)} candidate(s) decided, "
+                     f"{int((rows['status'] == 'cmb').sum())} microbleed(s) accepted")
+    return lines
+
+
+def unit_extras(output_dir: Path, summary_path: Path, participant: str,
+                session: str | None = None) -> dict:
+    """Crops, QC figures and numbers, the review's state, links and warnings of one
+    unit, read from the derivatives (see :func:`render_unit_section`)."""
+    output_dir = Path(output_dir)
+    anat = Path(summary_path).parent
+    prefix = Path(summary_path).name[: -len("_desc-summary_cmb.json")]
+    warnings: list[str] = []
+    candidates = anat / f"{prefix}_desc-candidates_cmb.tsv"
+    reviewed = anat / f"{prefix}_desc-reviewed_cmb.tsv"
+    shown, note = _candidate_crops(prefix, anat, candidates, warnings)
+    registration_qc, dseg = _registration_qc(anat, prefix)
+    figures = _qc_figures(anat, prefix, dseg, warnings)
+    links = []
+    for label, ending in (("accepted microbleeds", "_desc-cmb_cmb.tsv"),
+                          ("all candidates", "_desc-candidates_cmb.tsv"),
+                          ("rater's review", "_desc-reviewed_cmb.tsv"),
+                          ("summary", "_desc-summary_cmb.json")):
+        path = anat / f"{prefix}{ending}"
+        if path.exists():
+            links.append((label, path.relative_to(output_dir).as_posix()))
+    command = f"cmbprep-review {output_dir} --participant-label {participant}"
+    if session:
+        command += f" --session {session}"
+    return {"crops": shown, "crops_note": note, "qc_figures": figures,
+            "registration_qc": registration_qc, "links": links, "warnings": warnings,
+            "review": {"command": command, "raters": _review_state(reviewed)}}
+
+
+def methods_html(output_dir: Path):
+    """``logs/CITATION.md`` as HTML (headings, paragraphs, bold, italics, code), or
+    ``None`` without it."""
+    import re
+
+    from markupsafe import Markup
+
+    path = Path(output_dir) / "logs" / "CITATION.md"
+    if not path.exists():
+        return None
+    parts = []
+    for block in re.split(r"\n\s*\n", path.read_text(encoding="utf-8").strip()):
+        text = html.escape(" ".join(line.strip() for line in block.splitlines()))
+        text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+        text = re.sub(r"\*(.+?)\*", r"<i>\1</i>", text)
+        text = re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+        heading = re.match(r"^(#+)\s+(.*)$", text)
+        parts.append(f"<h3>{heading.group(2)}</h3>" if heading else f"<p>{text}</p>")
+    return Markup("\n".join(parts))
 
 
 def assemble_participant_reports(output_dir: Path, units) -> list[Path]:
@@ -277,9 +491,11 @@ def assemble_participant_reports(output_dir: Path, units) -> list[Path]:
     for unit in units:
         by_subject.setdefault(unit.subject, []).append(unit)
     page = _template("participant.html")
+    methods = methods_html(output_dir)
     written = []
     for subject, subject_units in sorted(by_subject.items()):
         sections = []
+        sessions = set()
         for unit in subject_units:
             entities = {"subject": unit.subject, **unit.entities}
             summary_path = output_dir / derivative_path({**entities, "desc": "summary"},
@@ -287,12 +503,17 @@ def assemble_participant_reports(output_dir: Path, units) -> list[Path]:
             if not summary_path.exists():  # shown as "No outputs found"
                 sections.append({"name": unit.name, "section": None})
                 continue
+            sessions.add(entities.get("session"))
             summary = json.loads(summary_path.read_text())
             mosaic = output_dir / derivative_path({**entities, "desc": "detections"},
                                                   "mosaic", ".png", datatype="figures")
             cmb_tsv = output_dir / derivative_path({**entities, "desc": "cmb"}, "cmb", ".tsv")
+            extras = unit_extras(output_dir, summary_path, subject, entities.get("session"))
             sections.append({"name": unit.name, "section": Markup(
-                render_unit_section(summary, mosaic, cmb_tsv))})
-        text = page.render(subject=subject, version=__version__, units=sections)
+                render_unit_section(summary, mosaic, cmb_tsv, extras))})
+        review_command = f"cmbprep-review {output_dir} --participant-label {subject}"
+        text = page.render(subject=subject, version=__version__, units=sections,
+                           methods=methods, review_command=review_command,
+                           group_report_exists=(output_dir / "group_cmb.html").exists())
         written.append(write_text_atomic(output_dir / f"sub-{subject}.html", text))
     return written

@@ -52,7 +52,7 @@ import pandas as pd
 from ..utils.io import write_text_atomic
 
 __all__ = ["COHORTS", "HELD_OUT_FAMILY", "candidate_table", "evaluate_system", "fixed_scan",
-           "main", "phantom_fingerprint", "prepare_scan", "scan_list", "system_scores",
+           "detector_parameters", "main", "phantom_fingerprint", "prepare_scan", "scan_list", "system_scores",
            "train_model"]
 
 #: The family held out of the shipped model (fit, calibration and thresholds; ``--hold-out
@@ -129,8 +129,9 @@ def prepare_scan(spec, cache_dir=None):
     Returns
     -------
     arrays : dict
-        ``swi phase minip brain affine`` (the phantom's brain mask; ``phase`` is ``None``
-        for scanner-SWI input).
+        ``swi phase minip brain affine handedness`` (the phantom's brain mask; ``phase``
+        is ``None`` for scanner-SWI input; ``handedness`` is the SWI chain's detected
+        phase convention, ``"n/a"`` without phase or in caches written before it was kept).
     truth : pandas.DataFrame
     timing : dict
     """
@@ -148,6 +149,7 @@ def prepare_scan(spec, cache_dir=None):
             d = np.load(npz)
             arrays = {k: d[k] for k in ("swi", "minip", "brain", "affine")}
             arrays["phase"] = d["phase"] if "phase" in d.files else None
+            arrays["handedness"] = str(d["handedness"]) if "handedness" in d.files else "n/a"
             return arrays, pd.read_csv(csv), {"simulate_s": np.nan, "swi_s": np.nan}
     t0 = time.perf_counter()
     sub = simulate_scan(spec)  # as the pipeline receives it (scanner SWI: no phase)
@@ -161,15 +163,29 @@ def prepare_scan(spec, cache_dir=None):
     arrays = {"swi": out["swi"].astype(np.float32),
               "phase": None if filtered is None else filtered.astype(np.float32),
               "minip": minip.astype(np.float32), "brain": sub.brain_mask,
-              "affine": sub.affine}
+              "affine": sub.affine,
+              "handedness": out["meta"].get("Handedness", "n/a") if filtered is not None
+              else "n/a"}
     if cache_dir:
         os.makedirs(cache_dir, exist_ok=True)
         tmp = Path(cache_dir) / f".{tag}.tmp.npz"
-        np.savez(tmp, **{k: v for k, v in arrays.items() if v is not None})
+        np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items() if v is not None})
         os.replace(tmp, Path(cache_dir) / f"{tag}.npz")
         sub.truth.to_csv(Path(cache_dir) / f"{tag}.csv", index=False)
         (Path(cache_dir) / f"{tag}.phantom").write_text(phantom_fingerprint() + "\n")
     return arrays, sub.truth, {"simulate_s": t_sim, "swi_s": t_swi}
+
+
+def detector_parameters(arrays, **overrides):
+    """Detector parameters for :func:`prepare_scan` arrays: as in the pipeline, the SWI
+    chain's detected handedness cross-checks the detector's own phase-sign calibration
+    (``phase_sign_reference``)."""
+    from ..algorithms.detection import PHASE_SIGN_OF_HANDEDNESS
+
+    parameters = dict(overrides)
+    if arrays.get("handedness") in PHASE_SIGN_OF_HANDEDNESS:
+        parameters["phase_sign_reference"] = PHASE_SIGN_OF_HANDEDNESS[arrays["handedness"]]
+    return parameters
 
 
 def candidate_table(spec, cache_dir=None):
@@ -182,7 +198,7 @@ def candidate_table(spec, cache_dir=None):
     # features do not depend on the scorer; "rules" needs no model file
     result = detect_cmbprep(arrays["swi"], arrays["brain"], arrays["affine"],
                             filtered_phase=arrays["phase"],
-                            parameters={"scorer": "rules"})
+                            parameters=detector_parameters(arrays, scorer="rules"))
     timing["detect_s"] = time.perf_counter() - t0
     cand = result.candidates.copy()
     labels, which = label_detections(cand, truth, one_to_one=False)
@@ -191,7 +207,8 @@ def candidate_table(spec, cache_dir=None):
     cand["family"] = spec.family
     cand["seed"] = spec.seed
     cand["input_kind"] = spec.input_kind
-    cand["has_phase"] = arrays["phase"] is not None
+    # phase features exist only when the detector used the phase (sign known, no conflict)
+    cand["has_phase"] = bool(result.parameters.get("phase_used", False))
     return cand, truth, timing
 
 

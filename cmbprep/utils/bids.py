@@ -60,6 +60,7 @@ class SWIInput:
     phase_units: str | None = None  # "rad" or "arbitrary"
     t1w: str | None = None
     entities: dict = field(default_factory=dict)  # session/acquisition/run present
+    warnings: list[str] = field(default_factory=list)  # fallbacks: recorded with outputs
 
     @property
     def name(self) -> str:
@@ -204,6 +205,11 @@ def _to_pybids(query: dict) -> dict:
 def select_subjects(layout, labels: list[str]) -> list[str]:
     """Participants to process: all, or those asked for (exit 18 if none exist)."""
     available = sorted(layout.get_subjects())
+    folders = sorted(p.name[4:] for p in Path(layout.root).glob("sub-*") if p.is_dir())
+    empty = [f for f in folders if f not in available and (not labels or f in labels)]
+    if empty and (labels or not available):
+        raise InputMissingError(f"{Path(layout.root) / ('sub-' + empty[0])}: no image "
+                                "files (an empty anat/ folder?)")
     if not labels:
         if not available:
             raise SelectionError(f"{layout.root}: no participants found")
@@ -405,4 +411,35 @@ def collect_inputs(layout, subject: str, sessions: list[str] | None = None,
     t1ws = _by_group(found["t1w"])
     for unit in units.values():
         _read_unit_metadata(layout, unit, t1ws)
+    if queries != DEFAULT_QUERIES:
+        _check_filtered_units(layout, subject, base, units)
     return [units[k] for k in sorted(units, key=lambda k: tuple(str(x) for x in k))]
+
+
+def _check_filtered_units(layout, subject: str, base: dict, units: dict) -> None:
+    """No silent change of method: a filter that keeps a magnitude but drops the phase
+    the data offer for it is an error (exit 18); one that drops echoes or the T1w is a
+    warning recorded with the unit's outputs."""
+    found = {key: layout.get(**base, **_to_pybids(query))
+             for key, query in DEFAULT_QUERIES.items()}
+    offered = _pair_inputs(subject, found)
+    for key, unit in units.items():
+        full = offered.get(key)
+        if full is None:
+            continue
+        if full.phase and not unit.phase:
+            raise SelectionError(
+                f"{unit.name}: the BIDS filters select {Path(unit.magnitude[0]).name} "
+                f"but not the phase the data offer ({Path(full.phase[0]).name}): the unit "
+                "would run magnitude-only; add the phase to the filter ('phase' or "
+                "'megre_phase') or leave this session out")
+        if full.kind == unit.kind and len(unit.magnitude) < len(full.magnitude):
+            unit.warnings.append(f"the BIDS filters keep {len(unit.magnitude)} of the "
+                                 f"{len(full.magnitude)} echoes the data offer")
+        _read_unit_metadata(layout, full, _by_group(found["t1w"]))
+        if full.t1w and not unit.t1w:
+            unit.warnings.append(f"the BIDS filters leave out the T1w the data offer "
+                                 f"({Path(full.t1w).name}); registration uses the SWI "
+                                 "magnitude only")
+        for warning in unit.warnings:
+            LOGGER.warning("%s: %s", unit.name, warning)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import shutil
 from importlib import resources
 from pathlib import Path
 
@@ -81,6 +84,147 @@ def write_dataset_files(settings) -> None:
     out = Path(settings.output_dir)
     write_json_atomic(out / "dataset_description.json", dataset_description(settings))
     write_text_atomic(out / ".bidsignore",
-                      "*.html\nlogs/\nfigures/\ngroup_*\n*_cmb.tsv\n*_cmb.json\n*_mosaic.png\n")
+                      "*.html\nlogs/\nfigures/\ngroup_*\n*_cmb.tsv\n*_cmb.json\n*_mosaic.png\n"
+                      "*_manifest.json\n")
     write_text_atomic(out / "logs" / "CITATION.md", citation_text(settings))
 
+
+
+# -- participant units as sets ------------------------------------------------------------
+#
+# A unit's derivatives are written into a staging folder inside the output dataset and
+# committed together by :func:`commit_unit`: a "Complete": false manifest first, then the
+# files moved in (renames on one file system), files of the previous set that the new one
+# lacks removed, and the manifest listing every file with its checksum written last. The
+# group level counts a unit only when its manifest is complete and every file matches.
+
+#: The manifest's file name ends with this (``sub-01[_ses-1...]_manifest.json``).
+MANIFEST_SUFFIX = "_manifest.json"
+#: Settings recorded in each unit's manifest (all change the outputs).
+MANIFEST_SETTINGS = ("detector", "swi_power", "highpass_mm", "minip_slab_mm", "handedness",
+                     "registration_resolution_mm", "random_seed", "version")
+
+
+def unit_prefix(entities: dict) -> str:
+    """``sub-01_ses-1_acq-x_run-2`` from long-name entities."""
+    parts = [f"sub-{entities['subject']}"]
+    for key, short in (("session", "ses"), ("acquisition", "acq"), ("run", "run")):
+        if entities.get(key) not in (None, ""):
+            parts.append(f"{short}-{entities[key]}")
+    return "_".join(parts)
+
+
+def staging_dir(output_dir: str | Path, entities: dict) -> Path:
+    """Where a unit's files are written before they are committed."""
+    from .io import STATE_FOLDER
+
+    return Path(output_dir) / STATE_FOLDER / "staging" / unit_prefix(entities)
+
+
+def manifest_path(output_dir: str | Path, entities: dict) -> Path:
+    """``<output_dir>/sub-01/[ses-1/]anat/sub-01[_ses-1]_manifest.json``."""
+    from .paths import derivative_path
+
+    keys = ("subject", "session", "acquisition", "run")
+    return Path(output_dir) / derivative_path({k: entities.get(k) for k in keys},
+                                              "manifest", ".json")
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def manifest_settings(settings) -> dict:
+    """The settings of a run that change a unit's outputs (no paths, no run id)."""
+    recorded = {key: getattr(settings, key) for key in MANIFEST_SETTINGS}
+    recorded["omp_nthreads"] = settings.resolved_omp_nthreads()
+    model = getattr(settings, "detector_model", None)
+    recorded["detector_model_sha256"] = _sha256(Path(model)) if model else None
+    filters = getattr(settings, "bids_filter_file", None)
+    recorded["bids_filter_sha256"] = _sha256(Path(filters)) if filters else None
+    return recorded
+
+
+def _read_manifest(path: Path) -> dict | None:
+    try:
+        content = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return content if isinstance(content, dict) else None
+
+
+def commit_unit(staging: str | Path, output_dir: str | Path, entities: dict,
+                settings: dict | None = None, warnings=()) -> Path:
+    """Move a unit's staged files into the output dataset as one set; return the
+    manifest. ``warnings`` (input fallbacks) go into the manifest and the summary."""
+    from .io import STATE_FOLDER
+
+    staging, output_dir = Path(staging), Path(output_dir)
+    prefix = unit_prefix(entities)
+    staged = sorted(p for p in staging.rglob("*") if p.is_file()
+                    and not p.name.startswith("."))
+    warnings = [str(w) for w in warnings]
+    summaries = [p for p in staged if p.name.endswith("_desc-summary_cmb.json")]
+    for summary in summaries:
+        content = json.loads(summary.read_text())
+        content["input_warnings"] = warnings
+        write_json_atomic(summary, content)
+    files = {p.relative_to(staging).as_posix(): {"sha256": _sha256(p),
+                                                 "size": p.stat().st_size}
+             for p in staged}
+    manifest = manifest_path(output_dir, entities)
+    old = _read_manifest(manifest) or {}
+    old_files = set(old.get("Files") or {})
+    write_json_atomic(manifest, {"Unit": prefix, "Complete": False,
+                                 "Note": "being written; a run that stops here leaves "
+                                 "this unit incomplete (rerun the participant level)"})
+    for rel in files:
+        target = output_dir / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / rel, target)
+    for rel in sorted(old_files - set(files)):  # files of the previous settings
+        with contextlib.suppress(OSError):
+            (output_dir / rel).unlink()
+    write_json_atomic(manifest, {
+        "Unit": prefix, "Complete": True,
+        "GeneratedBy": {"Name": "cmbprep", "Version": __version__},
+        "Settings": dict(settings or {}),
+        "InputWarnings": warnings,
+        "Files": files,
+    })
+    shutil.rmtree(staging, ignore_errors=True)
+    for folder in (staging.parent, output_dir / STATE_FOLDER):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+    return manifest
+
+
+def check_unit_manifest(path: str | Path, output_dir: str | Path,
+                        verify: tuple[str, ...] = ()) -> str | None:
+    """``None`` when the unit of manifest ``path`` is complete and consistent, else why
+    not. Every listed file must exist with its size; those ending with one of
+    ``verify`` also with their checksum."""
+    content = _read_manifest(Path(path))
+    if content is None:
+        return f"{path}: manifest unreadable"
+    if content.get("Complete") is not True:
+        return (f"incomplete: a run stopped while writing it ({Path(path).name} says "
+                "Complete: false)")
+    output_dir = Path(output_dir)
+    for rel, info in sorted((content.get("Files") or {}).items()):
+        target = output_dir / rel
+        try:
+            size = target.stat().st_size
+        except OSError:
+            return f"incomplete: {rel} listed in {Path(path).name} is missing"
+        if size != info.get("size"):
+            return f"inconsistent: {rel} differs from {Path(path).name} (size)"
+        if rel.endswith(verify) and _sha256(target) != info.get("sha256"):
+            return f"inconsistent: {rel} differs from {Path(path).name} (checksum)"
+    return None

@@ -6,10 +6,12 @@ one is there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 
@@ -59,5 +61,104 @@ def copy_atomic(src: str | Path, dst: str | Path) -> Path:
     def write(fd, tmp):
         os.close(fd)
         shutil.copyfile(src, tmp)
+
+    return _atomic(dst, write)
+
+
+#: Hidden folder of the output dataset holding the locks and the staging folders.
+STATE_FOLDER = ".cmbprep"
+
+
+def _lock_holder(path: Path) -> str:
+    try:
+        return Path(path).read_text().strip() or "another run"
+    except OSError:
+        return "another run"
+
+
+@contextlib.contextmanager
+def participant_locks(output_dir: str | Path, subjects):
+    """Hold an exclusive lock per participant on ``output_dir`` for the whole run.
+
+    A second run (another job, another node of a cluster sharing the folder) that wants
+    one of these participants refuses at once with :class:`~cmbprep.errors.BusyError`
+    (exit 75) instead of writing the same files. Locks are ``flock`` locks (``fcntl``
+    byte-range locks on NFS), released when the process ends, even when it is killed.
+    """
+    import fcntl
+    import socket
+
+    from ..errors import BusyError
+
+    folder = Path(output_dir) / STATE_FOLDER / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    held = []
+    try:
+        for subject in subjects:
+            path = folder / f"sub-{subject}.lock"
+            while True:
+                try:
+                    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+                except FileNotFoundError:  # another run just removed the empty folder
+                    folder.mkdir(parents=True, exist_ok=True)
+                    continue
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    os.close(fd)
+                    raise BusyError(
+                        f"sub-{subject}: another cmbprep run is writing this participant "
+                        f"into {output_dir} ({_lock_holder(path)}); wait for it to end "
+                        "or use another output folder") from None
+                try:  # the file may have been removed by the run that held it
+                    if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                        break
+                except FileNotFoundError:
+                    pass
+                os.close(fd)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                         f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+            held.append((path, fd))
+        yield [path for path, _ in held]
+    finally:
+        for path, fd in reversed(held):
+            with contextlib.suppress(OSError):
+                path.unlink()  # before unlocking: a waiting run then retries
+            os.close(fd)
+        for empty in (folder, folder.parent):
+            with contextlib.suppress(OSError):
+                empty.rmdir()
+
+
+def _copy_h5_group(src, dst) -> None:
+    import h5py
+
+    for key, value in dict(src.attrs).items():
+        dst.attrs[key] = value
+    for name in src:  # sorted by name
+        obj = src[name]
+        if isinstance(obj, h5py.Group):
+            _copy_h5_group(obj, dst.create_group(name))
+            continue
+        kwargs = {}
+        if obj.chunks:
+            kwargs.update(chunks=obj.chunks, compression=obj.compression,
+                          compression_opts=obj.compression_opts, shuffle=obj.shuffle)
+        new = dst.create_dataset(name, shape=obj.shape, dtype=obj.dtype, data=obj[()],
+                                 track_times=False, **kwargs)
+        for key, value in dict(obj.attrs).items():
+            new.attrs[key] = value
+
+
+def copy_h5_atomic(src: str | Path, dst: str | Path) -> Path:
+    """Copy an HDF5 file (e.g. an ANTs/ITK composite transform) atomically, without the
+    creation times HDF5 records by default: the same content gives the same bytes."""
+    import h5py
+
+    def write(fd, tmp):
+        os.close(fd)
+        with h5py.File(src, "r") as fin, h5py.File(tmp, "w", libver="earliest") as fout:
+            _copy_h5_group(fin, fout)
 
     return _atomic(dst, write)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from ..algorithms.detection import DETECTORS, detector_code_id
+from ..algorithms.detection import DETECTORS, PHASE_SIGN_OF_HANDEDNESS, detector_code_id
 from ..interfaces.detection import (
     AnalyseCandidates,
     DetectMicrobleeds,
@@ -13,16 +13,11 @@ from ..interfaces.detection import (
     ScoreCandidates,
 )
 
-INPUT_FIELDS = ["swi", "minip", "filtered_phase", "brain_mask", "dseg", "dseg_tsv",
-                "template_to_swi_xfm"]
+INPUT_FIELDS = ["swi", "minip", "filtered_phase", "swi_handedness", "brain_mask", "dseg",
+                "dseg_tsv", "template_to_swi_xfm"]
 OUTPUT_FIELDS = ["candidates_tsv", "cmb_tsv", "cmb_dseg", "cmb_mask", "detection_meta",
                  "candidates_sidecar", "cmb_sidecar"]
 
-
-#: Detector phase sign for a phase convention fixed by the user (``--phase-handedness``):
-#: the filtered phase reaches the detector in the acquisition's own convention, and
-#: "left" means phase = +gamma dB TE (a paramagnetic source has positive phase).
-PHASE_SIGN_OF_HANDEDNESS = {"left": 1, "right": -1}
 
 
 def init_detection_wf(*, detector, seed, omp_nthreads, model=None, handedness="auto",
@@ -53,8 +48,9 @@ def init_detection_wf(*, detector, seed, omp_nthreads, model=None, handedness="a
 
     Inputs
     ------
-    swi, minip, filtered_phase (path or ``"n/a"``), brain_mask, dseg, dseg_tsv,
-    template_to_swi_xfm
+    swi, minip, filtered_phase (path or ``"n/a"``), swi_handedness (the SWI chain's
+    detected ``"left"``/``"right"`` or ``"n/a"``: the ``cmbprep`` detector's cross-check
+    of its own phase-sign calibration), brain_mask, dseg, dseg_tsv, template_to_swi_xfm
 
     Outputs
     -------
@@ -66,6 +62,7 @@ def init_detection_wf(*, detector, seed, omp_nthreads, model=None, handedness="a
     workflow = pe.Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=INPUT_FIELDS), name="inputnode")
     inputnode.inputs.filtered_phase = "n/a"
+    inputnode.inputs.swi_handedness = "n/a"
     outputnode = pe.Node(niu.IdentityInterface(fields=OUTPUT_FIELDS), name="outputnode")
     code_id = detector_code_id(detector, model)
     if detector == "bian2013":
@@ -75,7 +72,7 @@ def init_detection_wf(*, detector, seed, omp_nthreads, model=None, handedness="a
             name="detect", n_procs=int(omp_nthreads),
         )
         workflow.connect([
-            (inputnode, detect, [(f, f) for f in INPUT_FIELDS]),
+            (inputnode, detect, [(f, f) for f in INPUT_FIELDS if f != "swi_handedness"]),
             (detect, outputnode, [(f, f) for f in OUTPUT_FIELDS]),
         ])
         return workflow
@@ -98,6 +95,7 @@ def init_detection_wf(*, detector, seed, omp_nthreads, model=None, handedness="a
     )
     workflow.connect([
         (inputnode, find, [("swi", "swi"), ("filtered_phase", "filtered_phase"),
+                           ("swi_handedness", "swi_handedness"),
                            ("brain_mask", "brain_mask")]),
         (find, analyse, [("context", "context")]),
         (find, detect, [("context", "context")]),

@@ -1,4 +1,8 @@
-"""Writing one participant unit's derivatives (graph assembly only)."""
+"""Writing one participant unit's derivatives (graph assembly only).
+
+The sinks write into the unit's staging folder; ``ds_commit`` moves the whole set into
+the output dataset with its manifest (``docs/outputs.rst``, "Participant units").
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,9 @@ from functools import partial
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from ..interfaces.bids import DerivativesDataSink
+from ..interfaces.bids import CommitUnit, DerivativesDataSink, PrepareStaging
 from ..interfaces.reports import DetectionMosaic, SummarizeCMBs
+from ..utils.derivatives import staging_dir, unit_prefix
 
 #: Fields of the outputs workflow's inputnode (the union of the sub-workflow outputs).
 OUTPUT_FIELDS = [
@@ -39,19 +44,41 @@ def init_outputs_wf(*, output_dir: str, entities: dict, sources: list[str],
     """
     workflow = pe.Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=OUTPUT_FIELDS), name="inputnode")
-    sink = partial(_sink, output_dir=output_dir, entities=entities, sources=sources)
+    sink = partial(_sink, entities=entities, sources=sources)
     _connect_swi(workflow, inputnode, sink, has_phase)
     _connect_anatomy(workflow, inputnode, sink)
     _connect_detections(workflow, inputnode, sink)
     _connect_summary(workflow, inputnode, sink, unit_info)
+    _connect_commit(workflow, output_dir, entities)
     return workflow
 
 
-def _sink(node_name, *, output_dir, entities, sources, **kwargs):
-    """A :class:`DerivativesDataSink` node writing into ``output_dir``."""
-    return pe.Node(DerivativesDataSink(base_directory=str(output_dir), entities=entities,
-                                       source_files=sources, **kwargs),
+def _sink(node_name, *, entities, sources, **kwargs):
+    """A :class:`DerivativesDataSink` node (its ``base_directory``, the unit's staging
+    folder, is connected by :func:`_connect_commit`)."""
+    return pe.Node(DerivativesDataSink(entities=entities, source_files=sources, **kwargs),
                    name=node_name, run_without_submitting=True)
+
+
+def _connect_commit(workflow, output_dir, entities):
+    """Every sink writes into the unit's emptied staging folder; ``ds_commit`` moves the
+    files into the output dataset as one set once all sinks are done, manifest last
+    (:func:`cmbprep.utils.derivatives.commit_unit`). The run fills the commit node's
+    ``settings`` and ``input_warnings``."""
+    entities = {k: v for k, v in entities.items() if v is not None}
+    staging = pe.Node(PrepareStaging(staging_dir=str(staging_dir(output_dir, entities))),
+                      name="ds_staging", run_without_submitting=True)
+    sinks = [workflow.get_node(name) for name in sorted(workflow.list_node_names())]
+    sinks = [node for node in sinks if isinstance(node.interface, DerivativesDataSink)]
+    collect = pe.Node(niu.Merge(len(sinks)), name="ds_written", run_without_submitting=True)
+    commit = pe.Node(CommitUnit(output_dir=str(output_dir), entities=entities,
+                                unit_name=unit_prefix(entities)),
+                     name="ds_commit", run_without_submitting=True)
+    for index, node in enumerate(sinks, start=1):
+        workflow.connect([(staging, node, [("staging_dir", "base_directory")]),
+                          (node, collect, [("out_file", f"in{index}")])])
+    workflow.connect([(staging, commit, [("staging_dir", "staging_dir")]),
+                      (collect, commit, [("out", "written")])])
 
 
 def _connect_swi(workflow, inputnode, sink, has_phase):

@@ -48,14 +48,16 @@ def init_swi_wf(*, input_kind, echo_times, field_strength, phase_units, handedne
 
     Outputs
     -------
-    swi, minip, magnitude, filtered_phase ("n/a" without phase), head_mask, swi_meta
+    swi, minip, magnitude, filtered_phase ("n/a" without phase), handedness (the phase
+    convention used: detected or fixed, ``"n/a"`` without phase), head_mask, swi_meta
     """
     workflow = pe.Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=["magnitude", "phase"]),
                         name="inputnode")
     inputnode.inputs.phase = []
     outputnode = pe.Node(niu.IdentityInterface(
-        fields=["swi", "minip", "magnitude", "filtered_phase", "head_mask", "swi_meta"]),
+        fields=["swi", "minip", "magnitude", "filtered_phase", "handedness", "head_mask",
+                "swi_meta"]),
         name="outputnode")
     prepare, n4, phase, compute = _chain_nodes(
         input_kind=input_kind, echo_times=echo_times, phase_units=phase_units,
@@ -82,7 +84,8 @@ def init_swi_wf(*, input_kind, echo_times, field_strength, phase_units, handedne
         (compute, minip, [("swi", "in_file"), ("swi_meta", "in_meta")]),
         (minip, add_meta, [("out_meta", "meta")]),
         (compute, outputnode, [("swi", "swi"), ("magnitude", "magnitude")]),
-        (phase, outputnode, [("filtered_phase", "filtered_phase")]),
+        (phase, outputnode, [("filtered_phase", "filtered_phase"),
+                             ("handedness", "handedness")]),
         (prepare, outputnode, [("head_mask", "head_mask")]),
         (minip, outputnode, [("out_file", "minip")]),
         (add_meta, outputnode, [("meta", "swi_meta")]),

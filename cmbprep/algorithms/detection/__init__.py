@@ -36,6 +36,7 @@ from .parameters import (
     CMBPREP_PARAMETERS,
     DETECTOR_VERSION,
     DETECTORS,
+    PHASE_SIGN_OF_HANDEDNESS,
     detector_code_id,
 )
 from .regions import assign_regions, template_coordinates
@@ -57,6 +58,7 @@ __all__ = [
     "DETECTOR_VERSION",
     "DetectionOutputs",
     "DetectionResult",
+    "PHASE_SIGN_OF_HANDEDNESS",
     "analyse_candidates",
     "assign_regions",
     "assign_status",

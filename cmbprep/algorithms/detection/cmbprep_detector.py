@@ -143,13 +143,24 @@ def calibrate_phase(filtered_phase, shape, box, rel, brain, voxel_size, affine, 
     """Cropped filtered phase and its handedness (``parameters["phase_sign"]`` or, with
     ``"auto"``, the sign calibrated on the image's vessel-like dark structures).
 
+    Two independent estimates of the handedness exist: this calibration (correlation of
+    the phase with the dipole field of the vessel-like dark structures) and the SWI
+    chain's pole-minus-equator rule (:func:`cmbprep.algorithms.swi.handedness.
+    detect_handedness`), passed as ``parameters["phase_sign_reference"]``. Each is wrong
+    on a few percent of simulated scans, rarely on the same scan, and a wrong sign turns
+    every microbleed diamagnetic (rejected) and every calcification paramagnetic
+    (accepted). So when both are known and disagree the phase is not used: the scan is
+    scored like scanner SWI (the ``no_phase`` classifier) and ``phase_sign_conflict``
+    is reported.
+
     Returns
     -------
     phase : ndarray of float32 or None
-        None without phase or when the sign is undetermined (0).
+        None without phase, when the sign is undetermined (0) or in conflict.
     info : dict
         ``phase_used`` (and with phase ``phase_sign``,
-        ``phase_sign_calibration_correlation``).
+        ``phase_sign_calibration_correlation``, ``phase_sign_reference`` and
+        ``phase_sign_conflict``).
     """
     if filtered_phase is None:
         return None, {"phase_used": False}
@@ -157,15 +168,22 @@ def calibrate_phase(filtered_phase, shape, box, rel, brain, voxel_size, affine, 
     if phase.shape != shape:
         raise ValueError(f"filtered phase shape {phase.shape} differs from SWI shape {shape}")
     phase_c = np.asarray(phase[box], dtype=np.float32)
+    reference = p.get("phase_sign_reference")
+    reference = int(reference) if reference in (1, -1, "1", "-1", "+1") else None
+    conflict = False
     if p["phase_sign"] in (1, -1, "1", "-1", "+1"):
         sign, corr = int(p["phase_sign"]), float("nan")
     else:
         veins = vessel_like_mask(brain & (rel < p["vessel_intensity"]), voxel_size,
                                  min_elongation=p["vessel_min_elongation"])
         sign, corr = paramagnetic_phase_sign(phase_c, veins, brain, affine)
-    info = {"phase_used": sign != 0, "phase_sign": sign,
-            "phase_sign_calibration_correlation": corr}
-    return (None if sign == 0 else phase_c), info
+        conflict = sign != 0 and reference is not None and sign != reference
+    used = sign != 0 and not conflict
+    info = {"phase_used": used, "phase_sign": sign,
+            "phase_sign_calibration_correlation": corr,
+            "phase_sign_reference": "n/a" if reference is None else reference,
+            "phase_sign_conflict": conflict}
+    return (phase_c if used else None), info
 
 
 def find_candidates(swi, brain_mask, affine, *, filtered_phase=None, parameters=None):
@@ -265,8 +283,27 @@ def merge_and_score(context, analysed):
     labels[context.box] = labels_c
     params = {"detector": "cmbprep", "version": DETECTOR_VERSION["cmbprep"],
               "slice_axis": context.slice_axis, **jsonable(p),
-              **jsonable(context.phase_info), **jsonable(scoring)}
+              **jsonable(context.phase_info), **jsonable(scoring),
+              "warnings": phase_warnings(context.phase_info)}
     return DetectionResult(table, labels, params)
+
+
+def phase_warnings(phase_info):
+    """One-line warnings about the phase the detector was given but did not use."""
+    if phase_info.get("phase_sign_conflict"):
+        ref = {1: "left", -1: "right"}.get(phase_info.get("phase_sign_reference"), "n/a")
+        own = {1: "left", -1: "right"}.get(phase_info.get("phase_sign"), "n/a")
+        return [f"phase not used for detection: the SWI chain found the {ref}-handed "
+                f"phase convention, the detector's vein calibration the {own}-handed one "
+                "(correlation "
+                f"{phase_info.get('phase_sign_calibration_correlation', float('nan')):.2f}); "
+                "candidates were scored as for scanner SWI. Give --phase-handedness if "
+                "the convention is known."]
+    if "phase_sign" in phase_info and phase_info.get("phase_sign") == 0:
+        return ["phase not used for detection: its sign convention could not be "
+                "calibrated on this image's veins; candidates were scored as for scanner "
+                "SWI. Give --phase-handedness if the convention is known."]
+    return []
 
 
 def detect_cmbprep(swi, brain_mask, affine, *, filtered_phase=None, parameters=None):

@@ -12,6 +12,7 @@ from scipy import ndimage as ndi
 from ..arrays import box_around
 
 __all__ = [
+    "contour_circularity",
     "hessian_blob_ratio",
     "shape_features",
     "slice_features",
@@ -101,19 +102,75 @@ def shape_features(region, box, voxel_size, b0_direction=None, *, surface=True):
     }
 
 
-def slice_features(region, box, voxel_size, slice_axis):
+def contour_circularity(image, pixel_size=(1.0, 1.0)):
+    """Circularity 4 pi A / P^2 of a 2D binary region from its boundary polygon.
+
+    The boundary is the iso-contour (marching squares) of the region smoothed by a
+    Gaussian of 0.6 pixel, at half height (or half the peak for a region of one or two
+    pixels), scaled by ``pixel_size`` (mm). The smoothing removes the staircase of the
+    pixel grid: a digitised disc of any radius scores 0.88-0.98, where the unsmoothed
+    polygon gives 0.73 for a radius of 3 px. ``A`` is the area enclosed by that polygon
+    and ``P`` its length, so both come from one curve and the isoperimetric inequality
+    keeps the value in (0, 1] without clipping. Lines score low at every size: 0.67 for
+    4x1 pixels, 0.52 for 6x1, 0.28 for 13x1 (1.35 with scikit-image's perimeter before
+    clipping); one to three pixels in a row are a small spot (0.76-0.85). Holes are
+    filled first (the outline is what counts: a
+    lesion with a brighter centre, e.g. from a phase wrap, is still round); several
+    components: the sum of their areas over the sum of their boundary lengths.
+
+    Parameters
+    ----------
+    image : (M, N) array_like of bool
+    pixel_size : (2,) sequence of float
+        Pixel edge lengths along the two axes (mm).
+
+    Returns
+    -------
+    float
+        ``nan`` for an empty region.
+    """
+    from skimage.measure import find_contours
+
+    img = np.pad(ndi.binary_fill_holes(np.asarray(image, dtype=bool)).astype(float), 3)
+    if not img.any():
+        return float("nan")
+    img = ndi.gaussian_filter(img, 0.6)
+    scale = np.asarray(pixel_size, dtype=float)
+    area = perimeter = 0.0
+    for contour in find_contours(img, min(0.5, 0.5 * float(img.max()))):
+        pts = contour * scale
+        x, y = pts[:, 0], pts[:, 1]
+        area += 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y)))
+        perimeter += float(np.sum(np.hypot(np.diff(x), np.diff(y))))
+    if perimeter <= 0:
+        return float("nan")
+    return float(4.0 * np.pi * area / perimeter**2)
+
+
+def slice_features(region, box, voxel_size, slice_axis, *, circularity="skimage"):
     """Per-slice geometry of a lesion (as a rater scrolls through slices).
+
+    Parameters
+    ----------
+    circularity : {"skimage", "contour"}, optional
+        ``"skimage"`` (the default detector's feature, which its classifier was trained
+        on): 4 pi A / P^2 with the pixel count as ``A`` and scikit-image's 4-neighbour
+        ``perimeter`` as ``P``, clipped to 1 (1 for a single pixel). ``"contour"``:
+        :func:`contour_circularity` (area and length of one boundary polygon in mm; no
+        clipping, so elongated small regions score low), used by ``bian2013``.
 
     Returns
     -------
     dict
-        ``n_slices`` (slices the lesion appears on),
-        ``max_slice_area_mm2``, ``circularity`` (4 pi A / P^2 on the slice with the
-        largest area, perimeter from scikit-image), ``centroid_shift_mm`` (largest
-        in-plane displacement of the slice centroid between consecutive slices).
+        ``n_slices`` (slices the lesion appears on), ``slice_extent_mm`` (``n_slices``
+        times the slice thickness), ``max_slice_area_mm2``, ``circularity`` (on the
+        slice with the largest area), ``centroid_shift_mm`` (largest in-plane
+        displacement of the slice centroid between consecutive slices).
     """
     from skimage.measure import perimeter
 
+    if circularity not in ("skimage", "contour"):
+        raise ValueError(f"circularity must be 'skimage' or 'contour', not {circularity!r}")
     voxel_size = np.asarray(voxel_size, dtype=float)
     moved = np.moveaxis(region, slice_axis, 0)
     in_plane = np.delete(voxel_size, slice_axis)
@@ -126,13 +183,16 @@ def slice_features(region, box, voxel_size, slice_axis):
         centroids.append(pix.mean(axis=0) * in_plane)
     best = present[int(np.argmax(areas))]
     slice_img = moved[best]
-    area_px = slice_img.sum()
-    perim = perimeter(slice_img, neighborhood=4) if area_px > 1 else 0.0
-    # perimeter in pixel units; for square pixels circularity is unit-free
-    if perim > 0:
-        circularity = float(min(4 * np.pi * area_px / perim**2, 1.0))
+    if circularity == "contour":
+        circ = contour_circularity(slice_img, in_plane)
     else:
-        circularity = 1.0
+        area_px = slice_img.sum()
+        perim = perimeter(slice_img, neighborhood=4) if area_px > 1 else 0.0
+        # perimeter in pixel units; for square pixels circularity is unit-free
+        if perim > 0:
+            circ = float(min(4 * np.pi * area_px / perim**2, 1.0))
+        else:
+            circ = 1.0
     shifts = [
         float(np.linalg.norm(centroids[i + 1] - centroids[i]))
         for i in range(len(centroids) - 1)
@@ -140,8 +200,9 @@ def slice_features(region, box, voxel_size, slice_axis):
     ]
     return {
         "n_slices": len(present),
+        "slice_extent_mm": len(present) * float(voxel_size[slice_axis]),
         "max_slice_area_mm2": float(max(areas)),
-        "circularity": circularity,
+        "circularity": circ,
         "centroid_shift_mm": max(shifts) if shifts else 0.0,
     }
 

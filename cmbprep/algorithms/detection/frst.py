@@ -27,6 +27,7 @@ def fast_radial_symmetry(
     gradient_threshold=0.0,
     polarity="dark",
     smoothing_factor=0.25,
+    combine="mean",
 ):
     """Fast radial symmetry transform of a 2D image.
 
@@ -49,11 +50,15 @@ def fast_radial_symmetry(
     smoothing_factor : float, optional
         The vote maps are smoothed by a Gaussian of standard deviation
         ``smoothing_factor * radius`` (pixels). Default 0.25 (Loy and Zelinsky).
+    combine : {"mean", "max"}, optional
+        How the per-radius maps are combined: ``"mean"`` (Loy and Zelinsky's average)
+        or ``"max"`` (pixel-wise maximum: a blob of one radius is not diluted by the
+        radii that do not fit it, for a multi-scale search over a wide range of radii).
 
     Returns
     -------
     response : (M, N) ndarray of float64
-        Non-negative symmetry map averaged over ``radii_px``; large at blob centres.
+        Non-negative symmetry map combined over ``radii_px``; large at blob centres.
 
     Notes
     -----
@@ -71,6 +76,8 @@ def fast_radial_symmetry(
     radii = np.atleast_1d(np.asarray(radii_px, dtype=np.float64))
     if np.any(radii <= 0):
         raise ValueError("radii_px must be positive")
+    if combine not in ("mean", "max"):
+        raise ValueError(f"combine must be 'mean' or 'max', not {combine!r}")
 
     grad_r = ndi.sobel(img, axis=0, mode="nearest")
     grad_c = ndi.sobel(img, axis=1, mode="nearest")
@@ -89,11 +96,17 @@ def fast_radial_symmetry(
 
     for radius in radii:
         k_n = 9.9 if radius <= 1 else 8.0
+        per_radius = np.zeros_like(img)
         for sign in signs:
             f_n = _radius_votes(rows, cols, sign * radius * unit_r, sign * radius * unit_c,
                                 mag, shape, k_n, alpha)
-            response += ndi.gaussian_filter(f_n, smoothing_factor * radius, mode="constant")
-    return response / radii.size
+            per_radius += ndi.gaussian_filter(f_n, smoothing_factor * radius,
+                                              mode="constant")
+        if combine == "max":
+            np.maximum(response, per_radius, out=response)
+        else:
+            response += per_radius
+    return response if combine == "max" else response / radii.size
 
 
 def _radius_votes(rows, cols, step_r, step_c, mag, shape, k_n, alpha):

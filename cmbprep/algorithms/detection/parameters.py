@@ -12,25 +12,44 @@ __all__ = ["BIAN2013_PARAMETERS", "CMBPREP_PARAMETERS", "DETECTORS", "DETECTOR_V
            "detector_code_id"]
 
 DETECTORS = ("cmbprep", "bian2013")
-DETECTOR_VERSION = {"cmbprep": "0.2.0", "bian2013": "0.1.0"}
+DETECTOR_VERSION = {"cmbprep": "0.2.0", "bian2013": "0.2.0"}
 
-#: Parameters of the reference method. The published values are for images rescaled to
-#: 0-255 with about 0.5 mm pixels; lengths are converted to mm with that pixel size.
+#: Parameters of the reference method (Bian et al. 2013; CMB_labeler's ``cmb_threshold``
+#: file, Morrison et al. 2018). Published values are for images rescaled to 0-255 with
+#: 0.5 mm pixels (``reference_pixel_mm``): lengths in px are converted to mm with that
+#: pixel size, areas in px^2 with its square; see ``docs/detection.rst``.
 BIAN2013_PARAMETERS = {
     "reference_pixel_mm": 0.5,
-    "intensity_percentile": 99.9,  # 0 -> 0 and this brain percentile -> 255
-    "frst_radius_mm": 1.5,  # 3 px
+    "tissue_level": 200.0,  # brain median of the SWI -> 200 (SWI and mIP, one factor)
+    "minip_slab_mm": 8.0,  # slab of the input mIP (seed -> darkest voxel of its slab)
+    "frst_radii_mm": (1.0, 1.5, 2.0, 3.0),  # published 3 px = 1.5 mm, plus 1-3 mm
     "frst_alpha": 3.0,
-    "frst_percentile": 90.0,  # FRST map kept above its 90th percentile (brain)
-    "growing_lower": 10.0,  # lower threshold of the 3D region growing (0-255)
-    "growing_upper": 170.0,
-    "growing_max_difference": 60.0,
-    "growing_max_distance_mm": 2.5,  # 5 px
-    "max_slice_area_mm2": 10.0,  # "max area 10", read as mm^2 (40 px at 0.5 mm)
-    "min_circularity": 0.73,
-    "max_centroid_shift_mm": 0.25,  # 0.5 px
-    "max_seed_intensity": 150.0,
+    "frst_combine": "max",  # radii combined by the pixel-wise maximum
+    "frst_percentile": 90.0,  # FRST map kept above its 90th percentile (brain) ...
+    "reference_diameter_mm": 2.0,  # ... and above the response of a 2 mm disc (STRIVE
+    "reference_fraction": 1.0,  # minimum) 50 units below tissue (maxIntensity 150)
+    "vessel_min_area_mm2": 6.25,  # minVesArea 25 px^2
+    "max_seed_intensity": 150.0,  # maxIntensity
+    "growing_upper": 170.0,  # upperTH
+    "growing_max_difference": 60.0,  # maxIntensityDiff (brighter than the seed)
+    "growing_max_distance_mm": 5.0,  # maxDist 5 px = 2.5 mm, see docs (10 mm lesions)
+    "max_slice_area_mm2": 78.5,  # a 10 mm disc (maxArea 10 read as mm^2 is 3.6 mm)
+    "min_circularity": 0.73,  # minCircularity
+    "max_centroid_shift_mm": 0.25,  # maxCentroidShift 0.5 px
+    "centroid_shift_pixels": 0.5,  # ... or 0.5 of the scan's own pixel if larger
+    "max_travel_radii": 1.0,  # shift beyond the lesion's radius: oblique vessel
+    "max_through_plane_ratio": 3.0,  # n_slices rule (SWI stretches lesions along B0)
+    "segmentation_patch_mm": 5.0,  # local-threshold segmentation (volume)
+    "segmentation_depth_fraction": 0.5,
+    "min_contrast_to_noise": 5.0,  # denoising: depth in noise standard deviations
+    "min_volume_mm3": 2.1,  # denoising: half a 2 mm sphere (and >= 2 voxels)
 }
+
+#: Detector phase sign of a phase convention ("handedness"): "left" means phase =
+#: +gamma dB TE (a paramagnetic source has positive phase along B0), "right" the opposite.
+#: Used for a convention fixed by the user (``--phase-handedness``) and for the SWI
+#: chain's detected one (``phase_sign_reference``).
+PHASE_SIGN_OF_HANDEDNESS = {"left": 1, "right": -1}
 
 #: Parameters of the default detector (lengths in mm).
 CMBPREP_PARAMETERS = {
@@ -67,6 +86,10 @@ CMBPREP_PARAMETERS = {
     "accept_score": None,  # None: the model's validated threshold (rules: 0.5)
     "review_score": None,  # None: the model's review threshold (rules: 0.2)
     "phase_sign": "auto",  # +1, -1 or "auto" (calibrated on veins)
+    # With "auto": the sign implied by the SWI chain's own handedness detection (+1
+    # "left", -1 "right"), or None. When both are known and disagree, the phase is not
+    # used (the no-phase classifier scores the scan) and the conflict is reported.
+    "phase_sign_reference": None,
     "vessel_intensity": 0.5,  # relative intensity below which voxels may be vessel
     "vessel_min_elongation": 5.0,  # dark components this elongated are vessels
 }

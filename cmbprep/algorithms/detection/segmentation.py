@@ -26,12 +26,17 @@ def grow_region(
     max_difference,
     max_distance_mm,
     mask=None,
+    darker_joins=False,
 ):
     """Region growing from a seed voxel (26-connected), bounded in intensity and distance.
 
     A voxel joins when its intensity lies in ``[lower, upper]``, differs from the seed
     intensity by at most ``max_difference``, lies within ``max_distance_mm`` of the
-    seed and is connected to the seed through such voxels.
+    seed and is connected to the seed through such voxels. With ``darker_joins`` (dark
+    lesions: ``bian2013``) every voxel darker than the seed joins whatever ``lower`` and
+    ``max_difference`` say (only brighter voxels are bounded, by ``upper`` and by
+    ``seed + max_difference``), so a seed in the dark core of a vessel grows along the
+    vessel instead of staying an isolated voxel.
 
     Returns
     -------
@@ -51,12 +56,15 @@ def grow_region(
     )
     distance = np.sqrt(sum(g**2 for g in grids))
     seed_value = patch[local_seed]
-    allowed = (
-        (patch >= lower)
-        & (patch <= upper)
-        & (np.abs(patch - seed_value) <= max_difference)
-        & (distance <= max_distance_mm)
-    )
+    if darker_joins:
+        allowed = (patch <= min(upper, seed_value + max_difference)) | (patch <= seed_value)
+    else:
+        allowed = (
+            (patch >= lower)
+            & (patch <= upper)
+            & (np.abs(patch - seed_value) <= max_difference)
+        )
+    allowed &= distance <= max_distance_mm
     if mask is not None:
         allowed &= np.asarray(mask[box], dtype=bool)
     allowed[local_seed] = True

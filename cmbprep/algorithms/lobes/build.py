@@ -3,17 +3,24 @@
 Sources are the CAT12 versions of the Hammers (Hammers et al. 2003; Gousias et al.
 2008) and Mori/JHU (Oishi et al. 2009) atlases shipped by the ``deepmriprep`` Python
 package (MIT code; the atlases keep their own non-commercial academic terms). They are
-in MNI152NLin2009cAsym; :func:`build_atlas` registers the CAT12 T1 template shipped
-with them to nilearn's MNI152NLin2009aSym template (ANTs SyN, 1.5 mm, fixed seed),
-carries the labels across with ``genericLabel`` interpolation and composes the regions
-with :func:`compose_regions`.
+in MNI152NLin2009cAsym. The CAT12 T1 template shipped with them was registered once to
+nilearn's MNI152NLin2009aSym template (ANTs rigid + affine + SyN, 1.5 mm, seed 0;
+:func:`register_templates`, several CPU-minutes) and the result ships with cmbprep as
+one displacement field (:data:`TRANSFORM_FILE`, made from the two templates only, no
+atlas labels). :func:`build_atlas` carries the labels across with it (``genericLabel``
+interpolation) and composes the regions with :func:`compose_regions`: seconds, not
+minutes. Without the shipped field it registers the templates itself.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -200,30 +207,122 @@ def _deepmriprep_templates() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "data" / "templates"
 
 
-def _warp_sources(src: Path, tpl, work_dir: Path, resolution_mm: float, seed: int) -> dict:
-    """Register the CAT12 T1 template to the nilearn template and carry the Hammers and
-    Mori labels onto the template grid (``genericLabel``)."""
+#: The shipped 2009cAsym -> 2009aSym displacement field (in ``ATLAS_DIR``), made by
+#: :func:`register_templates`; resamples 2009cAsym images onto the 2009aSym grid.
+TRANSFORM_FILE = "from-MNI152NLin2009cAsym_to-MNI152NLin2009aSym_mode-image_xfm.nii.gz"
+#: Quantisation step of the stored displacements (mm).
+TRANSFORM_STEP_MM = 0.01
+
+
+def _cat_template(src: Path) -> nib.Nifti1Image:
+    cat_t1 = nib.load(src / "Template_05mm_bet.nii.gz")
+    return nib.Nifti1Image(np.asarray(cat_t1.dataobj, np.float32), cat_t1.affine)
+
+
+def register_templates(
+    out_file: str | Path = ATLAS_DIR / TRANSFORM_FILE,
+    *,
+    resolution_mm: float = 1.5,
+    seed: int = 0,
+    n_threads: int = 1,
+    margin_mm: float = 12.0,
+) -> Path:
+    """Register the CAT12 T1 template (2009cAsym) to the nilearn 2009aSym template and
+    write the transform as one displacement field (done once, by the maintainers).
+
+    ANTs rigid + affine + SyN (Mattes MI, ``resolution_mm``, ``seed``). The affine and
+    the SyN warp are composed into a single displacement field on the ``resolution_mm``
+    template grid, cropped to the template brain mask plus ``margin_mm`` (the atlas is
+    only kept inside the mask) and stored as int16 in steps of
+    :data:`TRANSFORM_STEP_MM` (gzip NIfTI, ITK displacement-field layout).
+    """
     from .. import registration as reg
 
-    cat_t1 = nib.load(src / "Template_05mm_bet.nii.gz")
-    cat_t1 = nib.Nifti1Image(np.asarray(cat_t1.dataobj, np.float32), cat_t1.affine)
+    reg.set_ants_threads(n_threads)
+    src = _deepmriprep_templates()
+    tpl, tpl_mask = reg.load_template(1.0)
     fixed = reg.resample_to_resolution(tpl, resolution_mm)
-    moving = reg.resample_to_resolution(cat_t1, resolution_mm)
-    fwd, _ = reg.register_images(
-        fixed,
-        moving,
-        Path(work_dir) / "cat_to_nilearn_",
-        stages=("Rigid", "Affine", "SyN"),
-        seed=seed,
-        syn_iterations=(100, 70, 30),
-        mask_linear_stages=False,
-    )
+    moving = reg.resample_to_resolution(_cat_template(src), resolution_mm)
+    out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_file.parent) as tmp:
+        fwd, _ = reg.register_images(
+            fixed,
+            moving,
+            Path(tmp) / "cat_to_nilearn_",
+            stages=("Rigid", "Affine", "SyN"),
+            seed=seed,
+            syn_iterations=(100, 70, 30),
+            mask_linear_stages=False,
+        )
+        return store_field(fwd, fixed, tpl_mask, out_file, margin_mm=margin_mm)
+
+
+def store_field(composite, fixed, tpl_mask, out_file, *, margin_mm: float = 12.0) -> Path:
+    """Write the ANTs transform ``composite`` as one int16 displacement field on the
+    grid of ``fixed``, cropped to ``tpl_mask`` plus ``margin_mm`` (see
+    :func:`register_templates`)."""
+    import ants
+
+    from ..registration.resampling import to_ants
+
+    out_file = Path(out_file)
+    with tempfile.TemporaryDirectory(dir=out_file.parent) as tmp:
+        composed = ants.apply_transforms(
+            fixed=to_ants(fixed), moving=to_ants(fixed), transformlist=[str(composite)],
+            compose=str(Path(tmp) / "composed_"),
+        )  # fmt: skip
+        field = nib.load(composed)
+        data = np.asarray(field.dataobj, np.float32)
+        affine = field.affine
+    # crop to the brain mask (+ margin) of the template, on the field's grid
+    ijk_mask = np.argwhere(np.asarray(tpl_mask.dataobj) > 0)
+    corners = np.array(list(itertools.product(*zip(ijk_mask.min(0), ijk_mask.max(0)))), float)
+    mm = nib.affines.apply_affine(tpl_mask.affine, corners)
+    ijk = nib.affines.apply_affine(np.linalg.inv(affine), mm)
+    step = float(np.linalg.norm(affine[:3, 0]))
+    margin = int(np.ceil(margin_mm / step))
+    lo = np.maximum(np.floor(ijk.min(0)).astype(int) - margin, 0)
+    hi = np.minimum(np.ceil(ijk.max(0)).astype(int) + margin + 1, data.shape[:3])
+    data = data[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    affine = affine.copy()
+    affine[:3, 3] = nib.affines.apply_affine(affine, lo)
+    q = np.rint(data / TRANSFORM_STEP_MM)
+    if np.abs(q).max() >= 32767:
+        raise ValueError("displacement too large for the int16 storage")
+    img = nib.Nifti1Image(q.astype(np.int16), affine)
+    img.header.set_intent("vector")
+    img.header.set_xyzt_units("mm")
+    img.header.set_slope_inter(TRANSFORM_STEP_MM, 0.0)
+    img.header["descrip"] = b"cmbprep 2009cAsym->2009aSym field (mm, ITK LPS)"
+    nib.save(img, out_file)
+    return out_file
+
+
+def _load_field(path: Path, folder: Path) -> Path:
+    """The stored field as a float32 ITK displacement-field NIfTI in ``folder``."""
+    stored = nib.load(path)
+    img = nib.Nifti1Image(np.asarray(stored.get_fdata(), np.float32), stored.affine)
+    img.header.set_intent("vector")
+    img.header.set_xyzt_units("mm")
+    out = folder / "field.nii.gz"
+    nib.save(img, out)
+    return out
+
+
+def _warp_sources(src: Path, tpl, transform: Path) -> dict:
+    """Carry the Hammers and Mori labels onto the template grid through the
+    2009cAsym -> 2009aSym field (``genericLabel`` interpolation)."""
+    from .. import registration as reg
+
     moved = {}
-    for name in ("hammers", "mori"):
-        img = nib.load(src / f"{name}.nii.gz")
-        img = nib.Nifti1Image(np.asarray(img.dataobj, np.float32), img.affine)
-        out = reg.apply_transform(img, tpl, fwd, interpolation="genericLabel")
-        moved[name] = np.rint(np.asarray(out.dataobj)).astype(np.int64)
+    with tempfile.TemporaryDirectory() as tmp:
+        field = _load_field(transform, Path(tmp))
+        for name in ("hammers", "mori"):
+            img = nib.load(src / f"{name}.nii.gz")
+            img = nib.Nifti1Image(np.asarray(img.dataobj, np.float32), img.affine)
+            out = reg.apply_transform(img, tpl, [field], interpolation="genericLabel")
+            moved[name] = np.rint(np.asarray(out.dataobj)).astype(np.int64)
     return moved
 
 
@@ -231,9 +330,10 @@ def build_atlas(
     out_dir: str | Path = ATLAS_DIR,
     *,
     juxtacortical_mm: float = DEFAULT_JUXTACORTICAL_MM,
-    resolution_mm: float = 1.5,
+    transform: str | Path | None = None,
     seed: int = 0,
     n_threads: int = 1,
+    progress=None,
 ) -> Path:
     """Build the atlas in the template grid and write image, TSV and JSON.
 
@@ -243,21 +343,29 @@ def build_atlas(
         Output directory (default: the package's ``data/atlas``).
     juxtacortical_mm : float
         See :func:`compose_regions`.
-    resolution_mm : float
-        Working resolution of the 2009cAsym -> 2009aSym template registration.
+    transform : path-like, optional
+        The 2009cAsym -> 2009aSym displacement field; default: the shipped
+        :data:`TRANSFORM_FILE`, or, if that is missing, one made now by
+        :func:`register_templates` (seed ``seed``; several CPU-minutes).
     seed, n_threads : int
         ANTs random seed and thread count.
+    progress : callable, optional
+        Called with one line of text per step (e.g. ``print``).
 
     Returns
     -------
     Path
         The atlas NIfTI file.
     """
-    import tempfile
-
     from nilearn.datasets import load_mni152_gm_template, load_mni152_wm_template
 
     from .. import registration as reg
+
+    t0 = time.monotonic()
+
+    def say(step, text):
+        if progress is not None:
+            progress(f"[{step}/4] {text} ({time.monotonic() - t0:.0f} s)")
 
     reg.set_ants_threads(n_threads)
     src = _deepmriprep_templates()
@@ -266,8 +374,19 @@ def build_atlas(
     tpl, tpl_mask = reg.load_template(1.0)
     gm = np.asarray(load_mni152_gm_template(resolution=1).dataobj, np.float32)
     wm = np.asarray(load_mni152_wm_template(resolution=1).dataobj, np.float32)
+    say(1, "templates loaded")
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        moved = _warp_sources(src, tpl, Path(tmp), resolution_mm, seed)
+        if transform is None:
+            transform = ATLAS_DIR / TRANSFORM_FILE
+            if not transform.exists():
+                if progress is not None:
+                    progress(f"{transform} missing: registering the templates now "
+                             "(several CPU-minutes)")
+                transform = register_templates(Path(tmp) / TRANSFORM_FILE, seed=seed,
+                                               n_threads=n_threads)
+        say(2, f"template transform: {Path(transform).name}")
+        moved = _warp_sources(src, tpl, Path(transform))
+    say(3, "Hammers and Mori labels carried to MNI152NLin2009aSym")
     labels = compose_regions(
         moved["hammers"],
         moved["mori"],
@@ -284,6 +403,7 @@ def build_atlas(
     nib.save(img, atlas_path)
     lookup_table().to_csv(out_dir / LUT_FILE, sep="\t", index=False)
     (out_dir / META_FILE).write_text(json.dumps(atlas_provenance(juxtacortical_mm), indent=2))
+    say(4, f"regions composed, written to {atlas_path}")
     return atlas_path
 
 
@@ -295,7 +415,26 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--out-dir", default=str(ATLAS_DIR))
     parser.add_argument("--juxtacortical-mm", type=float, default=DEFAULT_JUXTACORTICAL_MM)
-    parser.add_argument("--nthreads", type=int, default=1)
+    parser.add_argument("--nthreads", type=int, default=0,
+                        help="ITK threads (0: the CPUs this process may use)")
+    parser.add_argument("--register", metavar="FILE", default=None,
+                        help="maintainers: register the two templates again (several "
+                        "CPU-minutes) and write the displacement field to FILE instead "
+                        "of building the atlas")
     ns = parser.parse_args(argv)
-    print(build_atlas(ns.out_dir, juxtacortical_mm=ns.juxtacortical_mm, n_threads=ns.nthreads))
+    if ns.nthreads <= 0:
+        from ...config import available_cpus
+
+        ns.nthreads = available_cpus()
+
+    def progress(line):
+        print(f"cmbprep atlas: {line}", file=sys.stderr, flush=True)
+
+    if ns.register:
+        progress("registering CAT12 2009cAsym to nilearn 2009aSym (several CPU-minutes)")
+        print(register_templates(ns.register, n_threads=ns.nthreads))
+        return 0
+    progress("building the region atlas from the CAT12 Hammers and Mori atlases")
+    print(build_atlas(ns.out_dir, juxtacortical_mm=ns.juxtacortical_mm,
+                      n_threads=ns.nthreads, progress=progress))
     return 0

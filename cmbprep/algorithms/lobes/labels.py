@@ -32,7 +32,8 @@ def load_atlas(atlas_dir: str | Path = ATLAS_DIR, *, build_if_missing: bool = Tr
     """Load the template-space atlas image and its lookup table.
 
     If the files are missing and ``build_if_missing``, they are built (offline, from
-    the installed ``deepmriprep`` package; about a minute).
+    the installed ``deepmriprep`` package and the shipped template transform; about
+    20 s).
 
     Returns
     -------
@@ -45,9 +46,12 @@ def load_atlas(atlas_dir: str | Path = ATLAS_DIR, *, build_if_missing: bool = Tr
             raise FileNotFoundError(
                 f"{atlas_dir / ATLAS_FILE} not found: run `python -m cmbprep.algorithms.lobes`"
             )
+        import sys
+
         from .build import build_atlas
 
-        build_atlas(atlas_dir)
+        build_atlas(atlas_dir, progress=lambda line: print(f"cmbprep atlas: {line}",
+                                                           file=sys.stderr, flush=True))
     labels = nib.load(atlas_dir / ATLAS_FILE)
     lut = pd.read_csv(atlas_dir / LUT_FILE, sep="\t", keep_default_na=False)
     return labels, lut

@@ -16,7 +16,8 @@ from ..registration.template import TEMPLATE_DESCRIPTION, TEMPLATE_NAME
 
 #: Atlas name (the ``atlas-`` entity of the outputs).
 ATLAS_NAME = "cmbprepMARS"
-#: Where the built atlas files live (git-ignored, built at install time).
+#: Where the atlas files live (the ``tpl-*`` files are git-ignored and built at install
+#: time; the template-to-template field they are built with is committed).
 ATLAS_DIR = Path(__file__).resolve().parents[2] / "data" / "atlas"
 ATLAS_FILE = "tpl-MNI152NLin2009aSym_res-01_atlas-cmbprepMARS_dseg.nii.gz"
 LUT_FILE = "tpl-MNI152NLin2009aSym_atlas-cmbprepMARS_dseg.tsv"
@@ -98,8 +99,10 @@ def atlas_provenance(juxtacortical_mm: float = DEFAULT_JUXTACORTICAL_MM) -> dict
         "Derivation": (
             "CAT12 T1 template (MNI152NLin2009cAsym, deepmriprep Template_05mm_bet) "
             "registered to the nilearn MNI152NLin2009aSym template with ANTs "
-            "rigid+affine+SyN (MI, 1.5 mm, seed 0); Hammers and Mori labels carried "
-            "across with genericLabel interpolation; regions composed by "
+            "rigid+affine+SyN (MI, 1.5 mm, seed 0), shipped as one displacement field "
+            "(from-MNI152NLin2009cAsym_to-MNI152NLin2009aSym_mode-image_xfm.nii.gz); "
+            "Hammers and Mori labels carried across with it (genericLabel "
+            "interpolation); regions composed by "
             "cmbprep.algorithms.lobes.compose_regions; hemisphere = sign of template x."
         ),
         "JuxtacorticalDistance": juxtacortical_mm,

@@ -32,7 +32,7 @@ from .chain import (
 )
 from .contrast import compute_swi, phase_mask
 from .filters import gaussian_lowpass, homodyne_highpass
-from .handedness import detect_handedness
+from .handedness import calibrate_handedness_on_veins, detect_handedness
 from .inputs import INPUT_KINDS, check_swi_inputs, load_echoes, looks_like_phase
 from .magnitude import clean_magnitude, combine_magnitude
 from .phase import (
@@ -57,6 +57,7 @@ __all__ = [
     "fit_frequency",
     "gaussian_lowpass",
     "homodyne_highpass",
+    "calibrate_handedness_on_veins",
     "detect_handedness",
     "phase_mask",
     "compute_swi",

@@ -24,7 +24,7 @@ from ..bias import n4_bias_field
 from ..headmask import head_mask
 from .contrast import compute_swi
 from .filters import homodyne_highpass
-from .handedness import detect_handedness
+from .handedness import VEIN_CALIBRATION, calibrate_handedness_on_veins, detect_handedness
 from .inputs import INPUT_KINDS
 from .layout import echo_major
 from .magnitude import clean_magnitude, combine_magnitude
@@ -39,6 +39,10 @@ N4_DEFAULTS = {"working_resolution_mm": 4.0, "spline_distance_mm": 100.0,
 
 _HEAD_MASK_RULE = ("Otsu on 2 mm block means (4 mm FWHM smoothing), closing 6 mm, "
                    "hole filling, largest component, dilation 2 mm")
+_VEIN_RULE = ("sign of the correlation of the filtered phase with the dipole field of "
+              "the dark elongated components of the magnitude (veins) in the head mask "
+              "eroded by 10 mm (positive: left, negative: right); the pole-minus-equator "
+              "rule ('Rule') when no vein is found")
 _HANDEDNESS_RULE = ("mean filtered phase 5 mm along B0 minus 5 mm across B0 around the "
                     "1% locally darkest voxels of the head mask eroded by 20 mm "
                     "(positive: left, negative: right)")
@@ -217,10 +221,17 @@ def filter_phase(echoes, combined, phase, mask, affine, *, echo_times=None,
     meta["HighPassFWHMmm"] = float(highpass_mm)
     used = handedness
     if handedness == "auto":
-        used, score, n_dark = detect_handedness(combined, filtered, affine, mask,
-                                                fwhm_mm=highpass_mm, n_threads=n_threads)
-        meta["HandednessDetection"] = {"Score": round(score, 6), "DarkVoxels": n_dark,
-                                       "Rule": _HANDEDNESS_RULE}
+        # the global vein fit first; the local pole-minus-equator rule when no vein found
+        vein_hand, corr, n_vein = calibrate_handedness_on_veins(
+            combined, filtered, affine, mask, **VEIN_CALIBRATION)
+        local_hand, score, n_dark = detect_handedness(
+            combined, filtered, affine, mask, fwhm_mm=highpass_mm, n_threads=n_threads)
+        used = vein_hand or local_hand
+        meta["HandednessDetection"] = {
+            "Method": "veins" if vein_hand else "pole-minus-equator",
+            "VeinCorrelation": round(corr, 6) if vein_hand else "n/a",
+            "VeinVoxels": n_vein, "VeinRule": _VEIN_RULE,
+            "Score": round(score, 6), "DarkVoxels": n_dark, "Rule": _HANDEDNESS_RULE}
     meta["Handedness"] = used
     meta["HandednessRequested"] = handedness
     return filtered, used, meta

@@ -11,7 +11,57 @@ from ..arrays import bounding_box
 from .filters import gaussian_lowpass
 from .layout import zero_nonfinite
 
-__all__ = ["detect_handedness", "local_darkness"]
+__all__ = ["calibrate_handedness_on_veins", "detect_handedness", "local_darkness"]
+
+#: Handedness from veins: the relative magnitude (10 mm local background) below which a
+#: voxel is dark, the minimum elongation and length (mm) of a dark component taken as
+#: a vein, and the erosion (mm) of the head mask that leaves out scalp and skull.
+VEIN_CALIBRATION = {"vessel_intensity": 0.5, "min_elongation": 5.0, "min_length_mm": 4.0,
+                    "background_mm": 10.0, "erode_mm": 10.0}
+
+
+def calibrate_handedness_on_veins(magnitude, filtered_phase, affine, mask, *,
+                                  vessel_intensity=0.5, min_elongation=5.0,
+                                  min_length_mm=4.0, background_mm=10.0, erode_mm=10.0):
+    """Phase convention from the field of the image's veins (a global dipole fit).
+
+    Veins are paramagnetic. The dark, elongated components of the magnitude (relative
+    intensity below ``vessel_intensity`` against a ``background_mm`` local background,
+    elongation >= ``min_elongation``, length >= ``min_length_mm``) inside the head mask
+    eroded by ``erode_mm`` form a source map; the field it would produce with a
+    positive susceptibility (k-space dipole kernel on about 1 mm blocks,
+    :func:`cmbprep.algorithms.detection.phase.paramagnetic_phase_sign`) is correlated
+    with the filtered phase within about 4 mm of the veins. Positive correlation:
+    phase = +gamma dB TE (``"left"``); negative: ``"right"``.
+
+    On simulated validation scans this was right wherever it found veins, where the
+    local pole-minus-equator rule (:func:`detect_handedness`) failed on about a third
+    of them at small scores (docs/swi.rst).
+
+    Returns
+    -------
+    handedness : {"left", "right"} or None
+        None when no vein was found or the correlation is undefined.
+    correlation : float
+        NaN when undetermined.
+    n_vein_voxels : int
+    """
+    from ..detection.candidates import relative_intensity
+    from ..detection.phase import paramagnetic_phase_sign, vessel_like_mask
+
+    affine = np.asarray(affine, dtype=float)
+    voxel_size = tuple(float(v) for v in voxel_sizes(affine))
+    inner = erode_mask_mm(np.asarray(mask, dtype=bool), voxel_size, erode_mm)
+    if inner.sum() < 1000:
+        return None, float("nan"), 0
+    rel = relative_intensity(np.asarray(magnitude, dtype=np.float32), inner,
+                             background_mm=background_mm, voxel_size=voxel_size)
+    veins = vessel_like_mask(inner & (rel < vessel_intensity), voxel_size,
+                             min_elongation=min_elongation, min_length_mm=min_length_mm)
+    sign, corr = paramagnetic_phase_sign(np.asarray(filtered_phase, dtype=np.float32),
+                                         veins, inner, affine)
+    hand = {1: "left", -1: "right"}.get(sign)
+    return hand, (float(corr) if hand else float("nan")), int(veins.sum())
 
 
 def detect_handedness(magnitude, filtered_phase, affine, mask=None, *, fwhm_mm=12.0,

@@ -139,7 +139,8 @@ def _write_dataset_files(root, participants, protocol_name, input_kind, seed):
     write_tsv(participants, root / "participants.tsv", float_format=None)
     write_json(_PARTICIPANTS_JSON, root / "participants.json")
     if input_kind == "swi":
-        (root / ".bidsignore").write_text("*_swi.nii.gz\n*_minIP.nii.gz\n")
+        (root / ".bidsignore").write_text("*_swi.nii.gz\n*_swi.json\n*_minIP.nii.gz\n"
+                                          "*_minIP.json\n")
     write_json(_truth_description(), root / "derivatives" / "phantom-truth"
                / "dataset_description.json")
 
