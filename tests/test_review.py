@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -260,13 +261,19 @@ def test_read_only_output_folder_is_one_clear_error(outputs_copy, capsys):
 
 
 def _start_server(out, port, *extra):
+    # stderr goes to a file: a pipe nobody reads could fill up and block the server
+    log = tempfile.NamedTemporaryFile("w+", prefix="review-server-", suffix=".log",
+                                      delete=False)
     process = subprocess.Popen(
         [sys.executable, "-m", "cmbprep.review", str(out), "--participant-label", "01",
          "--port", str(port), "--no-browser", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=log, text=True)
+    log.close()
     line = process.stdout.readline()
     match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-    assert match, (line, process.stderr.read() if process.poll() is not None else "")
+    if not match:
+        process.wait(timeout=30)
+        raise AssertionError((line, Path(log.name).read_text()))
     return process, f"http://127.0.0.1:{match.group(1)}/"
 
 
@@ -304,6 +311,27 @@ def test_server_answers_only_localhost_json(outputs_copy):
         process.wait()
     assert not (outputs_copy["out"] / "sub-01" / "anat" / "sub-01_desc-reviewed_cmb.tsv"
                 ).exists()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_server_stops_with_a_keep_alive_connection_open(outputs_copy, stop):
+    """A browser keeps HTTP/1.1 connections open; Ctrl-C / SIGTERM must still stop the
+    server at once (Python's server_close() would otherwise wait for that thread)."""
+    process, url = _start_server(outputs_copy["out"], 0, "--rater", "AB")
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/api/state")
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 200 and not response.will_close  # kept alive
+        process.send_signal(stop)
+        assert process.wait(timeout=10) == 0
+    finally:
+        conn.close()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 # --------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import webbrowser
 from pathlib import Path
@@ -82,6 +83,10 @@ def main(argv=None) -> int:
           f"review; serving {url} (Ctrl-C to stop)", flush=True)
     if not args.no_browser:
         webbrowser.open(url)
+    # Ctrl-C and SIGTERM stop the server even when the parent started it with SIGINT
+    # ignored (an inherited SIG_IGN, e.g. from a background job or a test runner).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -89,3 +94,7 @@ def main(argv=None) -> int:
     finally:
         server.server_close()
     return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt

@@ -186,9 +186,24 @@ class _Handler(BaseHTTPRequestHandler):
         return self._json(HTTPStatus.OK, {"saved": row})
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # handler threads never keep the process alive
+
+    def handle_error(self, request, client_address):
+        """A browser that drops a connection (an image load it no longer needs) is
+        routine: one debug line, not a traceback on stderr (which, piped and unread,
+        could fill up and block the server). Other errors are logged once."""
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError):
+            LOGGER.debug("%s dropped the connection (%s)", client_address[0], exc)
+        else:
+            LOGGER.error("error while answering %s: %s", client_address[0], exc)
+
+
 def make_server(session: ReviewSession, port: int = 8765) -> ThreadingHTTPServer:
     """A server of ``session`` bound to 127.0.0.1:``port`` (0: any free port)."""
-    server = ThreadingHTTPServer((HOST, int(port)), _Handler)
-    server.daemon_threads = True
+    server = _Server((HOST, int(port)), _Handler)
     server.review_session = session
     return server
