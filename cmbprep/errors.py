@@ -82,8 +82,8 @@ class NoSpaceError(IOFailure):
 
 
 class BusyError(CmbprepError):
-    """Another cmbprep run is writing the same participant into the same output folder
-    (exit 75: try again later)."""
+    """Another cmbprep run is writing the same participant, or the group files, into the
+    same output folder (exit 75: try again later)."""
 
     exit_code = 75
 

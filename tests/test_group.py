@@ -329,3 +329,30 @@ def test_recovers_true_effects_fast(tmp_path):
     age = est.loc["age"]
     assert age["irr"] > 1 and age["p_value"] < 0.05
     assert age["irr_ci_lower"] < np.exp(0.03) < age["irr_ci_upper"]
+
+
+@pytest.mark.parametrize("name, text, line, cells", [
+    ("participants.tsv", "participant_id\tage\tsex\nsub-01\t50\tF\nsub-02\t60\n"
+     "sub-03\t70\tF\n", 3, 2),
+    ("participants.tsv", "participant_id\tage\tsex\nsub-01\t50\tF\n\n"
+     "sub-02\t60\tM\tx\nsub-03\t70\tF\n", 4, 4),
+    ("clinical.csv", "participant_id,age,sex\n01,50,F\n02,60,M\n03,70\n", 4, 2),
+])
+def test_covariates_row_with_wrong_cell_count_is_rejected(tmp_path, capsys, name, text,
+                                                          line, cells):
+    """A row with too few or too many cells: one line naming file and line, exit 65,
+    before any group file is written."""
+    from cmbprep.cli.run import main
+
+    bids_dir, out = _small_tree(tmp_path, {"01": 1, "02": 0, "03": 2})
+    cov = (bids_dir if name == "participants.tsv" else tmp_path) / name
+    cov.write_text(text)
+    extra = [] if name == "participants.tsv" else ["--covariates", str(cov)]
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    code = main([str(bids_dir), str(out), "group", *extra])
+    err = capsys.readouterr().err
+    assert code == 65, err
+    errors = [x for x in err.splitlines() if "error" in x.lower()]
+    assert errors == [
+        f"cmbprep: error: {cov}: line {line} has {cells} cells, the header has 3"]
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before

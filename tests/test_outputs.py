@@ -196,3 +196,37 @@ def test_dataset_links_name_no_host_path(tmp_path):
     description = dataset_description(settings)
     assert description["DatasetLinks"] == {"raw": "../../bids"}
     assert str(tmp_path) not in json.dumps(description)
+
+
+def test_participant_report_shows_input_and_detection_warnings(tmp_path):
+    """Warnings of the summary JSON (the detector's, and the input fallbacks the commit
+    adds) appear in the report's warnings box."""
+    import re
+
+    from cmbprep.reports.participant import assemble_participant_reports
+    from cmbprep.utils.bids import SWIInput
+    from cmbprep.utils.derivatives import commit_unit
+
+    anat = tmp_path / "staging" / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    cmb = _cmb_table(anat / "sub-01_desc-cmb_cmb.tsv", [
+        {"cmb_id": 1, "x": 0, "y": 0, "z": 0, "volume_mm3": 10.0, "region": "frontal",
+         "lobe": "frontal", "hemisphere": "left", "mars_category": "lobar"}])
+    summary = summarize_cmbs(cmb, None, {"subject": "01", "kind": "gre"}, {}, {},
+                             {"detector": "cmbprep",
+                              "warnings": ["phase sign conflicts with the veins: phase "
+                                           "dropped <b>"]})
+    (anat / "sub-01_desc-summary_cmb.json").write_text(json.dumps(summary))
+    out = tmp_path / "out"
+    commit_unit(tmp_path / "staging", out, {"subject": "01"}, {"swi_power": 4},
+                warnings=["ses-2: no phase selected, ran magnitude-only"])
+    written = json.loads((out / "sub-01" / "anat" /
+                          "sub-01_desc-summary_cmb.json").read_text())
+    assert written["input_warnings"] == ["ses-2: no phase selected, ran magnitude-only"]
+    unit = SWIInput(subject="01", kind="gre", magnitude=["m.nii.gz"])
+    [report] = assemble_participant_reports(out, [unit])
+    page = report.read_text()
+    box = re.search(r"<div class='warnbox'>.*?</div>", page, flags=re.DOTALL)
+    assert box, "no warnings box"
+    assert "input: ses-2: no phase selected, ran magnitude-only" in box.group(0)
+    assert "phase sign conflicts with the veins: phase dropped &lt;b&gt;" in box.group(0)

@@ -522,3 +522,112 @@ def test_mixed_valid_and_invalid_participants_exit_19(phantom, capsys):
     assert "sub-02 failed" in err and "sub-02_part-mag_T2starw.json" in err
     assert (out / "sub-01" / "anat" / "sub-01_manifest.json").exists()
     assert not (out / "sub-02").exists()
+
+
+# -- an empty participant folder, concurrent group runs -------------------------------------------
+
+def test_empty_participant_folder_is_a_listed_failure_exit_19(tmp_path):
+    """``sub-03/`` with nothing in it, beside a usable participant, and no
+    --participant-label: listed as failed (one line), detected before the graph runs,
+    the other participant processed, exit 19."""
+    tiny = make_tiny_gre_dataset(tmp_path / "bids", subjects=("01",))
+    (tiny / "sub-03" / "anat").mkdir(parents=True)
+    out = tmp_path / "out"
+    result = subprocess.run([*CMBPREP, str(tiny), str(out), "participant", "-w",
+                             str(tmp_path / "work"), "--nprocs", "1", "--omp-nthreads",
+                             "1"], capture_output=True, text=True,
+                            env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    err = result.stderr
+    assert result.returncode == 19, err
+    lines = err.splitlines()
+    skipped = [x for x in lines if "sub-03 skipped" in x]
+    assert skipped == [f"cmbprep: warning: sub-03 skipped: {tiny / 'sub-03'}: no image "
+                       "files (an empty anat/ folder?)"]
+    # announced before the graph runs, listed among the failures at the end
+    assert lines.index(skipped[0]) < next(i for i, x in enumerate(lines)
+                                          if "participant unit(s) with" in x)
+    assert [x for x in lines if x.startswith("cmbprep: error: sub-03 failed:")] == [
+        f"cmbprep: error: sub-03 failed: {tiny / 'sub-03'}: no image files (an empty "
+        "anat/ folder?)"]
+    assert "1 of 2 participant unit(s) failed" in lines[-1]
+    assert (out / "sub-01" / "anat" / "sub-01_manifest.json").exists()
+    assert not (out / "sub-03").exists()
+    # asked for by label it is an error of its own (exit 66), as before
+    code = cli_run.main([str(tiny), str(tmp_path / "out2"), "participant",
+                         "--participant-label", "03", "-w", str(tmp_path / "work2")])
+    assert code == 66
+
+
+def _group_tree(root: Path) -> tuple[Path, Path]:
+    out, bids = root / "out", root / "bids"
+    bids.mkdir(parents=True)
+    (bids / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.10.0"}')
+    (bids / "participants.tsv").write_text(
+        "participant_id\tgroup\tage\n" + "".join(
+            f"sub-{i:02d}\t{'patient' if i % 2 else 'control'}\t{50 + i}\n"
+            for i in range(1, 9)))
+    (bids / "sub-01").mkdir()
+    for i in range(1, 9):
+        _unit_files(out, f"{i:02d}", i % 3)
+    return bids, out
+
+
+def test_second_group_run_on_the_same_output_refuses(tmp_path):
+    from cmbprep.utils.io import group_lock
+
+    bids, out = _group_tree(tmp_path)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    with group_lock(out):  # what a running group level holds
+        result = subprocess.run([*CMBPREP, str(bids), str(out), "group"],
+                                capture_output=True, text=True)
+        assert result.returncode == 75, result.stderr
+        [line] = [x for x in result.stderr.splitlines() if "error" in x]
+        assert line.startswith(f"cmbprep: error: {out}: another cmbprep group run is "
+                               "writing the group files of this output folder "
+                               f"(pid {os.getpid()} on ")
+        assert sorted(p.relative_to(out) for p in out.rglob("*") if ".cmbprep" not in
+                      p.parts) == [p for p in before if ".cmbprep" not in p.parts]
+    assert not (out / ".cmbprep").exists()  # the lock went with its holder
+
+    # two real group runs started together: each exits 0 or 75, never an error of a
+    # half-written set; the files on disk are one run's set (checksums of provenance)
+    procs = [subprocess.Popen([*CMBPREP, str(bids), str(out), "group"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [(p.wait(timeout=300), p.communicate()[1]) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes in ([0, 0], [0, 75]), results
+    provenance = json.loads((out / "group_cmb_provenance.json").read_text())
+    assert sorted(provenance["files"]) == sorted(p.name for p in out.glob("group_*")
+                                                 if p.name != "group_cmb_provenance.json")
+    for name, digest in provenance["files"].items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest
+    assert not (out / ".cmbprep").exists()
+
+
+@pytest.mark.slow
+def test_two_fresh_runs_give_byte_identical_outputs(phantom):
+    """The participant level twice, into two output folders with two fresh work
+    folders: every file is byte for byte the same, except ``logs/config-<run id>.toml``
+    (named by the run id, which holds the start time; one per run by design)."""
+    import re
+
+    root, bids = phantom
+    outputs = []
+    for attempt in (1, 2):
+        out = root / f"out-bytes{attempt}"
+        assert cli_run.main([str(bids), str(out), "participant", "--participant-label",
+                             "01", "-w", str(root / f"work-bytes{attempt}"), "--nprocs",
+                             "2", "--omp-nthreads", "1"]) == 0
+        files = {p.relative_to(out).as_posix(): p for p in out.rglob("*") if p.is_file()}
+        configs = [rel for rel in files
+                   if re.fullmatch(r"logs/config-\d{8}-\d{6}_[0-9a-f]{8}\.toml", rel)]
+        assert len(configs) == 1, sorted(files)
+        outputs.append({rel: path for rel, path in files.items() if rel not in configs})
+    first, second = outputs
+    assert sorted(first) == sorted(second)
+    assert any(rel.endswith(".h5") for rel in first) and "sub-01.html" in first
+    assert len(first) > 20
+    differ = [rel for rel in sorted(first)
+              if first[rel].read_bytes() != second[rel].read_bytes()]
+    assert not differ

@@ -16,7 +16,8 @@ Exit codes (documented in ``docs/usage.rst``; the draft BIDS execution specifica
 73  the output (or work) folder cannot be created
 74  input/output error while running (e.g. an input file that cannot be read, such
     as a dangling git-annex symlink, or no space left on the device)
-75  another cmbprep run is writing the same participant into the same output folder
+75  another cmbprep run is writing the same participant (or, at the group level, the
+    group files) into the same output folder
 130 interrupted by SIGINT (Ctrl-C)
 143 stopped by SIGTERM (e.g. the time limit of a SLURM job)
 === ================================================================================
@@ -53,7 +54,7 @@ EXIT_CODES = {
     71: "a worker process died (out of memory?)",
     73: "output cannot be created",
     74: "input/output error (or no space left on device)",
-    75: "participant busy: another run writes it",
+    75: "busy: another run writes the same participant or group files",
     130: "interrupted (SIGINT)",
     143: "stopped (SIGTERM)",
 }
@@ -368,6 +369,10 @@ def run_participant(settings) -> int:
     queries = bids_utils.load_filters(settings.bids_filter_file)
     subjects = bids_utils.select_subjects(layout, settings.participant_label)
     failures = []
+    if not settings.participant_label:  # a sub-<label>/ folder with no file at all
+        for name, exc in bids_utils.empty_subject_folders(layout):
+            failures.append((name, exc))
+            print(f"cmbprep: warning: {name} skipped: {exc}", file=sys.stderr)
     units = collect_units(settings, layout, queries, subjects, failures)
     units = preflight(units, failures if len(units) + len(failures) > 1 else None)
     if not units:

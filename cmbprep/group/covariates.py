@@ -11,12 +11,11 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ..algorithms.stats import is_finite_number, natural_sort_key
 from ..errors import DataError
-from ..utils.tables import NA
+from ..utils.tables import read_rows
 from .units import normalise_label
 
 LOGGER = logging.getLogger("cmbprep.group")
@@ -66,22 +65,24 @@ def read_covariates(path, numeric_columns=()):
 
 
 def _read_participants(path):
-    """The table as text, with checked and normalised ``participant_id`` values."""
-    sep = "," if path.suffix.lower() == ".csv" else "\t"
-    try:
-        table = pd.read_csv(path, sep=sep, dtype=str, na_values=[NA, ""],
-                            keep_default_na=False)
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise DataError(f"{path}: cannot read the covariates table "
-                        f"({str(exc).splitlines()[0]})") from exc
-    table.columns = [str(c).strip() for c in table.columns]
+    """The table as text, with checked and normalised ``participant_id`` values.
+
+    Read strictly (:func:`cmbprep.utils.tables.read_rows`, as the participant tables
+    are): a row with more or fewer cells than the header is an error naming the line."""
+    rows = read_rows(path, delimiter="," if path.suffix.lower() == ".csv" else "\t")
+    if len(set(rows.columns)) < len(rows.columns):
+        repeated = sorted({c for c in rows.columns if rows.columns.count(c) > 1})
+        raise DataError(f"{path}: column(s) {repeated} repeated in the header")
+    table = pd.DataFrame(rows, columns=rows.columns, dtype=object)
+    table.index = rows.lines
     if "participant_id" not in table:
         raise DataError(f"{path}: no 'participant_id' column")
-    ids = table["participant_id"].str.strip()
+    ids = table["participant_id"]
     if ids.isna().any():
-        raise DataError(f"{path}: empty participant_id in row(s) "
-                        f"{[int(i) + 2 for i in np.flatnonzero(ids.isna())]}")
-    table["participant_id"] = ["sub-" + normalise_label(x) for x in ids]
+        raise DataError(f"{path}: empty participant_id on line(s) "
+                        f"{[int(i) for i in ids.index[ids.isna()]]}")
+    table = table.reset_index(drop=True)
+    table["participant_id"] = ["sub-" + normalise_label(x) for x in table["participant_id"]]
     dup = table["participant_id"][table["participant_id"].duplicated()].unique()
     if len(dup):
         raise DataError(f"{path}: participant_id repeated: {', '.join(dup)}")

@@ -22,7 +22,7 @@ import pandas as pd
 from .. import __version__
 from ..errors import DataError, InputMissingError
 from ..utils.derivatives import check_unit_manifest
-from ..utils.io import STATE_FOLDER, write_text_atomic
+from ..utils.io import STATE_FOLDER, group_lock, write_text_atomic
 from ..utils.tables import write_tsv
 from . import sidecars
 from .analysis import SIGNIFICANCE, rater_agreement, run_prevalence, run_regressions
@@ -84,10 +84,26 @@ def run_group(output_dir, bids_dir, *, covariates_file=None, group_column="group
         participant table (exit 65).
     InputMissingError
         No participant CMB table at all under ``output_dir`` (exit 66).
+    BusyError
+        Another group run is writing the group files of ``output_dir`` (exit 75; the
+        lock of :func:`cmbprep.utils.io.group_lock`, held for the whole run).
     """
+    output_dir, bids_dir = Path(output_dir), Path(bids_dir)
+    if not output_dir.is_dir():
+        raise InputMissingError(f"{output_dir}: no participant outputs (run the "
+                                "participant level first)")
+    with group_lock(output_dir):
+        return _run_group(output_dir, bids_dir, covariates_file=covariates_file,
+                          group_column=group_column, prevalence_by=prevalence_by,
+                          model=model, participant_labels=participant_labels,
+                          rater=rater)
+
+
+def _run_group(output_dir, bids_dir, *, covariates_file, group_column, prevalence_by,
+               model, participant_labels, rater):
+    """:func:`run_group` once its lock is held."""
     from ..reports.group import write_group_report
 
-    output_dir, bids_dir = Path(output_dir), Path(bids_dir)
     notes = _Notes()
     rows, skipped = _summarise_units(output_dir, participant_labels, notes, rater=rater)
     group_cmb = pd.DataFrame(rows)

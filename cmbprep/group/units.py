@@ -8,7 +8,6 @@ one row of ``group_cmb.tsv``, counting a rater's review when there is one (see
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import re
@@ -17,6 +16,7 @@ from pathlib import Path
 from ..errors import DataError
 from ..reports.participant import MARS_CATEGORIES
 from ..utils.tables import NA
+from ..utils.tables import read_rows as _read_rows
 
 LOBES = ("frontal", "parietal", "temporal", "occipital", "insula", "cingulate")
 ENTITY_RE = re.compile(r"(sub|ses|acq|run)-([a-zA-Z0-9]+)")
@@ -78,33 +78,6 @@ def _lobe_column(value):
         if lobe in value:
             return f"n_lobe_{lobe}"
     return f"n_lobe_{value}" if value else None
-
-
-class _Rows(list):
-    """Rows of a small TSV as dicts (missing cells as ``None``); ``columns`` the header."""
-
-    columns: list
-
-
-def _read_rows(path):
-    """Read a small BIDS TSV quickly (``n/a`` and empty cells become ``None``)."""
-    try:
-        with open(path, encoding="utf-8", newline="") as handle:
-            reader = csv.reader(handle, delimiter="\t")
-            header = [h.strip() for h in next(reader, [])]
-            rows = _Rows()
-            for number, cells in enumerate(reader, start=2):
-                if not cells or all(not c.strip() for c in cells):
-                    continue
-                if len(cells) != len(header):
-                    raise DataError(f"{path}: line {number} has {len(cells)} cells, the "
-                                    f"header has {len(header)}")
-                rows.append({h: (None if c.strip() in ("", NA) else c.strip())
-                             for h, c in zip(header, cells)})
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{path}: cannot read the table ({exc})") from exc
-    rows.columns = header
-    return rows
 
 
 def _review_rows(path):

@@ -453,7 +453,9 @@ def unit_extras(output_dir: Path, summary_path: Path, participant: str,
         path = anat / f"{prefix}{ending}"
         if path.exists():
             links.append((label, path.relative_to(output_dir).as_posix()))
-    command = f"cmbprep-review {output_dir} --participant-label {participant}"
+    # OUTPUT_DIR (the folder of this report), as in docs/review.rst: the report names
+    # no host path, so the same run into another folder gives the same bytes
+    command = f"cmbprep-review OUTPUT_DIR --participant-label {participant}"
     if session:
         command += f" --session {session}"
     return {"crops": shown, "crops_note": note, "qc_figures": figures,
@@ -511,7 +513,7 @@ def assemble_participant_reports(output_dir: Path, units) -> list[Path]:
             extras = unit_extras(output_dir, summary_path, subject, entities.get("session"))
             sections.append({"name": unit.name, "section": Markup(
                 render_unit_section(summary, mosaic, cmb_tsv, extras))})
-        review_command = f"cmbprep-review {output_dir} --participant-label {subject}"
+        review_command = f"cmbprep-review OUTPUT_DIR --participant-label {subject}"
         text = page.render(subject=subject, version=__version__, units=sections,
                            methods=methods, review_command=review_command,
                            group_report_exists=(output_dir / "group_cmb.html").exists())

@@ -202,14 +202,27 @@ def _to_pybids(query: dict) -> dict:
     return out
 
 
+def empty_subject_folders(layout, labels=()) -> list[tuple[str, InputMissingError]]:
+    """``(sub-<label>, error)`` for each participant folder without any BIDS file (e.g.
+    an empty ``anat/``), of the participants in ``labels`` (all when empty), sorted."""
+    available = set(layout.get_subjects())
+    return [(folder.name,
+             InputMissingError(f"{folder}: no image files (an empty anat/ folder?)"))
+            for folder in sorted(Path(layout.root).glob("sub-*"))
+            if folder.is_dir() and folder.name[4:] not in available
+            and (not labels or folder.name[4:] in labels)]
+
+
 def select_subjects(layout, labels: list[str]) -> list[str]:
-    """Participants to process: all, or those asked for (exit 18 if none exist)."""
+    """Participants to process: all, or those asked for (exit 18 if none exist).
+
+    A participant folder without any file is an error (exit 66) when it is asked for or
+    when it is the only kind there is; otherwise the run lists it as a failed
+    participant (see :func:`empty_subject_folders`) and processes the others."""
     available = sorted(layout.get_subjects())
-    folders = sorted(p.name[4:] for p in Path(layout.root).glob("sub-*") if p.is_dir())
-    empty = [f for f in folders if f not in available and (not labels or f in labels)]
+    empty = empty_subject_folders(layout, labels)
     if empty and (labels or not available):
-        raise InputMissingError(f"{Path(layout.root) / ('sub-' + empty[0])}: no image "
-                                "files (an empty anat/ folder?)")
+        raise empty[0][1]
     if not labels:
         if not available:
             raise SelectionError(f"{layout.root}: no participants found")

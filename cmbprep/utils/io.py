@@ -85,6 +85,33 @@ def participant_locks(output_dir: str | Path, subjects):
     (exit 75) instead of writing the same files. Locks are ``flock`` locks (``fcntl``
     byte-range locks on NFS), released when the process ends, even when it is killed.
     """
+    with _output_locks(output_dir, {
+            f"sub-{subject}": f"sub-{subject}: another cmbprep run is writing this "
+                              f"participant into {output_dir}" for subject in subjects
+    }) as held:
+        yield held
+
+
+@contextlib.contextmanager
+def group_lock(output_dir: str | Path):
+    """Hold the lock of the group level's files (``group_*``) of ``output_dir``.
+
+    A second group run on the same output folder refuses at once with
+    :class:`~cmbprep.errors.BusyError` (exit 75), the same lock mechanism as
+    :func:`participant_locks`: two group runs never write their files side by side.
+    """
+    with _output_locks(output_dir, {
+            "group": f"{output_dir}: another cmbprep group run is writing the group "
+                     "files of this output folder"}) as held:
+        yield held
+
+
+@contextlib.contextmanager
+def _output_locks(output_dir: str | Path, names: dict):
+    """Hold ``.cmbprep/locks/<name>.lock`` for each ``{name: message}`` (in order); the
+    message (plus who holds the lock) is the :class:`~cmbprep.errors.BusyError` raised
+    when another process holds one. The lock files, and the folders when empty, are
+    removed on exit."""
     import fcntl
     import socket
 
@@ -94,8 +121,8 @@ def participant_locks(output_dir: str | Path, subjects):
     folder.mkdir(parents=True, exist_ok=True)
     held = []
     try:
-        for subject in subjects:
-            path = folder / f"sub-{subject}.lock"
+        for name, message in names.items():
+            path = folder / f"{name}.lock"
             while True:
                 try:
                     fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
@@ -107,8 +134,7 @@ def participant_locks(output_dir: str | Path, subjects):
                 except OSError:
                     os.close(fd)
                     raise BusyError(
-                        f"sub-{subject}: another cmbprep run is writing this participant "
-                        f"into {output_dir} ({_lock_holder(path)}); wait for it to end "
+                        f"{message} ({_lock_holder(path)}); wait for it to end "
                         "or use another output folder") from None
                 try:  # the file may have been removed by the run that held it
                     if os.fstat(fd).st_ino == os.stat(path).st_ino:

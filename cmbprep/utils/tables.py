@@ -3,6 +3,7 @@ for booleans, a JSON sidecar describing every column, each file written atomical
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -11,7 +12,7 @@ import pandas as pd
 
 from .io import write_text_atomic
 
-__all__ = ["NA", "read_tsv", "tsv_text", "write_tsv"]
+__all__ = ["NA", "read_rows", "read_tsv", "tsv_text", "write_tsv"]
 
 NA = "n/a"
 
@@ -74,3 +75,46 @@ def write_tsv(frame: pd.DataFrame, path, sidecar: dict | None = None, *,
 def read_tsv(path, **kwargs) -> pd.DataFrame:
     """Read a BIDS TSV (``n/a`` and empty cells are missing)."""
     return pd.read_csv(path, sep="\t", na_values=[NA, ""], keep_default_na=False, **kwargs)
+
+
+class Rows(list):
+    """Rows of a table as dicts; ``columns`` is the header, ``lines`` the line number of
+    each row in the file."""
+
+    columns: list
+    lines: list
+
+
+def read_rows(path, *, delimiter: str = "\t") -> Rows:
+    """Read a small table (BIDS TSV, or ``delimiter=","``) row by row, strictly.
+
+    Cells are stripped; ``n/a`` and empty cells become ``None``; blank lines are
+    skipped; a UTF-8 byte-order mark is ignored.
+
+    Raises
+    ------
+    cmbprep.errors.DataError
+        The file cannot be read, or a row has more or fewer cells than the header (the
+        one-line message names the file and the line number).
+    """
+    from ..errors import DataError
+
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(handle, delimiter=delimiter)
+            header = [h.strip() for h in next(reader, [])]
+            rows = Rows()
+            rows.lines = []
+            for cells in reader:
+                if not cells or all(not c.strip() for c in cells):
+                    continue
+                if len(cells) != len(header):
+                    raise DataError(f"{path}: line {reader.line_num} has {len(cells)} "
+                                    f"cells, the header has {len(header)}")
+                rows.append({h: (None if c.strip() in ("", NA) else c.strip())
+                             for h, c in zip(header, cells)})
+                rows.lines.append(reader.line_num)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: cannot read the table ({exc})") from exc
+    rows.columns = header
+    return rows
