@@ -243,3 +243,7 @@ def test_handedness_from_the_veins_where_the_local_rule_fails(family, seed):
                                                           mask)
     assert veins == expected and abs(corr) > 0.1 and n_vein > 50
     assert used == expected and meta["HandednessDetection"]["Method"] == "veins"
+    # a fit weaker than min_correlation decides nothing (the local rule would then)
+    weak, weak_corr, _ = S.calibrate_handedness_on_veins(
+        combined, filtered, sub.affine, mask, min_correlation=abs(corr) + 0.01)
+    assert weak is None and weak_corr == pytest.approx(corr)

@@ -42,7 +42,7 @@ _HEAD_MASK_RULE = ("Otsu on 2 mm block means (4 mm FWHM smoothing), closing 6 mm
 _VEIN_RULE = ("sign of the correlation of the filtered phase with the dipole field of "
               "the dark elongated components of the magnitude (veins) in the head mask "
               "eroded by 10 mm (positive: left, negative: right); the pole-minus-equator "
-              "rule ('Rule') when no vein is found")
+              "rule ('Rule') when no vein is found or |correlation| < 0.1")
 _HANDEDNESS_RULE = ("mean filtered phase 5 mm along B0 minus 5 mm across B0 around the "
                     "1% locally darkest voxels of the head mask eroded by 20 mm "
                     "(positive: left, negative: right)")
@@ -229,7 +229,7 @@ def filter_phase(echoes, combined, phase, mask, affine, *, echo_times=None,
         used = vein_hand or local_hand
         meta["HandednessDetection"] = {
             "Method": "veins" if vein_hand else "pole-minus-equator",
-            "VeinCorrelation": round(corr, 6) if vein_hand else "n/a",
+            "VeinCorrelation": round(corr, 6) if np.isfinite(corr) else "n/a",
             "VeinVoxels": n_vein, "VeinRule": _VEIN_RULE,
             "Score": round(score, 6), "DarkVoxels": n_dark, "Rule": _HANDEDNESS_RULE}
     meta["Handedness"] = used
