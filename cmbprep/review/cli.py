@@ -15,12 +15,8 @@ import webbrowser
 from pathlib import Path
 
 from .. import __version__
-from ..errors import CmbprepError, IOFailure, UsageError
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # noqa: D401 - argparse API
-        raise UsageError(f"{self.prog}: {message}")
+from ..cli.parser import _Parser
+from ..errors import CmbprepError, IOFailure
 
 
 def _score(value: str) -> float:
