@@ -15,7 +15,7 @@ from cmbprep.errors import DataError
 from cmbprep.interfaces.detection import DetectMicrobleeds
 from cmbprep.workflows.detection import init_detection_wf
 
-from .test_detection import simulate_gre
+from .test_detection import pipeline_swi, simulate_gre
 
 
 def _rotation():
@@ -36,14 +36,15 @@ def nifti_inputs(tmp_path_factory):
     rot = _rotation()
     mag, phase, affine = simulate_gre(spheres=SPHERES, cylinders=CYLINDERS, seed=5,
                                       rotation=rot)
+    swi, phase = pipeline_swi(mag, phase, affine)  # what the pipeline gives the detector
     mask = np.zeros(mag.shape, np.uint8)
     mask[3:-3, 3:-3, 2:-2] = 1
     dseg = np.zeros(mag.shape, np.int16)
     dseg[mask > 0] = 1
     dseg[: mag.shape[0] // 2][mask[: mag.shape[0] // 2] > 0] = 2
     paths = {}
-    for name, data in (("swi", mag), ("phase", phase), ("mask", mask), ("dseg", dseg),
-                       ("minip", ndi.minimum_filter1d(mag, 3, axis=2))):
+    for name, data in (("swi", swi), ("phase", phase), ("mask", mask), ("dseg", dseg),
+                       ("minip", ndi.minimum_filter1d(swi, 3, axis=2))):
         paths[name] = str(root / f"{name}.nii.gz")
         nib.Nifti1Image(data, affine).to_filename(paths[name])
     lut = pd.DataFrame({"index": [1, 2], "name": ["Right cerebellum", "Left parietal lobe"],

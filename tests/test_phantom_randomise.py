@@ -137,7 +137,7 @@ def test_family_draws_within_ranges():
             assert 0 <= c.n_cmbs <= 14 and 0 <= c.n_calcifications <= 3
             kinds.add(spec.input_kind)
             if spec.input_kind == "swi":
-                assert 2 <= spec.swi_power <= 6 and 2.0 <= spec.swi_highpass_mm <= 8.0
+                assert 0 <= spec.swi_power <= 6 and 2.0 <= spec.swi_highpass_mm <= 8.0
                 assert c.scanner_swi_power == spec.swi_power
                 assert c.scanner_swi_highpass_mm == spec.swi_highpass_mm
             else:

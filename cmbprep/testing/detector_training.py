@@ -522,7 +522,7 @@ def train_model(train, validation, *, hold_out=None, lofo=True):
     seen = lambda c: c[c["family"] != hold_out]  # noqa: E731
     parts = fit_model(seen(train_c), seen(val_c), val_t, verbose=True)
     families = sorted(set(train_c["family"]) - {hold_out})
-    model = {"kind": MODEL_KIND, "version": "2",
+    model = {"kind": MODEL_KIND, "version": "3",
              "created_with": f"cmbprep {__version__}, scikit-learn {sklearn.__version__}",
              "training": {"seeds": sorted(int(s) for s in seen(train_c)["seed"].unique()),
                           "families": {f: dataclasses.asdict(FAMILIES[f]) for f in families}},

@@ -64,11 +64,13 @@ FEATURES = (
     "cylinder_fit_r2",
     "dipole_vs_cylinder",
     "dipole_amplitude_snr",
+    "dipole_phase_at_radius",
 )
 
 #: Features that need phase.
 PHASE_FEATURES = ("paramagnetic_evidence", "dipole_fit_r2", "cylinder_fit_r2",
-                  "dipole_vs_cylinder", "dipole_amplitude_snr")
+                  "dipole_vs_cylinder", "dipole_amplitude_snr",
+                  "dipole_phase_at_radius")
 
 MODEL_KIND = "cmbprep-boosted-trees"
 

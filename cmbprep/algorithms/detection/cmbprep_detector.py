@@ -233,6 +233,8 @@ def merge_candidates(context, analysed):
         ``candidate_id`` (from 1) and the analysis row.
     labels : ndarray of int32
         Cropped label image.
+    seeds : dict
+        ``candidate_id`` -> index of its seed in ``analysed``.
     """
     missing = sorted(set(range(len(context.peaks))) - set(analysed))
     if missing:
@@ -240,7 +242,7 @@ def merge_candidates(context, analysed):
     p = context.parameters
     vs = np.asarray(context.voxel_size, dtype=float)
     labels_c = np.zeros(context.relative.shape, dtype=np.int32)
-    rows = []
+    rows, seeds = [], {}
     owners = {}  # candidate_id -> (peak, radius_mm, region leaves its patch)
     for n_peak in range(len(context.peaks)):
         result = analysed[n_peak]
@@ -258,8 +260,25 @@ def merge_candidates(context, analysed):
         free = result.region() & (labels_c[rbox] == 0)
         labels_c[rbox][free] = cid
         owners[cid] = (peak, result.radius_est, result.touches)
+        seeds[cid] = n_peak
         rows.append({"candidate_id": cid, **result.row})
-    return rows, labels_c
+    return rows, labels_c, seeds
+
+
+def _paint_accepted(labels_c, table, analysed, seeds):
+    """Give every accepted candidate its whole region in the label image.
+
+    :func:`merge_candidates` gives overlapping voxels to the earlier candidate; a lesion
+    inside an earlier candidate's region (a vessel's region that leaves its patch) can
+    then own no voxel at all, and its microbleed would be missing from the CMB mask.
+    Accepted candidates are painted over, lowest score first, so the most likely
+    microbleed keeps a contested voxel.
+    """
+    accepted = table[table["status"] == "cmb"].sort_values("score", kind="stable")
+    for cid in accepted["candidate_id"].astype(int):
+        result = analysed[seeds[cid]]
+        rbox = tuple(slice(lo, hi) for lo, hi in result.bounds)
+        labels_c[rbox][result.region()] = cid
 
 
 def merge_and_score(context, analysed):
@@ -270,13 +289,14 @@ def merge_and_score(context, analysed):
     -------
     DetectionResult
     """
-    rows, labels_c = merge_candidates(context, analysed)
+    rows, labels_c, seeds = merge_candidates(context, analysed)
     p = context.parameters
     use_phase = context.phase is not None
     table = candidate_frame(rows, context.affine)
     if len(table):
         score, reason, scoring = candidate_scores(table, p, use_phase=use_phase)
         assign_status(table, score, reason, scoring["accept_score"], scoring["review_score"])
+        _paint_accepted(labels_c, table, analysed, seeds)
     else:
         scoring = score_thresholds(p, use_phase=use_phase)
     labels = np.zeros(context.shape, dtype=np.int32)

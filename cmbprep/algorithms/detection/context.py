@@ -57,6 +57,13 @@ others; about 2 ms per candidate):
   deviation of the template) over the residual's weighted standard deviation, signed
   by the paramagnetic direction (amplitude times the phase handedness): > 0
   paramagnetic (microbleed), < 0 diamagnetic (calcification); clipped to +-100.
+- ``dipole_phase_at_radius``: the sphere fit's phase (rad) at the lesion radius R in
+  the plane perpendicular to B0, ``|A| / R^3`` (R at least 0.5 mm), signed as
+  ``dipole_amplitude_snr``; clipped to +-20. Dimensionless and independent of B0, TE
+  and voxel size: where a lesion is dark *because of* its field (a microbleed's
+  blooming: the dephasing reaches the dark edge), the field at the edge is of the order
+  of a radian; where the darkness is the structure itself (blood in a tangle of small
+  veins, partial volume), the field at its edge is much weaker.
 """
 
 from __future__ import annotations
@@ -87,6 +94,7 @@ CONTEXT_FEATURES = (
     "cylinder_fit_r2",
     "dipole_vs_cylinder",
     "dipole_amplitude_snr",
+    "dipole_phase_at_radius",
 )
 PHASE_CONTEXT_FEATURES = CONTEXT_FEATURES[5:]
 
@@ -102,6 +110,8 @@ FRANGI_C = 0.03
 MIN_DEPTH = 0.1  # the smoothed centre must be this much darker than the background
 MAX_RADIUS_MM = 4.0  # lesion radius cap (patch size)
 PHASE_INNER_MM, PHASE_OUTER_MM = 0.5, 4.0  # phase shell, outside the lesion radius
+MIN_EDGE_RADIUS_MM = 0.5  # dipole_phase_at_radius: smallest radius R
+EDGE_PHASE_CLIP = 20.0  # rad
 
 
 def ray_directions(n_pairs=128):
@@ -352,8 +362,9 @@ def _weighted_fit(values, template, w):
 
 def phase_fit_features(phase, weight, center_vox, voxel_size, radius_mm, b0, axis,
                        phase_sign=1, *, image=None, dark_level=None):
-    """``dipole_fit_r2``, ``cylinder_fit_r2``, ``dipole_vs_cylinder`` and
-    ``dipole_amplitude_snr`` (see the module docstring); ``nan`` without phase or
+    """``dipole_fit_r2``, ``cylinder_fit_r2``, ``dipole_vs_cylinder``,
+    ``dipole_amplitude_snr`` and ``dipole_phase_at_radius`` (see the module
+    docstring); ``nan`` without phase or
     with fewer than 10 usable voxels. Voxels of ``image`` at or below ``dark_level``
     (inside a vessel or the lesion's blooming: unreliable phase, and where the
     cylinder's inside/outside boundary is uncertain) are left out of both fits."""
@@ -388,9 +399,11 @@ def phase_fit_features(phase, weight, center_vox, voxel_size, radius_mm, b0, axi
     cyl_radius = max(radius_mm, 0.3)
     r2_c, _, _ = _weighted_fit(values, cylinder_template(off, b0, axis, cyl_radius), w)
     sign = np.sign(amp) * (phase_sign if phase_sign else 1)
+    edge = abs(amp) / max(radius_mm, MIN_EDGE_RADIUS_MM) ** 3
     return {"dipole_fit_r2": r2_s, "cylinder_fit_r2": r2_c,
             "dipole_vs_cylinder": r2_s - r2_c,
-            "dipole_amplitude_snr": float(sign * snr)}
+            "dipole_amplitude_snr": float(sign * snr),
+            "dipole_phase_at_radius": float(sign * min(edge, EDGE_PHASE_CLIP))}
 
 
 def context_features(image, center_vox, radius_mm, voxel_size, background, *, b0,

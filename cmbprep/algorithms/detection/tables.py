@@ -137,6 +137,10 @@ _DESCRIPTIONS = {
     "dipole_amplitude_snr": ("Sphere-fit signal over residual, > 0 paramagnetic "
                              "(microbleed), < 0 diamagnetic (calcification); n/a without "
                              "phase", None),
+    "dipole_phase_at_radius": ("Phase of the sphere fit at the lesion radius, |A| / R^3, "
+                               "signed as dipole_amplitude_snr (about a radian or more: "
+                               "the lesion's own field makes it dark); n/a without phase",
+                               "rad"),
 }
 
 _LEVELS = {

@@ -88,7 +88,8 @@ class ScanSpec:
     sim_seed : int
         Seed passed to :func:`simulate_subject` (anatomy and acquisition).
     swi_power, swi_highpass_mm : int, float or None
-        Scanner SWI mask power and high-pass sigma (``input_kind == "swi"``; also set in
+        Scanner SWI mask power (0-6; 0: the magnitude image) and high-pass sigma
+        (``input_kind == "swi"``; also set in
         ``config.scanner_swi_power`` / ``config.scanner_swi_highpass_mm``).
     """
 
@@ -150,7 +151,9 @@ def random_scan(family: str, seed: int) -> ScanSpec:
     slab = min(slab, MAX_OUTPUT_VOXELS * np.prod(vox) / (_HEAD_AREA_MM2 * brain_scale ** 2))
     slab_offset = float(rng.uniform(-1.0, 1.0)) * max(0.0, (120.0 - slab) / 2.0)
     n_cmbs = 0 if rng.random() < 0.2 else int(rng.integers(1, 15))
-    swi_power = int(rng.integers(2, 7)) if input_kind == "swi" else None
+    # mask power 0 is the magnitude itself (a T2*-weighted reconstruction, the pipeline's
+    # "magnitude" input), 1 a faint mask: microbleeds without the phase mask's lobes
+    swi_power = int(rng.integers(0, 7)) if input_kind == "swi" else None
     swi_hp = float(round(rng.uniform(2.0, 8.0), 3)) if input_kind == "swi" else None
     params = dict(
         voxel_size_mm=vox,
