@@ -101,7 +101,8 @@ def _add_workflow_options(parser: argparse.ArgumentParser) -> None:
                       help="classifier of the 'cmbprep' detector (a JSON file written by "
                       "cmbprep.testing.detector_training); default: the packaged model")
     g_wf.add_argument("--swi-power", type=int, default=4,
-                      help="exponent n of the negative phase mask in SWI = mag x mask^n")
+                      help="exponent n of the negative phase mask in SWI = mag x mask^n "
+                      "(the default detector's classifier learned from n = 4)")
     g_wf.add_argument("--highpass-mm", type=_positive_float, default=12.0,
                       help="homodyne high-pass filter kernel size (mm)")
     g_wf.add_argument("--minip-slab-mm", type=_positive_float, default=8.0,
