@@ -70,3 +70,26 @@ def test_scanner_swi_scans_enter_without_phase(tmp_path):
     assert again["phase"] is None and np.isnan(timing["swi_s"])
     cand, _, _ = candidate_table(spec, tmp_path)
     assert not cand["has_phase"].any() and cand["paramagnetic_evidence"].isna().all()
+
+
+def test_candidate_tables_are_reused_only_for_the_same_detector(tmp_path, monkeypatch):
+    """Cached candidate tables carry the phantom's and the detector's source fingerprints:
+    a change to either recomputes them (a table with another detector's features or
+    phase-sign rules would otherwise be trained on silently)."""
+    import cmbprep.testing.detector_training as training
+
+    spec = fixed_scan("small", FAST, 7)
+    real, calls = training.candidate_table, []
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "candidate_table", counting)
+    first, _ = training.collect([spec], tmp_path)
+    training.collect([spec], tmp_path)
+    assert len(calls) == 1  # reused
+    monkeypatch.setattr(training, "detector_fingerprint", lambda: "another-detector")
+    again, _ = training.collect([spec], tmp_path)
+    assert len(calls) == 2  # recomputed
+    assert len(again) == len(first)

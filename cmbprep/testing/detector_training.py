@@ -49,11 +49,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..utils.io import write_text_atomic
+from ..utils.io import python_sources_fingerprint, write_text_atomic
 
-__all__ = ["COHORTS", "HELD_OUT_FAMILY", "candidate_table", "evaluate_system", "fixed_scan",
-           "detector_parameters", "main", "phantom_fingerprint", "prepare_scan", "scan_list", "system_scores",
-           "train_model"]
+__all__ = ["COHORTS", "HELD_OUT_FAMILY", "candidate_table", "detector_fingerprint",
+           "detector_parameters", "evaluate_system", "fixed_scan", "main",
+           "phantom_fingerprint", "prepare_scan", "scan_list", "system_scores", "train_model"]
 
 #: The family held out of the shipped model (fit, calibration and thresholds; ``--hold-out
 #: D``): the benchmark's held-out figure is measured on it.
@@ -121,6 +121,15 @@ def phantom_fingerprint():
     from . import phantom
 
     return phantom.source_fingerprint()
+
+
+def detector_fingerprint():
+    """SHA-256 prefix of the candidate detector's source (the modules of
+    :mod:`cmbprep.algorithms.detection`): cached candidate tables made by another version
+    of the detector (other features, other phase-sign rules) are not reused."""
+    from ..algorithms import detection
+
+    return python_sources_fingerprint(Path(detection.__file__).parent)
 
 
 def prepare_scan(spec, cache_dir=None):
@@ -215,11 +224,13 @@ def candidate_table(spec, cache_dir=None):
 def _candidates_job(args):
     spec, cache_dir = args
     out = Path(cache_dir) / f"cand_{_tag(spec)}.csv"
-    stamp = Path(cache_dir) / f"{_tag(spec)}.phantom"
-    if out.exists() and stamp.exists() and stamp.read_text().strip() == phantom_fingerprint():
+    stamp = Path(cache_dir) / f"cand_{_tag(spec)}.stamp"
+    key = f"phantom {phantom_fingerprint()} detector {detector_fingerprint()}"
+    if out.exists() and stamp.exists() and stamp.read_text().strip() == key:
         return str(out)
     cand, truth, timing = candidate_table(spec, cache_dir)
     write_text_atomic(out, cand.to_csv(index=False))
+    write_text_atomic(stamp, key + "\n")
     print(f"{_tag(spec)} ({spec.input_kind}): {len(cand)} candidates, "
           f"{int((cand['truth'] == 'cmb').sum())} on visible CMBs; "
           + ", ".join(f"{k} {v:.0f} s" for k, v in timing.items()), flush=True)

@@ -15,6 +15,18 @@ import time
 from pathlib import Path
 
 
+def python_sources_fingerprint(directory: str | Path) -> str:
+    """SHA-256 prefix (16 hex digits) of the ``.py`` files of a folder: name and content
+    of each, sorted by name. A cache key that changes when any module changes."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(directory).glob("*.py")):
+        digest.update(path.name.encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
