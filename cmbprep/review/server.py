@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 from collections import OrderedDict
 from http import HTTPStatus
@@ -193,8 +194,6 @@ class _Server(ThreadingHTTPServer):
         """A browser that drops a connection (an image load it no longer needs) is
         routine: one debug line, not a traceback on stderr (which, piped and unread,
         could fill up and block the server). Other errors are logged once."""
-        import sys
-
         exc = sys.exc_info()[1]
         if isinstance(exc, ConnectionError):
             LOGGER.debug("%s dropped the connection (%s)", client_address[0], exc)
