@@ -214,6 +214,22 @@ def _qc_columns(unit):
     return row
 
 
+def counted_cmbs(unit, rater=None):
+    """The microbleeds counted for a unit: the chosen rater's review when there is one,
+    else the automatic detection; ``None`` without either table.
+
+    Returns
+    -------
+    dict or None
+        ``cmbs`` (rows), ``columns``, ``source`` (``rater``/``automatic``), ``path``,
+        ``pending`` (candidates left to review) and ``rater``.
+    """
+    counted = _reviewed_counts(unit["reviewed"], rater) if "reviewed" in unit else None
+    if counted is None and "cmb" in unit:
+        counted = _automatic_counts(unit)
+    return counted
+
+
 def summarise_unit(unit, output_dir, rater=None):
     """One ``group_cmb.tsv`` row for a participant unit, or ``None`` without a table.
 
@@ -225,9 +241,7 @@ def summarise_unit(unit, output_dir, rater=None):
            "session_id": f"ses-{entities['ses']}" if "ses" in entities else None,
            "acquisition": entities.get("acq"),
            "run": entities.get("run")}
-    counted = _reviewed_counts(unit["reviewed"], rater) if "reviewed" in unit else None
-    if counted is None and "cmb" in unit:
-        counted = _automatic_counts(unit)
+    counted = counted_cmbs(unit, rater)
     if counted is None:
         return None
     row.update({"count_source": counted["source"], "rater": counted["rater"],
