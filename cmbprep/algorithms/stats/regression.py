@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _sps
 
+from .sparse import firth_poisson, profile_likelihood_interval, separated_directions
+
 __all__ = [
     "CountModelFit",
     "count_overdispersion_test",
@@ -41,14 +43,28 @@ MAX_ESTIMABLE_SE = 100.0
 MIN_ALPHA = 1e-6
 
 
+#: Columns of :attr:`CountModelFit.terms`.
+TERM_FIT_COLUMNS = ["term", "coef", "se", "z", "p_value", "irr", "irr_ci_lower",
+                    "irr_ci_upper", "ci_method", "estimable", "irr_firth",
+                    "irr_firth_ci_lower", "irr_firth_ci_upper", "irr_profile_ci_lower",
+                    "irr_profile_ci_upper"]
+
+
 @dataclass
 class CountModelFit:
     """A fitted (or not fittable) count regression.
 
-    ``terms`` has one row per model coefficient with columns ``term coef se z p_value
-    irr irr_ci_lower irr_ci_upper estimable``; ``coef`` is the log incidence-rate ratio
-    and ``irr = exp(coef)``. When ``fitted`` is False ``message`` says why and ``terms``
-    is empty.
+    ``terms`` has one row per model coefficient (:data:`TERM_FIT_COLUMNS`): ``coef``,
+    ``se`` and ``z`` are the maximum-likelihood estimate (log incidence-rate ratio) and
+    its Wald statistics; ``irr``, ``irr_ci_lower``, ``irr_ci_upper`` and ``p_value`` are
+    the reported estimate, interval and P value, from the method named in ``ci_method``:
+    ``wald`` (``irr = exp(coef)``, the Wald interval) or, for a coefficient that is not
+    estimable (separation), ``firth`` (the bias-reduced estimate and its Wald interval).
+    When a model has a separated coefficient, every term also gets the Firth estimate
+    and interval (``irr_firth*``) and the profile-likelihood interval of the
+    maximum-likelihood fit (``irr_profile_ci_*``). When ``fitted`` is False ``message``
+    says why and ``terms`` is empty. ``offset`` names the data column holding the log
+    exposure (``None`` without), ``row_index`` the index labels of the rows used.
     """
 
     formula: str
@@ -56,8 +72,9 @@ class CountModelFit:
     fitted: bool = False
     message: str = ""
     terms: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
-        columns=["term", "coef", "se", "z", "p_value", "irr", "irr_ci_lower",
-                 "irr_ci_upper", "estimable"]))
+        columns=TERM_FIT_COLUMNS))
+    offset: str | None = None
+    row_index: list = field(default_factory=list)
     n_used: int = 0
     n_dropped: int = 0
     n_params: int = 0
@@ -114,7 +131,7 @@ def _formula_env():
 
 
 def fit_count_model(data, formula, family="poisson", confidence=0.95, tol=1e-12,
-                    maxiter=200):
+                    maxiter=200, offset=None):
     """Fit a Poisson or negative-binomial regression of a count with a formula.
 
     Parameters
@@ -135,6 +152,10 @@ def fit_count_model(data, formula, family="poisson", confidence=0.95, tol=1e-12,
         Level of the Wald confidence intervals of the IRRs.
     tol, maxiter : float, int
         Convergence settings of the optimiser.
+    offset : str, optional
+        Column of ``data`` holding the log exposure of each row (coefficient fixed at
+        1), e.g. ``log(brain fraction covered)`` or ``log(interval in years)``; rows
+        where it is missing are dropped.
 
     Returns
     -------
@@ -144,15 +165,20 @@ def fit_count_model(data, formula, family="poisson", confidence=0.95, tol=1e-12,
         then has ``fitted=False`` and a ``message``. Formula errors (unknown column,
         syntax) raise :class:`ValueError`.
     """
-    result = CountModelFit(formula=formula, family=family)
+    result = CountModelFit(formula=formula, family=family, offset=offset)
     n_rows = len(data)
-    model = _formula_model(data, formula, family)
+    if offset is not None:
+        data = data[np.isfinite(data[offset].astype(float))]
+    model, used = _formula_model(data, formula, family, offset)
     if model is None:
         result.n_dropped = n_rows
         result.message = "no participant has values for every variable of the model"
         return result
     endog = np.asarray(model.endog, dtype=float)
     exog = np.asarray(model.exog, dtype=float)
+    data = data.loc[used]
+    log_exposure = None if offset is None else data[offset].to_numpy(dtype=float)
+    result.row_index = list(used)
     result.n_used = int(endog.size)
     result.n_dropped = int(n_rows - endog.size)
     result.n_params = int(exog.shape[1])
@@ -168,7 +194,7 @@ def fit_count_model(data, formula, family="poisson", confidence=0.95, tol=1e-12,
                 converged, alpha = bool(fit.converged), None
             else:
                 fit, converged, alpha = _fit_negative_binomial(model, formula, data, tol,
-                                                               maxiter)
+                                                               maxiter, offset)
         except Exception as exc:  # numerical failure (e.g. NB with alpha -> 0)
             result.message = f"fit failed: {str(exc).splitlines()[0]}"
             return result
@@ -182,13 +208,17 @@ def fit_count_model(data, formula, family="poisson", confidence=0.95, tol=1e-12,
     if not np.all(np.isfinite(params)):
         result.message = "fit failed: non-finite estimates"
         return result
-    _fill_fit(result, fit, _terms_table(names, params, bse, exog, endog, confidence),
-              converged, alpha, endog)
+    terms = _terms_table(names, params, bse, exog, endog, confidence)
+    if family == "poisson" and not terms["estimable"].all():
+        _add_sparse_data_intervals(terms, endog, exog, log_exposure, float(fit.deviance),
+                                   confidence)
+    _fill_fit(result, fit, terms, converged, alpha, endog)
     return result
 
 
-def _formula_model(data, formula, family):
-    """The statsmodels model of ``formula`` on ``data``; ``None`` without a complete row.
+def _formula_model(data, formula, family, offset=None):
+    """The statsmodels model of ``formula`` on ``data`` and the index of the rows it
+    uses; ``(None, [])`` without a complete row.
 
     Raises :class:`ValueError` for formula errors (unknown names, syntax) and an unknown
     ``family``.
@@ -202,15 +232,20 @@ def _formula_model(data, formula, family):
             import patsy
 
             outcome, _ = patsy.dmatrices(formula, data, NA_action="drop",
-                                         eval_env=_formula_env())
+                                         eval_env=_formula_env(),
+                                         return_type="dataframe")
             if outcome.shape[0] == 0:
-                return None
+                return None, []
+            used = list(outcome.index)
+            data = data.loc[used]
+            kwargs = {} if offset is None else {
+                "offset": data[offset].to_numpy(dtype=float)}
             if family == "poisson":
                 return smf.glm(formula, data, family=sm.families.Poisson(),
-                               eval_env=_formula_env())
+                               eval_env=_formula_env(), **kwargs), used
             if family == "negative_binomial":
                 return smf.negativebinomial(formula, data, loglike_method="nb2",
-                                            eval_env=_formula_env())
+                                            eval_env=_formula_env(), **kwargs), used
             raise ValueError(f"unknown family {family!r}")
         except ValueError:
             raise
@@ -239,21 +274,56 @@ def _unfittable_reason(endog, exog, formula):
     return ""
 
 
-def _terms_table(names, params, bse, exog, endog, confidence):
-    """One row per coefficient: Wald z, P, IRR with its confidence interval, estimable."""
+def wald_terms(names, params, bse, confidence=0.95):
+    """One row per coefficient (:data:`TERM_FIT_COLUMNS`): Wald z, P and the IRR with
+    its Wald interval (``ci_method = wald``); ``estimable`` False when the SE exceeds
+    :data:`MAX_ESTIMABLE_SE`; the Firth and profile columns missing."""
+    params = np.asarray(params, dtype=float)
+    bse = np.asarray(bse, dtype=float)
     zcrit = _sps.norm.ppf(0.5 + confidence / 2.0)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         zval = params / bse
-        pval = 2.0 * _sps.norm.sf(np.abs(zval))
-        estimable = np.isfinite(bse) & (bse < MAX_ESTIMABLE_SE)
         terms = pd.DataFrame({
-            "term": names, "coef": params, "se": bse, "z": zval, "p_value": pval,
-            "irr": np.exp(params), "irr_ci_lower": np.exp(params - zcrit * bse),
-            "irr_ci_upper": np.exp(params + zcrit * bse), "estimable": estimable,
-        })
-    separated = _separated_terms(exog, endog, names)
-    terms.loc[terms["term"].isin(separated), "estimable"] = False
+            "term": list(names), "coef": params, "se": bse, "z": zval,
+            "p_value": 2.0 * _sps.norm.sf(np.abs(zval)), "irr": np.exp(params),
+            "irr_ci_lower": np.exp(params - zcrit * bse),
+            "irr_ci_upper": np.exp(params + zcrit * bse), "ci_method": "wald",
+            "estimable": np.isfinite(bse) & (bse < MAX_ESTIMABLE_SE)})
+    for column in TERM_FIT_COLUMNS[10:]:
+        terms[column] = math.nan
+    return terms[TERM_FIT_COLUMNS]
+
+
+def _terms_table(names, params, bse, exog, endog, confidence):
+    """:func:`wald_terms`, with the coefficients that separation makes infinite (found
+    by :func:`.sparse.separated_directions`) flagged not estimable."""
+    terms = wald_terms(names, params, bse, confidence)
+    terms.loc[separated_directions(endog, exog), "estimable"] = False
     return terms
+
+
+def _add_sparse_data_intervals(terms, endog, exog, log_exposure, deviance, confidence):
+    """Firth estimates and intervals and profile-likelihood intervals of every term
+    (in place); non-estimable terms then report the Firth estimate (``ci_method``)."""
+    zcrit = _sps.norm.ppf(0.5 + confidence / 2.0)
+    firth = firth_poisson(endog, exog, offset=log_exposure)
+    with np.errstate(over="ignore"):
+        terms["irr_firth"] = np.exp(firth.coef)
+        terms["irr_firth_ci_lower"] = np.exp(firth.coef - zcrit * firth.se)
+        terms["irr_firth_ci_upper"] = np.exp(firth.coef + zcrit * firth.se)
+        for column in range(exog.shape[1]):
+            lower, upper = profile_likelihood_interval(
+                endog, exog, column, terms["coef"].iloc[column], terms["se"].iloc[column],
+                offset=log_exposure, confidence=confidence, deviance=deviance)
+            terms.loc[column, ["irr_profile_ci_lower", "irr_profile_ci_upper"]] = (
+                np.exp(lower), np.exp(upper))
+    separated = ~terms["estimable"].to_numpy(dtype=bool)
+    z_firth = firth.coef / firth.se
+    terms.loc[separated, "irr"] = terms.loc[separated, "irr_firth"]
+    terms.loc[separated, "irr_ci_lower"] = terms.loc[separated, "irr_firth_ci_lower"]
+    terms.loc[separated, "irr_ci_upper"] = terms.loc[separated, "irr_firth_ci_upper"]
+    terms.loc[separated, "p_value"] = 2.0 * _sps.norm.sf(np.abs(z_firth[separated]))
+    terms.loc[separated, "ci_method"] = "firth"
 
 
 def _fill_fit(result, fit, terms, converged, alpha, endog):
@@ -270,8 +340,9 @@ def _fill_fit(result, fit, terms, converged, alpha, endog):
         notes.append("the fit did not converge")
     if not terms["estimable"].all():
         bad = ", ".join(terms.loc[~terms["estimable"], "term"])
-        notes.append(f"not estimable (a level without any CMB: quasi-complete "
-                     f"separation): {bad}")
+        notes.append(f"not estimable (quasi-complete separation: no CMB on one side "
+                     f"of the covariate): {bad}; the Firth (bias-reduced) estimate is "
+                     "reported for it (ci_method)")
     if family == "poisson":
         mu = np.asarray(fit.fittedvalues, dtype=float)
         result.df_resid = float(fit.df_resid)
@@ -291,7 +362,7 @@ def _fill_fit(result, fit, terms, converged, alpha, endog):
     result.message = "; ".join(notes)
 
 
-def _fit_negative_binomial(model, formula, data, tol, maxiter):
+def _fit_negative_binomial(model, formula, data, tol, maxiter, offset=None):
     """NB2 fit as R's ``MASS::glm.nb``: ML for alpha, then a GLM with alpha fixed.
 
     The maximum-likelihood ``alpha`` comes from :class:`statsmodels` ``NegativeBinomial``
@@ -305,7 +376,9 @@ def _fit_negative_binomial(model, formula, data, tol, maxiter):
 
     endog = np.asarray(model.endog, dtype=float)
     exog = np.asarray(model.exog, dtype=float)
-    pois = sm.GLM(endog, exog, family=sm.families.Poisson()).fit(tol=tol, maxiter=maxiter)
+    log_exposure = getattr(model, "offset", None)
+    pois = sm.GLM(endog, exog, family=sm.families.Poisson(),
+                  offset=log_exposure).fit(tol=tol, maxiter=maxiter)
     mu = np.asarray(pois.fittedvalues)
     alpha0 = max(float(np.sum(((endog - mu) ** 2 - endog) / mu ** 2) / endog.size), 0.05)
     start = np.append(np.asarray(pois.params), alpha0)
@@ -329,21 +402,11 @@ def _fit_negative_binomial(model, formula, data, tol, maxiter):
     alpha = max(alpha, MIN_ALPHA)
     with _patsy_engine():
         glm = smf.glm(formula, data, family=sm.families.NegativeBinomial(alpha=alpha),
-                      eval_env=_formula_env())
+                      eval_env=_formula_env(),
+                      **({} if offset is None
+                         else {"offset": data[offset].to_numpy(dtype=float)}))
     fit = glm.fit(tol=tol, maxiter=maxiter)
     return fit, bool(fit.converged), alpha
-
-
-def _separated_terms(exog, endog, names):
-    """Indicator columns with no count among the rows where they are 1."""
-    bad = []
-    for col, name in enumerate(names):
-        x = exog[:, col]
-        if name == "Intercept" or not np.all(np.isin(x, (0.0, 1.0))):
-            continue
-        if 0 < x.sum() < x.size and endog[x == 1].sum() == 0:
-            bad.append(name)
-    return bad
 
 
 def count_overdispersion_test(counts, fitted_means):
