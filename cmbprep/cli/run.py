@@ -449,6 +449,7 @@ def _run_graph(settings, units, failures, assemble_participant_reports,
             code, message = error.exit_code, str(error)
         print(f"cmbprep: error: {message}", file=sys.stderr)
         return code
+    failures += _run_longitudinal(settings, workflow.config, done_units)
     reports = assemble_participant_reports(settings.output_dir, done_units)
     for report in reports:
         print(f"cmbprep: participant report: {report}")
@@ -468,6 +469,42 @@ def _run_graph(settings, units, failures, assemble_participant_reports,
                              "(listed above), the others were written; fix those and "
                              "rerun the participant level for them")
     return 0
+
+
+def _run_longitudinal(settings, config, done_units) -> list:
+    """Follow the microbleeds of every participant of this run with two or more
+    sessions written (sessions of earlier runs included); the failures, one per
+    participant series, for the run's summary."""
+    from nipype.pipeline import engine as pe
+
+    from ..utils.derivatives import collect_session_series
+    from ..workflows.longitudinal import init_longitudinal_wf
+    from .execution import say
+
+    subjects = sorted({u.subject for u in done_units if u.entities.get("session")})
+    failures = []
+    for subject in subjects:
+        try:
+            series_list = collect_session_series(settings.output_dir, settings.bids_dir,
+                                                 subject)
+        except CmbprepError as exc:
+            failures.append((f"sub-{subject} (longitudinal)", exc))
+            continue
+        for series in series_list:
+            workflow = pe.Workflow(name="longitudinal_wf",
+                                   base_dir=str(settings.work_dir))
+            workflow.add_nodes([init_longitudinal_wf(
+                series, output_dir=str(settings.output_dir), seed=settings.random_seed,
+                omp_nthreads=settings.resolved_omp_nthreads())])
+            workflow.config = config
+            plugin, plugin_args = _plugin(settings)
+            try:
+                workflow.run(plugin=plugin, plugin_args=plugin_args)
+            except Exception as exc:  # noqa: BLE001 - reported per series below
+                failures.append((f"{series.prefix} (longitudinal)", exc))
+                continue
+            say(f"cmbprep: {series.prefix}: {len(series.sessions)} sessions followed")
+    return failures
 
 
 def run_group(settings) -> int:

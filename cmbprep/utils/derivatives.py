@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -228,3 +229,81 @@ def check_unit_manifest(path: str | Path, output_dir: str | Path,
         if rel.endswith(verify) and _sha256(target) != info.get("sha256"):
             return f"inconsistent: {rel} differs from {Path(path).name} (checksum)"
     return None
+
+
+@dataclass
+class SessionSeries:
+    """A participant's sessions with complete outputs, in time order.
+
+    ``prefix`` is ``sub-<label>[_acq-<label>][_run-<index>]``; each session is a dict
+    with ``session_id``, ``acq_time`` (ISO or ``n/a``), ``swi``, ``brain_mask``,
+    ``cmb`` and ``reviewed`` (None when no rater reviewed it).
+    """
+
+    prefix: str
+    sessions: list
+
+
+def _acq_times(bids_dir: Path, subject: str) -> dict:
+    """``{ses-<label>: acq_time}`` from ``sub-<label>_sessions.tsv`` (empty without)."""
+    from .tables import read_rows
+
+    path = Path(bids_dir) / f"sub-{subject}" / f"sub-{subject}_sessions.tsv"
+    if not path.exists():
+        return {}
+    rows = read_rows(path)
+    if "session_id" not in rows.columns:
+        from ..errors import DataError
+
+        raise DataError(f"{path}: no 'session_id' column")
+    return {r["session_id"]: r.get("acq_time") for r in rows if r.get("session_id")}
+
+
+def _session_order(sessions: list) -> list:
+    """By ``acq_time`` when every session has one, else by session label."""
+    from ..algorithms.stats import natural_sort_key
+
+    times = [s["acq_time"] for s in sessions]
+    if all(t not in (None, "n/a") for t in times):
+        import pandas as pd
+
+        parsed = pd.to_datetime(pd.Series(times), errors="coerce")
+        if parsed.notna().all():
+            return [sessions[i] for i in parsed.argsort(kind="stable")]
+    return sorted(sessions, key=lambda s: natural_sort_key(s["session_id"]))
+
+
+def collect_session_series(output_dir: str | Path, bids_dir: str | Path,
+                           subject: str) -> list[SessionSeries]:
+    """A participant's series of two or more sessions with complete outputs.
+
+    Units are grouped by acquisition and run; a unit whose manifest says it is
+    incomplete, or that lacks its SWI, brain mask or CMB table, is left out. Session
+    times come from the input dataset's ``sub-<label>_sessions.tsv`` (``acq_time``).
+    """
+    from ..group.units import find_participant_units
+
+    output_dir = Path(output_dir)
+    units, _empty = find_participant_units(output_dir, [subject])
+    times = _acq_times(Path(bids_dir), subject)
+    groups: dict = {}
+    for prefix, unit in sorted(units.items()):
+        entities = unit["entities"]
+        if "ses" not in entities or "manifest" not in unit or "cmb" not in unit:
+            continue
+        if check_unit_manifest(unit["manifest"], output_dir) is not None:
+            continue
+        folder = Path(unit["folder"])
+        swi = folder / f"{prefix}_desc-preproc_swi.nii.gz"
+        mask = folder / f"{prefix}_desc-brain_mask.nii.gz"
+        if not (swi.exists() and mask.exists()):
+            continue
+        key = unit_prefix({"subject": subject, "acquisition": entities.get("acq"),
+                           "run": entities.get("run")})
+        session_id = f"ses-{entities['ses']}"
+        groups.setdefault(key, []).append({
+            "session_id": session_id, "acq_time": times.get(session_id) or "n/a",
+            "swi": str(swi), "brain_mask": str(mask), "cmb": str(unit["cmb"]),
+            "reviewed": str(unit["reviewed"]) if "reviewed" in unit else None})
+    return [SessionSeries(prefix=key, sessions=_session_order(sessions))
+            for key, sessions in sorted(groups.items()) if len(sessions) > 1]

@@ -19,6 +19,8 @@ Modules
     Registration QC metrics and verdict.
 :mod:`.transforms`
     Applying transform files to images, labels and points.
+:mod:`.sessions`
+    A participant's later session onto the first (rigid), its residual and coverage.
 
 Transform conventions (ANTs)
 ----------------------------
@@ -35,6 +37,7 @@ from __future__ import annotations
 from .antsregistration import register_images, rigid_align_to_reference, set_ants_threads
 from .quality import QC_THRESHOLDS, normalized_mutual_information, registration_quality
 from .resampling import coarse_affine, resample_to_resolution
+from .sessions import SessionRegistration, points_in_field_of_view, register_sessions
 from .template import TEMPLATE_CITATION, TEMPLATE_DESCRIPTION, TEMPLATE_NAME, load_template
 from .template_to_subject import (
     RegistrationResult,
@@ -43,6 +46,7 @@ from .template_to_subject import (
 )
 from .transforms import (
     apply_transform,
+    map_points,
     points_to_subject,
     points_to_template,
     resample_labels_to_subject,
@@ -54,14 +58,18 @@ __all__ = [
     "TEMPLATE_DESCRIPTION",
     "TEMPLATE_NAME",
     "RegistrationResult",
+    "SessionRegistration",
     "apply_transform",
     "coarse_affine",
     "estimate_head_mask",
     "load_template",
+    "map_points",
     "normalized_mutual_information",
+    "points_in_field_of_view",
     "points_to_subject",
     "points_to_template",
     "register_images",
+    "register_sessions",
     "register_template_to_subject",
     "registration_quality",
     "resample_labels_to_subject",

@@ -81,7 +81,21 @@ def resample_labels_to_subject(
     return img
 
 
-def _apply_to_points(points_ras_mm, transform: str | Path) -> np.ndarray:
+def map_points(points_ras_mm, transform: str | Path) -> np.ndarray:
+    """Map scanner RAS+ mm points through an ANTs transform file.
+
+    ANTs maps points opposite to images: a transform that resamples images of space B
+    onto space A maps points of A to points of B.
+
+    Parameters
+    ----------
+    points_ras_mm : array-like (N, 3)
+    transform : path-like
+
+    Returns
+    -------
+    ndarray (N, 3)
+    """
     import ants
     import pandas as pd
 
@@ -113,7 +127,7 @@ def points_to_template(points_ras_mm, template_to_subject_xfm: str | Path) -> np
     -------
     ndarray (N, 3)
     """
-    return _apply_to_points(points_ras_mm, template_to_subject_xfm)
+    return map_points(points_ras_mm, template_to_subject_xfm)
 
 
 def points_to_subject(points_mni_mm, subject_to_template_xfm: str | Path) -> np.ndarray:
@@ -122,4 +136,4 @@ def points_to_subject(points_mni_mm, subject_to_template_xfm: str | Path) -> np.
     Uses the transform that resamples subject images into template space
     (``subject_to_template_xfm``), following the ANTs point/image rule.
     """
-    return _apply_to_points(points_mni_mm, subject_to_template_xfm)
+    return map_points(points_mni_mm, subject_to_template_xfm)
