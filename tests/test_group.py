@@ -128,14 +128,32 @@ def test_regression_tables(cohort):
     assert plt_term["irr_ci_lower"] < plt_term["irr"] < plt_term["irr_ci_upper"]
     assert np.isclose(plt_term["irr"], np.exp(plt_term["coef"]))
     multi = models[models["analysis"] == "multivariate"]
-    assert len(multi) >= 1
-    formula = multi.iloc[0]["formula"]
-    assert "age" in formula and "sex" in formula and "platelet_nadir" in formula
-    assert "group" not in formula  # constant among participants with a platelet nadir
+    assert multi.iloc[0]["formula"] == "n_cmb ~ age + sex + group"  # pre-specified
+    assert (models["n_automatic"] == models["n_used"]).all()
+    assert (models.loc[models["fitted"], "n_rater"] == 0).all()
+    assert models["offset"].isna().all()  # every unit fully covered
     nb = models[models["family"] == "negative_binomial"]
     poisson_over = models[(models["family"] == "poisson") & (models["overdispersed"] == True)]  # noqa: E712
     assert len(nb) == len(poisson_over)
     assert (nb["alpha"] > 0).all()
+
+
+def test_univariate_p_selection_is_an_option(cohort, tmp_path):
+    """--covariate-selection univariate-p: the study's selection, with its caveat."""
+    out = tmp_path / "out"
+    shutil.copytree(cohort["out"], out)
+    written = run_group(out, cohort["bids"], covariate_selection="univariate-p")
+    models = _read(written["regression_models"])
+    formula = models[models["analysis"] == "multivariate"].iloc[0]["formula"]
+    assert "age" in formula and "sex" in formula and "platelet_nadir" in formula
+    assert "group" not in formula  # constant among participants with a platelet nadir
+    html = Path(written["report"]).read_text()
+    assert "inflates the type I error" in html
+    assert "inflates" not in Path(cohort["written"]["report"]).read_text()
+    prov = json.loads(Path(written["provenance"]).read_text())
+    assert prov["covariate_selection"] == "univariate-p"
+    with pytest.raises(DataError, match="covariate-selection"):
+        run_group(out, cohort["bids"], covariate_selection="stepwise")
 
 
 def test_report(cohort):

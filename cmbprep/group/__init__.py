@@ -31,7 +31,8 @@ automatic``). Pipeline outputs are never edited, so rerunning the participant le
 not overwrite a review.
 """
 
-from .analysis import run_prevalence, run_regressions
+from .analysis import run_prevalence
+from .models import run_regressions
 from .covariates import parse_prevalence_by, read_covariates
 from .run import run_group
 from .units import find_participant_units, summarise_unit

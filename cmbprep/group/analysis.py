@@ -1,10 +1,10 @@
-"""Group analyses on one row per participant: prevalence tables and count models, and
-the agreement of raters.
+"""Group analyses on one row per participant: prevalence tables, and the agreement of
+raters.
 
-Builds the rows of ``group_prevalence.tsv``, ``group_prevalence_tests.tsv``,
-``group_regression_models.tsv`` and ``group_regression.tsv`` from the statistics of
-:mod:`cmbprep.algorithms.stats`, and ``group_rater_agreement.tsv`` (Cohen's kappa on
-candidates, ICC on counts) from the reviewed tables.
+Builds the rows of ``group_prevalence.tsv`` and ``group_prevalence_tests.tsv`` from the
+statistics of :mod:`cmbprep.algorithms.stats`, and ``group_rater_agreement.tsv`` (Cohen's
+kappa on candidates, ICC on counts) from the reviewed tables. The count models are in
+:mod:`.models`.
 """
 
 from __future__ import annotations
@@ -15,20 +15,12 @@ import numpy as np
 import pandas as pd
 
 from ..algorithms import stats
-from ..errors import DataError
 
 #: Prevalence outcomes: name -> count column (a participant "has" it when count > 0).
 PREVALENCE_OUTCOMES = {"any_cmb": "n_cmb", "lobar_cmb": "n_lobar", "deep_cmb": "n_deep",
                        "infratentorial_cmb": "n_infratentorial"}
-MODEL_OUTCOME = "n_cmb"
-#: P value below which a univariate covariate enters the default multivariate model
-#: (and gets a figure in the report).
-SIGNIFICANCE = 0.05
-MAX_CATEGORICAL_LEVELS = 12
 TEST_COLUMNS = ["outcome", "grouping", "test", "statistic", "df", "p_value",
                 "n_participants", "message"]
-TERM_COLUMNS = ["model_id", "analysis", "family", "formula", "term", "irr",
-                "irr_ci_lower", "irr_ci_upper", "p_value", "coef", "se", "z", "estimable"]
 
 
 # --------------------------------------------------------------------------------------
@@ -97,154 +89,6 @@ def run_prevalence(data, group_column, bins):
                 tests.append(_test_row(outcome, name, test, table))
     prevalence = pd.concat(rows, ignore_index=True)
     return prevalence, pd.DataFrame(tests, columns=TEST_COLUMNS)
-
-
-# --------------------------------------------------------------------------------------
-# Count models
-# --------------------------------------------------------------------------------------
-def _model_rows(model_id, analysis, covariate, fit):
-    summary = {
-        "model_id": model_id, "analysis": analysis, "family": fit.family,
-        "covariate": covariate, "formula": fit.formula, "fitted": fit.fitted,
-        "message": fit.message or None, "n_used": fit.n_used, "n_dropped": fit.n_dropped,
-        "n_params": fit.n_params, "df_resid": fit.df_resid, "deviance": fit.deviance,
-        "pearson_chi2": fit.pearson_chi2, "dispersion": fit.dispersion,
-        "dispersion_test_statistic": fit.dispersion_test_statistic,
-        "dispersion_test_p_value": fit.dispersion_test_p_value,
-        "overdispersed": fit.overdispersed if fit.family == "poisson" and fit.fitted
-        else None,
-        "alpha": fit.alpha, "aic": fit.aic, "log_likelihood": fit.log_likelihood,
-        "converged": fit.converged if fit.fitted else None,
-    }
-    terms = fit.terms.copy()
-    terms.insert(0, "model_id", model_id)
-    terms.insert(1, "analysis", analysis)
-    terms.insert(2, "family", fit.family)
-    terms.insert(3, "formula", fit.formula)
-    return summary, terms
-
-
-#: Columns of ``group_regression_models.tsv``.
-MODEL_COLUMNS = list(_model_rows("", "", None, stats.CountModelFit("", "poisson"))[0])
-
-
-class _ModelTables:
-    """The model and term rows, numbered ``m001``, ``m002``... in the order added."""
-
-    def __init__(self, data):
-        self.data = data
-        self.summaries, self.term_tables = [], []
-
-    def _next_id(self):
-        return f"m{len(self.summaries) + 1:03d}"
-
-    def add(self, analysis, covariate, fit):
-        """Add a fit, and beside an overdispersed Poisson fit its negative-binomial fit."""
-        summary, terms = _model_rows(self._next_id(), analysis, covariate, fit)
-        self.summaries.append(summary)
-        self.term_tables.append(terms)
-        if fit.overdispersed:
-            nb = stats.fit_count_model(self.data, fit.formula, family="negative_binomial")
-            summary, terms = _model_rows(self._next_id(), analysis, covariate, nb)
-            self.summaries.append(summary)
-            self.term_tables.append(terms)
-
-    def skip(self, analysis, covariate, formula, message):
-        """Add a row for a model that was not fitted (``message`` says why)."""
-        fit = stats.CountModelFit(formula=formula, family="poisson", message=message)
-        summary, _ = _model_rows(self._next_id(), analysis, covariate, fit)
-        self.summaries.append(summary)
-
-    def frames(self):
-        """(model table, term table)."""
-        models = pd.DataFrame(self.summaries, columns=MODEL_COLUMNS)
-        non_empty = [t for t in self.term_tables if len(t)]
-        terms = (pd.concat(non_empty, ignore_index=True)[TERM_COLUMNS] if non_empty
-                 else pd.DataFrame(columns=TERM_COLUMNS))
-        return models, terms
-
-
-def _not_modelled_reason(values, kind):
-    """Why a covariate gets no univariate model (``None`` when it gets one)."""
-    if values.nunique() < 2:
-        return "skipped: fewer than two distinct values"
-    if kind == "categorical" and (values.nunique() > MAX_CATEGORICAL_LEVELS
-                                  or values.nunique() == len(values)):
-        return (f"skipped: categorical with {values.nunique()} levels "
-                f"(more than {MAX_CATEGORICAL_LEVELS} or one per participant)")
-    return None
-
-
-def _univariate_models(tables, data, covariates, kinds, outcome):
-    univariate = {}
-    for column in covariates:
-        formula = f"{outcome} ~ {stats.formula_term(column)}"
-        reason = _not_modelled_reason(data[column].dropna(), kinds.get(column))
-        if reason:
-            tables.skip("univariate", column, formula, reason)
-            continue
-        fit = stats.fit_count_model(data, formula)
-        univariate[column] = fit
-        tables.add("univariate", column, fit)
-    return univariate
-
-
-def _default_multivariate_model(tables, data, univariate, outcome):
-    """Covariates with P < SIGNIFICANCE plus age and sex, as the ITP study chose them."""
-    chosen = stats.select_multivariate_covariates(univariate, alpha=SIGNIFICANCE)
-    forced = [c for c in chosen if c.lower() in ("age", "sex")]
-    significant = [c for c in chosen if c not in forced]
-    if not significant:
-        tables.skip("multivariate", None, "",
-                    f"no multivariate model: no covariate had P < {SIGNIFICANCE} in a "
-                    "univariate Poisson model")
-        return
-    complete = data.dropna(subset=[outcome, *chosen])
-    kept = [c for c in chosen if complete[c].nunique() > 1]
-    dropped = [c for c in chosen if c not in kept]
-    formula = f"{outcome} ~ " + " + ".join(stats.formula_term(c) for c in kept)
-    fit = stats.fit_count_model(data, formula)
-    if dropped:
-        note = (f"left out (constant in the participants with complete data): "
-                f"{', '.join(dropped)}")
-        fit.message = "; ".join(x for x in (fit.message, note) if x)
-    tables.add("multivariate", ", ".join(kept), fit)
-
-
-def run_regressions(data, covariates, kinds, model=None, outcome=MODEL_OUTCOME):
-    """Univariate Poisson models per covariate, then the multivariate model.
-
-    Parameters
-    ----------
-    data : pandas.DataFrame
-        One row per participant: the outcome count and the covariates.
-    covariates : list of str
-        Covariate columns to model univariately.
-    kinds : dict
-        ``{column: "numeric" | "categorical"}``.
-    model : str, optional
-        Multivariate formula (``"age + sex"`` or ``"n_cmb ~ age + sex"``). Default:
-        covariates with P < 0.05 in a univariate Poisson model, plus age and sex.
-        A negative-binomial fit is added beside every overdispersed Poisson fit.
-
-    Returns
-    -------
-    (pandas.DataFrame, pandas.DataFrame, dict)
-        Model table, term table, and the univariate Poisson fits by covariate.
-    """
-    tables = _ModelTables(data)
-    univariate = _univariate_models(tables, data, covariates, kinds, outcome)
-    if model:
-        formula = model if "~" in model else f"{outcome} ~ {model}"
-        try:
-            fit = stats.fit_count_model(data, formula)
-        except ValueError as exc:
-            raise DataError(f"--model {model!r}: {exc}") from exc
-        tables.add("multivariate", None, fit)
-    else:
-        _default_multivariate_model(tables, data, univariate, outcome)
-    models, terms = tables.frames()
-    return models, terms, univariate
 
 
 # --------------------------------------------------------------------------------------

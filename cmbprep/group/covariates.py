@@ -147,3 +147,44 @@ def parse_prevalence_by(spec):
     if not edges or any(b <= a for a, b in zip(edges, edges[1:])):
         raise DataError(f"--prevalence-by {spec}: bin edges must be strictly increasing")
     return column.strip(), edges
+
+
+def join_covariates(rows, covariates, kinds, cov_path, notes=None):
+    """The rows (with a ``participant_id`` column) joined with the covariates.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        Counts, one row per participant, session or interval.
+    covariates : pandas.DataFrame or None
+        Indexed by ``participant_id`` (``None``: the rows are returned unchanged).
+    kinds : dict
+        ``{column: "numeric" | "categorical"}``; categorical columns keep their level
+        order (the first level is the reference).
+    cov_path : Path
+        The covariates file, for messages.
+    notes : optional
+        When given, ``notes.warn`` says which participants the table does not list.
+
+    Raises
+    ------
+    DataError
+        A covariate column with the name of a column of ``rows``.
+    """
+    if covariates is None:
+        return rows
+    clash = [c for c in covariates.columns if c in rows.columns]
+    if clash:
+        raise DataError(f"{cov_path}: column(s) {clash} clash with group output "
+                        "columns; rename them")
+    not_listed = sorted(set(rows["participant_id"]) - set(covariates.index))
+    if not_listed and notes is not None:
+        notes.warn(f"{len(not_listed)} participant(s) not in {cov_path.name} (covariates "
+                   f"n/a): {', '.join(not_listed[:10])}"
+                   f"{' ...' if len(not_listed) > 10 else ''}")
+    data = rows.join(covariates, on="participant_id", how="left")
+    for column in covariates.columns:  # joined categoricals keep their level order
+        if kinds[column] == "categorical":
+            data[column] = pd.Categorical(data[column],
+                                          categories=covariates[column].cat.categories)
+    return data

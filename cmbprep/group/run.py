@@ -1,8 +1,10 @@
 """The group level's entry point, :func:`run_group`: read, analyse, write.
 
 Reads the participant outputs (:mod:`.units`) and the covariates (:mod:`.covariates`),
-writes ``group_cmb.tsv``, the prevalence and regression tables (:mod:`.analysis`, with
-the sidecars of :mod:`.sidecars`), ``group_cmb_provenance.json`` and the report
+chooses the analysed units (:mod:`.selection`), writes ``group_cmb.tsv``, the prevalence
+(:mod:`.analysis`) and regression tables (:mod:`.models`), the longitudinal tables when
+participants have several sessions (:mod:`.repeated`), with the sidecars of
+:mod:`.sidecars`, ``group_cmb_provenance.json`` and the report
 (:mod:`cmbprep.reports.group`).
 """
 
@@ -25,8 +27,12 @@ from ..utils.derivatives import check_unit_manifest
 from ..utils.io import STATE_FOLDER, group_lock, write_text_atomic
 from ..utils.tables import write_tsv
 from . import sidecars
-from .analysis import SIGNIFICANCE, rater_agreement, run_prevalence, run_regressions
-from .covariates import parse_prevalence_by, read_covariates
+from .analysis import rater_agreement, run_prevalence
+from .covariates import join_covariates, parse_prevalence_by, read_covariates
+from .models import COVARIATE_SELECTIONS, SIGNIFICANCE, run_regressions
+from .repeated import run_longitudinal_models
+from .selection import (add_coverage_offset, exclude_failed_registration,
+                        note_mixed_sources, restrict_to_reviewed, unit_labels)
 from .units import (LOBES, MARS_CATEGORIES, find_participant_units, normalise_label,
                     review_decisions, summarise_unit)
 
@@ -42,7 +48,9 @@ class _Notes(list):
 
 
 def run_group(output_dir, bids_dir, *, covariates_file=None, group_column="group",
-              prevalence_by=(), model=None, participant_labels=None, rater=None):
+              prevalence_by=(), model=None, participant_labels=None, rater=None,
+              covariate_selection="prespecified", keep_failed_qc=False,
+              reviewed_only=False):
     """Run the group level from the participant outputs.
 
     Parameters
@@ -60,20 +68,30 @@ def run_group(output_dir, bids_dir, *, covariates_file=None, group_column="group
         ``"column:edges"`` (e.g. ``"platelet_nadir:0,5,10,15"``: bins [0, 5), [5, 10),
         [10, 15), [15, inf) with a trend test) or ``"column"`` (by level).
     model : str, optional
-        Multivariate Poisson model formula (patsy), right-hand side or full.
+        Multivariate Poisson model formula (patsy), right-hand side or full; also the
+        covariates of the longitudinal models.
     participant_labels : sequence of str, optional
         Restrict to these participants (with or without ``sub-``).
     rater : str, optional
         Count this rater's reviews (``--rater``); units this rater has not reviewed are
         counted from the automatic detection. Default: a unit's only rater, or the first
         by name when several reviewed it.
+    covariate_selection : {"prespecified", "univariate-p"}
+        Without ``model``: the multivariate model is age + sex + ``group_column`` (those
+        present; ``prespecified``), or the covariates with P < 0.05 in a univariate
+        model plus age and sex (``univariate-p``, the ITP study's selection).
+    keep_failed_qc : bool
+        Analyse the units whose registration failed QC (left out by default).
+    reviewed_only : bool
+        Analyse only the units counted from a rater's review.
 
     Returns
     -------
     dict
         Paths written: ``group_cmb``, ``prevalence``, ``prevalence_tests``,
         ``regression``, ``regression_models``, ``rater_agreement`` (when two raters
-        reviewed a unit) (TSVs; sidecars beside them),
+        reviewed a unit), ``longitudinal_models`` and ``longitudinal`` (when a
+        participant has two or more sessions) (TSVs; sidecars beside them),
         ``provenance`` (JSON) and ``report`` (HTML), plus ``skipped`` (list of messages).
 
     Raises
@@ -92,16 +110,21 @@ def run_group(output_dir, bids_dir, *, covariates_file=None, group_column="group
     if not output_dir.is_dir():
         raise InputMissingError(f"{output_dir}: no participant outputs (run the "
                                 "participant level first)")
+    if covariate_selection not in COVARIATE_SELECTIONS:
+        raise DataError(f"--covariate-selection {covariate_selection!r}: choose one of "
+                        f"{', '.join(COVARIATE_SELECTIONS)}")
+    options = {"covariate_selection": covariate_selection,
+               "keep_failed_qc": bool(keep_failed_qc), "reviewed_only": bool(reviewed_only)}
     with group_lock(output_dir):
         return _run_group(output_dir, bids_dir, covariates_file=covariates_file,
                           group_column=group_column, prevalence_by=prevalence_by,
                           model=model, participant_labels=participant_labels,
-                          rater=rater)
+                          rater=rater, options=options)
 
 
 def _run_group(output_dir, bids_dir, *, covariates_file, group_column, prevalence_by,
-               model, participant_labels, rater):
-    """:func:`run_group` once its lock is held."""
+               model, participant_labels, rater, options):
+    """:func:`run_group` once its lock is held (``options``: the analysis choices)."""
     from ..reports.group import write_group_report
 
     notes = _Notes()
@@ -122,18 +145,31 @@ def _run_group(output_dir, bids_dir, *, covariates_file, group_column, prevalenc
     # Everything is computed and checked (options, columns, model) before any file is
     # written; then the files are written as one set, the provenance file last.
     group_cmb = _order_group_cmb(group_cmb)
-    data = _analysis_data(group_cmb, covariates, kinds, cov_path, notes)
+    analysed, failed = exclude_failed_registration(group_cmb, options["keep_failed_qc"],
+                                                   notes)
+    analysed = restrict_to_reviewed(analysed, options["reviewed_only"], notes)
+    data = _analysis_data(analysed, covariates, kinds, cov_path, notes)
     group = _check_columns(data, group_column, bins, cov_path, notes)
     prevalence, tests = run_prevalence(data, group, bins)
+    data, offset = add_coverage_offset(data, notes)
+    note_mixed_sources(data["count_source"], "the cross-sectional models", notes)
     models, terms, univariate = run_regressions(
         data, list(covariates.columns) if covariates is not None else [], kinds,
-        model=model)
+        model=model, selection=options["covariate_selection"], group_column=group,
+        offset=offset)
+    longitudinal = run_longitudinal_models(
+        {"output_dir": output_dir, "bids_dir": bids_dir, "cov_path": cov_path,
+         "model": model, "group_column": group, "failed_sessions": set(zip(
+             failed["participant_id"], failed.get("session_id", failed["participant_id"]))),
+         **options}, analysed, covariates, kinds, notes)
     agreement = _rater_agreement(output_dir, participant_labels, rater, notes)
     provenance = _provenance(
         cov_path if covariates is not None else None, kinds, group, bins, model,
         participant_labels, n_rows=len(group_cmb), n_analysed=len(data), skipped=skipped,
         notes=notes)
-    provenance["rater"] = rater
+    provenance.update(rater=rater, **options, coverage_offset=offset is not None,
+                      excluded_failed_qc=unit_labels(failed),
+                      longitudinal=longitudinal is not None)
 
     staging = output_dir / STATE_FOLDER / "staging" / "group"
     shutil.rmtree(staging, ignore_errors=True)
@@ -143,6 +179,8 @@ def _run_group(output_dir, bids_dir, *, covariates_file, group_column, prevalenc
                                         sidecars.group_cmb_sidecar(group_cmb.columns))
     written.update(_write_prevalence_tables(staging, prevalence, tests))
     written.update(_write_regression_tables(staging, models, terms))
+    if longitudinal is not None:
+        written.update(_write_longitudinal_tables(staging, *longitudinal))
     if agreement is not None:
         written["rater_agreement"], _ = write_tsv(
             agreement, staging / "group_rater_agreement.tsv", sidecars.AGREEMENT_SIDECAR)
@@ -150,7 +188,7 @@ def _run_group(output_dir, bids_dir, *, covariates_file, group_column, prevalenc
         staging / "group_cmb.html", group_cmb=group_cmb, data=data,
         prevalence=prevalence, tests=tests, models=models, terms=terms,
         univariate=univariate, kinds=kinds, provenance=provenance,
-        significance=SIGNIFICANCE, agreement=agreement)
+        significance=SIGNIFICANCE, agreement=agreement, longitudinal=longitudinal)
     written = {key: output_dir / Path(path).name for key, path in written.items()}
     written["provenance"] = _commit_group_files(staging, output_dir, provenance)
     written["skipped"] = skipped
@@ -297,36 +335,23 @@ def _order_group_cmb(group_cmb):
               *[f"n_{c}" for c in MARS_CATEGORIES], "n_not_assigned", *lobe_cols,
               "total_volume_mm3", "n_review_pending", "detector", "registration_ok",
               "n_registration_warnings", "registration_warnings", "regions_not_covered",
-              "fov_complete", "qc_pass", "cmb_table"])
+              "brain_coverage_fraction", "fov_complete", "qc_pass", "cmb_table"])
     return group_cmb[order].sort_values(
         ["participant_id", *entity_cols], kind="stable").reset_index(drop=True)
 
 
-def _analysis_data(group_cmb, covariates, kinds, cov_path, notes):
-    """One row per participant (first session/run): counts joined with covariates."""
-    analysis = group_cmb.drop_duplicates("participant_id", keep="first")
-    if len(analysis) < len(group_cmb):
-        notes.warn(f"{len(group_cmb) - len(analysis)} extra session/run row(s): prevalence "
-                   "and models use each participant's first session/run (sorted labels)")
+def _analysis_data(analysed, covariates, kinds, cov_path, notes):
+    """One row per participant (first session/run of the analysed units): counts, count
+    source and brain coverage joined with the covariates."""
+    first = analysed.drop_duplicates("participant_id", keep="first")
+    if len(first) < len(analysed):
+        notes.warn(f"{len(analysed) - len(first)} extra session/run row(s): prevalence "
+                   "and the cross-sectional models use each participant's first "
+                   "session/run (sorted labels)")
     count_cols = ["n_cmb", *[f"n_{c}" for c in MARS_CATEGORIES]]
-    data = analysis[["participant_id", *count_cols]].set_index("participant_id")
-    if covariates is None:
-        return data.reset_index()
-    clash = [c for c in covariates.columns if c in data.columns]
-    if clash:
-        raise DataError(f"{cov_path}: column(s) {clash} clash with group output "
-                        "columns; rename them")
-    not_listed = sorted(set(data.index) - set(covariates.index))
-    if not_listed:
-        notes.warn(f"{len(not_listed)} participant(s) not in {cov_path.name} (covariates "
-                   f"n/a): {', '.join(not_listed[:10])}"
-                   f"{' ...' if len(not_listed) > 10 else ''}")
-    data = data.join(covariates, how="left").reset_index()
-    for column in covariates.columns:  # joined categoricals keep their level order
-        if kinds[column] == "categorical":
-            data[column] = pd.Categorical(data[column],
-                                          categories=covariates[column].cat.categories)
-    return data
+    rows = first[["participant_id", *count_cols, "count_source",
+                  "brain_coverage_fraction"]].reset_index(drop=True)
+    return join_covariates(rows, covariates, kinds, cov_path, notes)
 
 
 def _check_columns(data, group_column, bins, cov_path, notes):
@@ -358,6 +383,16 @@ def _write_regression_tables(output_dir, models, terms):
         models, output_dir / "group_regression_models.tsv", sidecars.MODELS_SIDECAR)
     written["regression"], _ = write_tsv(terms, output_dir / "group_regression.tsv",
                                          sidecars.TERMS_SIDECAR)
+    return written
+
+
+def _write_longitudinal_tables(output_dir, models, terms):
+    written = {}
+    written["longitudinal_models"], _ = write_tsv(
+        models, output_dir / "group_longitudinal_models.tsv",
+        sidecars.LONGITUDINAL_MODELS_SIDECAR)
+    written["longitudinal"], _ = write_tsv(terms, output_dir / "group_longitudinal.tsv",
+                                           sidecars.LONGITUDINAL_TERMS_SIDECAR)
     return written
 
 

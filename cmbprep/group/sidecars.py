@@ -60,9 +60,16 @@ def group_cmb_sidecar(columns):
         "registration_warnings": _describe("Registration warnings, separated by '; '."),
         "regions_not_covered": _describe("Atlas regions outside the field of view, "
                                          "separated by '; '."),
+        "brain_coverage_fraction": _describe(
+            "Fraction of the template brain volume inside the field of view "
+            "(brain_coverage_fraction of _desc-summary_cmb.json); n/a for outputs of a "
+            "cmbprep that did not record it (analysed as fully covered). Below 1 the "
+            "count models use the offset log(brain_coverage_fraction).", "ratio"),
         "fov_complete": _describe("true when every region is inside the field of view."),
         "qc_pass": _describe("true when registration is ok without warnings and the "
-                             "field of view is complete; n/a without a summary."),
+                             "field of view is complete; n/a without a summary. Units "
+                             "with registration_ok false are left out of prevalence and "
+                             "models unless --keep-failed-qc."),
         "cmb_table": _describe("The table that was counted, relative to the output "
                                "folder."),
     }
@@ -113,20 +120,30 @@ PREVALENCE_TESTS_SIDECAR = {
 MODELS_SIDECAR = {
     "model_id": _describe("Identifier linking to group_regression.tsv."),
     "analysis": _describe("Model type.", levels={
-        "univariate": "one covariate", "multivariate": "several covariates (--model, or "
-                                                       "significant univariate covariates "
-                                                       "plus age and sex)"}),
+        "univariate": "one covariate",
+        "multivariate": "several covariates: --model; else the pre-specified age + sex "
+                        "+ group column; with --covariate-selection univariate-p the "
+                        "covariates with P < 0.05 in a univariate model plus age and "
+                        "sex"}),
     "family": _describe("Count distribution (log link).", levels={
         "poisson": "Poisson GLM (IRLS), as R's glm(family = poisson)",
         "negative_binomial": "NB2, alpha by maximum likelihood, coefficients as R's "
                              "MASS::glm.nb; fitted when the Poisson model is overdispersed"}),
     "covariate": _describe("Covariate(s) of the model."),
     "formula": _describe("patsy formula of the model."),
+    "offset": _describe("Column whose values enter the linear predictor with "
+                        "coefficient 1 (log exposure): log_brain_coverage = "
+                        "log(brain_coverage_fraction) when a unit's field of view misses "
+                        "part of the brain; n/a without offset."),
     "fitted": _describe("false when no model could be fitted (see message)."),
     "message": _describe("Why the model was not fitted, or warnings (separation, "
                          "non-convergence, covariates left out)."),
     "n_used": _describe("Participants used (complete data).", "count"),
     "n_dropped": _describe("Participants dropped for missing values.", "count"),
+    "n_rater": _describe("Rows used whose counts come from a rater's review "
+                         "(count_source rater).", "count"),
+    "n_automatic": _describe("Rows used whose counts come from the automatic detection "
+                             "(count_source automatic).", "count"),
     "n_params": _describe("Number of coefficients (with intercept).", "count"),
     "df_resid": _describe("Residual degrees of freedom."),
     "deviance": _describe("Residual deviance."),
@@ -152,19 +169,81 @@ TERMS_SIDECAR = {
     "formula": MODELS_SIDECAR["formula"],
     "term": _describe("Model term (patsy name; 'x[T.level]' is level vs the reference "
                       "level)."),
-    "irr": _describe("Incidence-rate ratio exp(coef): multiplicative change of the "
+    "irr": _describe("Reported incidence-rate ratio: multiplicative change of the "
                      "expected count per unit of the covariate (or vs the reference "
-                     "level).", "ratio"),
-    "irr_ci_lower": _describe("Lower bound of the Wald 95% confidence interval of irr.",
-                              "ratio"),
-    "irr_ci_upper": _describe("Upper bound of the Wald 95% confidence interval of irr.",
-                              "ratio"),
-    "p_value": _describe("Wald P value (two-sided)."),
-    "coef": _describe("Coefficient (log incidence-rate ratio)."),
+                     "level); exp(coef) when ci_method is wald, the Firth estimate "
+                     "irr_firth when it is firth.", "ratio"),
+    "irr_ci_lower": _describe("Lower bound of the reported 95% confidence interval of "
+                              "irr (see ci_method).", "ratio"),
+    "irr_ci_upper": _describe("Upper bound of the reported 95% confidence interval of "
+                              "irr (see ci_method).", "ratio"),
+    "ci_method": _describe("Where irr, its interval and p_value come from.", levels={
+        "wald": "the maximum-likelihood estimate exp(coef) and its Wald interval "
+                "(robust SEs for the GEE)",
+        "firth": "the coefficient is not estimable (separation): the bias-reduced "
+                 "(Firth, Jeffreys-prior penalised) estimate, its Wald interval and P "
+                 "value, as R's brglm2 (type AS_mean)"}),
+    "p_value": _describe("Two-sided Wald P value (of the method in ci_method)."),
+    "coef": _describe("Maximum-likelihood coefficient (log incidence-rate ratio)."),
     "se": _describe("Standard error of coef."),
     "z": _describe("coef / se."),
-    "estimable": _describe("false under quasi-complete separation (a level without any "
-                           "microbleed): the estimate is unbounded and meaningless."),
+    "estimable": _describe("false under quasi-complete separation (no microbleed on "
+                           "one side of the covariate, found by linear programming): "
+                           "the maximum-likelihood estimate is unbounded and "
+                           "meaningless."),
+    "irr_firth": _describe("Bias-reduced (Firth) incidence-rate ratio, finite under "
+                           "separation; n/a unless a term of the model is not "
+                           "estimable.", "ratio"),
+    "irr_firth_ci_lower": _describe("Lower bound of the Wald 95% interval of irr_firth.",
+                                    "ratio"),
+    "irr_firth_ci_upper": _describe("Upper bound of the Wald 95% interval of irr_firth.",
+                                    "ratio"),
+    "irr_profile_ci_lower": _describe("Lower bound of the profile-likelihood 95% "
+                                      "interval of the maximum-likelihood IRR (0 when "
+                                      "the likelihood never drops enough on that side); "
+                                      "n/a unless a term of the model is not "
+                                      "estimable.", "ratio"),
+    "irr_profile_ci_upper": _describe("Upper bound of the profile-likelihood 95% "
+                                      "interval (inf when unbounded).", "ratio"),
+}
+
+LONGITUDINAL_MODELS_SIDECAR = {
+    **MODELS_SIDECAR,
+    "model_id": _describe("Identifier linking to group_longitudinal.tsv."),
+    "analysis": _describe("Model type.", levels={
+        "repeated_counts": "microbleed count of every session (n_cmb) of every "
+                           "participant, Poisson GEE clustered by participant, with "
+                           "the time since the first session (years_since_first, in "
+                           "years) when session dates are known",
+        "new_lesion_rate": "new microbleeds per interval between consecutive sessions "
+                           "(n_new of the participant's _desc-sessions_cmb.tsv), with "
+                           "the offset log_interval_years: IRRs are ratios of the rate "
+                           "of new microbleeds per year"}),
+    "family": _describe("Count distribution (log link).", levels={
+        **MODELS_SIDECAR["family"]["Levels"],
+        "poisson_gee": "generalised estimating equation, Poisson, exchangeable working "
+                       "correlation, robust (sandwich) SEs, as R's geepack::geeglm"}),
+    "offset": _describe("Column whose values enter the linear predictor with "
+                        "coefficient 1: log_interval_years (rate model), "
+                        "log_brain_coverage (GEE, when a session's field of view "
+                        "misses part of the brain); n/a without."),
+    "n_used": _describe("Rows used: sessions (GEE) or intervals (rate model).", "count"),
+    "n_dropped": _describe("Rows dropped for missing values (covariates, or session "
+                           "dates for the time variable).", "count"),
+    "n_participants": _describe("Participants (clusters) in the GEE.", "count"),
+    "working_correlation": _describe("Working correlation structure of the GEE."),
+    "correlation": _describe("Estimated correlation of the Pearson residuals of two "
+                             "sessions of the same participant (exchangeable)."),
+    "dispersion": _describe("pearson_chi2 / df_resid (about 1 without "
+                            "overdispersion)."),
+}
+
+LONGITUDINAL_TERMS_SIDECAR = {
+    **TERMS_SIDECAR,
+    "model_id": LONGITUDINAL_MODELS_SIDECAR["model_id"],
+    "analysis": LONGITUDINAL_MODELS_SIDECAR["analysis"],
+    "family": LONGITUDINAL_MODELS_SIDECAR["family"],
+    "se": _describe("Standard error of coef (robust sandwich SE for the GEE)."),
 }
 
 AGREEMENT_SIDECAR = {

@@ -206,6 +206,7 @@ def _qc_columns(unit):
         "n_registration_warnings": len(reg_warnings) if summary else None,
         "registration_warnings": "; ".join(map(str, reg_warnings)) or None,
         "regions_not_covered": "; ".join(map(str, not_covered)) or None,
+        "brain_coverage_fraction": summary.get("brain_coverage_fraction"),
         "fov_complete": (not not_covered) if summary else None,
     }
     row["qc_pass"] = (None if not summary else

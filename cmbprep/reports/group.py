@@ -159,7 +159,8 @@ def _html_table(frame, max_rows=None):
 
 
 def write_group_report(path, *, group_cmb, data, prevalence, tests, models, terms,
-                       univariate, kinds, provenance, significance, agreement=None):
+                       univariate, kinds, provenance, significance, agreement=None,
+                       longitudinal=None):
     """Render ``group_cmb.html`` (atomically) and return its path.
 
     Parameters
@@ -179,6 +180,9 @@ def write_group_report(path, *, group_cmb, data, prevalence, tests, models, term
         P value below which a covariate counts as significant (0.05 for cmbprep).
     agreement : pandas.DataFrame, optional
         ``group_rater_agreement.tsv`` (when two raters reviewed a unit).
+    longitudinal : (pandas.DataFrame, pandas.DataFrame), optional
+        ``group_longitudinal_models.tsv`` and ``group_longitudinal.tsv`` (when a
+        participant has two or more sessions).
     """
     import jinja2
 
@@ -199,6 +203,8 @@ def write_group_report(path, *, group_cmb, data, prevalence, tests, models, term
         "models": _html_table(models),
         "terms": _html_table(terms),
         "agreement": _html_table(agreement) if agreement is not None else None,
+        "longitudinal": ([_html_table(frame) for frame in longitudinal]
+                         if longitudinal is not None else None),
     }
     participants = []
     for pid in dict.fromkeys(group_cmb["participant_id"]):
