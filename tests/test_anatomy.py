@@ -222,3 +222,19 @@ def test_block_grid_helpers_round_trip():
     mask = rng.random(shape) > 0.8
     up = upsample_nearest(block_reduce(mask, step, func="max"), step, shape)
     assert up.shape == shape and np.all(up[mask])
+
+
+def test_brain_coverage_fraction_weights_regions_by_template_volume():
+    """The whole-brain fraction covered weights each region's fraction by its volume;
+    anatomy_metadata writes it beside the per-region fractions."""
+    volumes = {"frontal_left": 300.0, "cerebellum_left": 100.0, "empty_left": 0.0}
+    coverage = {"frontal_left": 1.0, "cerebellum_left": 0.4, "empty_left": 0.0}
+    assert lobes.brain_coverage_fraction(coverage, volumes) == pytest.approx(0.85)
+    assert lobes.brain_coverage_fraction({}, volumes) is None
+    meta = lobes.anatomy_metadata({"registration_ok": True}, {}, coverage,
+                                  ["cerebellum_left"], 0.5, region_volumes=volumes)
+    assert meta["brain_coverage_fraction"] == pytest.approx(0.85)
+    installed = lobes.template_region_volumes()
+    full = lobes.anatomy_metadata({}, {}, {k: 1.0 for k in installed}, [], 0.5)
+    assert full["brain_coverage_fraction"] == 1.0
+    assert 1.2e6 < sum(installed.values()) < 2.5e6  # an adult brain, mm^3

@@ -112,6 +112,7 @@ def summarize_cmbs(cmb_tsv: str | Path, candidates_tsv: str | Path | None,
         "registration_ok": bool(anat_meta.get("registration_ok", not warnings)),
         "registration_warnings": warnings,
         "regions_not_covered": list(anat_meta.get("regions_not_covered", []) or []),
+        "brain_coverage_fraction": anat_meta.get("brain_coverage_fraction"),
         "cmbprep_version": __version__,
     }
     return summary

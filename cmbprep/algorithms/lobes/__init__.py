@@ -45,11 +45,13 @@ from .build import build_atlas, compose_regions
 from .labels import (
     anatomy_metadata,
     atlas_available,
+    brain_coverage_fraction,
     label_subject,
     load_atlas,
     region_coverage,
     regions_at_points,
     regions_at_voxels,
+    template_region_volumes,
 )
 from .regions import (
     ATLAS_DIR,
@@ -81,6 +83,7 @@ __all__ = [
     "RIGHT_OFFSET",
     "anatomy_metadata",
     "atlas_available",
+    "brain_coverage_fraction",
     "atlas_provenance",
     "build_atlas",
     "compose_regions",
@@ -88,6 +91,7 @@ __all__ = [
     "load_atlas",
     "lookup_table",
     "region_coverage",
+    "template_region_volumes",
     "regions_at_points",
     "regions_at_voxels",
 ]

@@ -3,6 +3,7 @@ labels in subject space and the share of each region inside the field of view.""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import nibabel as nib
@@ -133,6 +134,41 @@ def region_coverage(
     return coverage, not_covered
 
 
+@lru_cache(maxsize=2)
+def template_region_volumes(atlas_dir: str | Path = ATLAS_DIR) -> dict:
+    """Template volume of every atlas region (mm^3), keyed ``"<name>_<hemisphere>"`` as
+    :func:`region_coverage` keys its fractions."""
+    atlas, lut = load_atlas(atlas_dir, build_if_missing=False)
+    counts = np.bincount(np.asarray(atlas.dataobj).astype(int).ravel(), minlength=256)
+    voxel_mm3 = float(np.prod(voxel_sizes(atlas.affine)))
+    return {f"{r['name']}_{r['hemisphere']}": float(counts[int(r["index"])] * voxel_mm3)
+            for _, r in lut.iterrows()}
+
+
+def brain_coverage_fraction(coverage: dict, region_volumes: dict) -> float | None:
+    """Fraction of the template brain volume inside the field of view.
+
+    Parameters
+    ----------
+    coverage : dict
+        ``"<name>_<hemisphere>" -> fraction`` covered (:func:`region_coverage`).
+    region_volumes : dict
+        Template volume of the same regions (:func:`template_region_volumes`).
+
+    Returns
+    -------
+    float or None
+        The region fractions weighted by region volume (3 decimals); ``None`` without
+        any region of known volume.
+    """
+    pairs = [(coverage[key], volume) for key, volume in region_volumes.items()
+             if key in coverage and volume > 0]
+    total = sum(volume for _, volume in pairs)
+    if not total:
+        return None
+    return round(sum(f * volume for f, volume in pairs) / total, 3)
+
+
 def label_subject(
     brain_mask: nib.Nifti1Image,
     atlas: nib.Nifti1Image,
@@ -232,7 +268,8 @@ def _field_of_view(atlas, grid_shape, grid_affine, subject_to_template_xfm, cove
     return np.asarray(fov.dataobj) > 0.5, atlas_c
 
 
-def anatomy_metadata(registration_qc, brain_info, coverage, not_covered, min_coverage):
+def anatomy_metadata(registration_qc, brain_info, coverage, not_covered, min_coverage,
+                     region_volumes=None):
     """The ``anat_meta`` dict of the anatomical stage (summary JSON, sidecars, report).
 
     Parameters
@@ -247,13 +284,20 @@ def anatomy_metadata(registration_qc, brain_info, coverage, not_covered, min_cov
     not_covered : list of str
         Regions with a fraction below ``min_coverage``.
     min_coverage : float
+    region_volumes : dict, optional
+        Template volume of each region (default :func:`template_region_volumes` of the
+        installed atlas), to weight the regions' fractions into
+        ``brain_coverage_fraction``.
 
     Returns
     -------
     dict
         Template and atlas provenance, registration QC, the warnings (registration's and
-        one for regions outside the field of view), brain-mask and coverage details.
+        one for regions outside the field of view), brain-mask and coverage details
+        (``region_coverage``, ``regions_not_covered`` and ``brain_coverage_fraction``).
     """
+    if region_volumes is None:
+        region_volumes = template_region_volumes()
     qc = dict(registration_qc)
     warnings_list = list(qc.get("registration_warnings", []))
     if not_covered:
@@ -273,6 +317,7 @@ def anatomy_metadata(registration_qc, brain_info, coverage, not_covered, min_cov
         "brain_mask": brain_info,
         "region_coverage": coverage,
         "regions_not_covered": not_covered,
+        "brain_coverage_fraction": brain_coverage_fraction(coverage, region_volumes),
         "min_coverage": min_coverage,
         "transform_format": "ITK/ANTs composite transform (HDF5), as written by "
         "antsRegistration --write-composite-transform",
