@@ -89,6 +89,10 @@ def available_cpus(environ=None, cgroup_root: str | Path = "/sys/fs/cgroup",
     return max(1, min(limits))
 
 
+#: Ways the group level chooses the covariates of the multivariate model
+#: (``--covariate-selection``; :mod:`cmbprep.group.models`).
+COVARIATE_SELECTIONS = ("prespecified", "univariate-p")
+
 @dataclass
 class Settings:
     """Every setting of a run. Units are given in each field's comment."""
@@ -130,6 +134,9 @@ class Settings:
     prevalence_by: list[str] = field(default_factory=list)
     model: str | None = None
     rater: str | None = None  # whose review the group level counts (--rater)
+    covariate_selection: str = "prespecified"  # or "univariate-p" (the ITP study's)
+    keep_failed_qc: bool = False  # analyse units whose registration failed QC
+    reviewed_only: bool = False  # analyse only units counted from a rater's review
 
     # Bookkeeping
     version: str = __version__

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from .. import __version__
-from ..config import Settings
+from ..config import COVARIATE_SELECTIONS, Settings
 from ..errors import AnalysisLevelError, UsageError
 
 ANALYSIS_LEVELS = ("participant", "group")
@@ -135,6 +135,17 @@ def _add_group_options(parser: argparse.ArgumentParser) -> None:
     g_group.add_argument("--rater", metavar="NAME",
                          help="count this rater's reviews (cmbprep-review); default: a "
                          "participant's only rater, or the first by name")
+    g_group.add_argument("--covariate-selection", choices=COVARIATE_SELECTIONS,
+                         default="prespecified",
+                         help="covariates of the multivariate model without --model: "
+                         "'prespecified' (age + sex + the group column) or "
+                         "'univariate-p' (P < 0.05 in a univariate model, plus age and "
+                         "sex: the ITP study's selection, which inflates type I error)")
+    g_group.add_argument("--keep-failed-qc", action="store_true",
+                         help="analyse units whose registration failed QC "
+                         "(registration_ok false; left out by default)")
+    g_group.add_argument("--reviewed-only", action="store_true",
+                         help="analyse only units counted from a rater's review")
 
 
 def _add_other_options(parser: argparse.ArgumentParser) -> None:

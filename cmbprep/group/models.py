@@ -13,6 +13,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..algorithms import stats
+from ..config import COVARIATE_SELECTIONS
 from ..errors import DataError
 
 MODEL_OUTCOME = "n_cmb"
@@ -20,8 +21,6 @@ MODEL_OUTCOME = "n_cmb"
 #: ``--covariate-selection univariate-p`` (and gets a figure in the report).
 SIGNIFICANCE = 0.05
 MAX_CATEGORICAL_LEVELS = 12
-#: Ways to choose the covariates of the multivariate model.
-COVARIATE_SELECTIONS = ("prespecified", "univariate-p")
 #: Covariates of the pre-specified model (matched case-insensitively), with the group
 #: column.
 PRESPECIFIED = ("age", "sex")
