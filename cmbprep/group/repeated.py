@@ -121,18 +121,18 @@ def _time_since_first(rows, tables, bids_dir, notes):
 
 
 def _interval_rows(tables, failed_sessions, keep_failed_qc, reviewed_only, notes):
-    """One row per interval between consecutive sessions: ``n_new`` and the offset
-    ``log(interval in years)``, with the participant's ``count_source``."""
+    """One row per interval between consecutive sessions (from the session tables,
+    ``{participant_id: table}``): ``n_new``, ``count_source`` and the offset
+    ``log(interval in years)``."""
     frames = []
-    for pid, path in sorted(tables.items()):
-        table = read_session_table(path)
-        table = table[table["n_new"].notna()].assign(**{PARTICIPANT: pid})
-        frames.append(table)
+    for pid, table in sorted(tables.items()):
+        frames.append(table[table["n_new"].notna()].assign(**{PARTICIPANT: pid}))
     if not frames:
         return pd.DataFrame(columns=[PARTICIPANT, "n_new", INTERVAL_OFFSET])
     rows = pd.concat(frames, ignore_index=True)
-    failed = (rows["registration_ok"].astype(str).str.lower() == "false") | [
-        (p, s) in failed_sessions for p, s in zip(rows[PARTICIPANT], rows["session_id"])]
+    failed = (rows["registration_ok"].astype(str).str.lower() == "false") | np.array(
+        [(p, s) in failed_sessions for p, s in zip(rows[PARTICIPANT], rows["session_id"])],
+        dtype=bool)
     if failed.any() and not keep_failed_qc:
         notes.warn(f"{int(failed.sum())} interval(s) whose session failed registration QC "
                    "are left out of the rate of new microbleeds (--keep-failed-qc keeps "
