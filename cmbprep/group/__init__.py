@@ -9,7 +9,9 @@ HTML report is built by :mod:`cmbprep.reports.group`.
 
 Modules: :mod:`.units` (find the participant output units and count each one's
 microbleeds), :mod:`.covariates` (the covariates table and ``--prevalence-by``),
-:mod:`.analysis` (prevalence and count-model tables), :mod:`.sidecars` (column
+:mod:`.selection` (the units analysed: registration QC, reviewed counts, coverage
+offset), :mod:`.analysis` (prevalence, rater agreement), :mod:`.models` (count-model
+tables), :mod:`.repeated` (models over repeated sessions), :mod:`.sidecars` (column
 descriptions), :mod:`.run` (:func:`run_group`).
 
 Rater review
