@@ -25,11 +25,14 @@ from scipy import stats as _sps
 from .sparse import firth_poisson, profile_likelihood_interval, separated_directions
 
 __all__ = [
+    "TERM_FIT_COLUMNS",
     "CountModelFit",
     "count_overdispersion_test",
+    "design_matrices",
     "fit_count_model",
     "formula_term",
     "select_multivariate_covariates",
+    "wald_terms",
 ]
 
 #: Poisson fits whose Pearson chi2/df exceeds this, or whose dispersion test has
@@ -216,6 +219,32 @@ def fit_count_model(data, formula, family="poisson", confidence=0.95, tol=1e-12,
     return result
 
 
+def design_matrices(formula, data):
+    """Outcome and design matrix of a patsy ``formula`` on the complete rows of ``data``.
+
+    Returns
+    -------
+    (pandas.DataFrame, pandas.DataFrame)
+        Indexed by the rows used (those without a missing value in the formula's
+        variables).
+
+    Raises
+    ------
+    ValueError
+        Formula errors (unknown names, syntax).
+    """
+    import patsy
+
+    with _patsy_engine(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return patsy.dmatrices(formula, data, NA_action="drop",
+                                   eval_env=_formula_env(), return_type="dataframe")
+        except Exception as exc:  # patsy errors: unknown names, syntax
+            raise ValueError(f"cannot build the model {formula!r}: "
+                             f"{str(exc).splitlines()[0]}") from exc
+
+
 def _formula_model(data, formula, family, offset=None):
     """The statsmodels model of ``formula`` on ``data`` and the index of the rows it
     uses; ``(None, [])`` without a complete row.
@@ -226,32 +255,21 @@ def _formula_model(data, formula, family, offset=None):
     import statsmodels.api as sm
     import statsmodels.formula.api as smf
 
+    if family not in ("poisson", "negative_binomial"):
+        raise ValueError(f"unknown family {family!r}")
+    outcome, _ = design_matrices(formula, data)
+    if outcome.shape[0] == 0:
+        return None, []
+    used = list(outcome.index)
+    data = data.loc[used]
+    kwargs = {} if offset is None else {"offset": data[offset].to_numpy(dtype=float)}
     with _patsy_engine(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            import patsy
-
-            outcome, _ = patsy.dmatrices(formula, data, NA_action="drop",
-                                         eval_env=_formula_env(),
-                                         return_type="dataframe")
-            if outcome.shape[0] == 0:
-                return None, []
-            used = list(outcome.index)
-            data = data.loc[used]
-            kwargs = {} if offset is None else {
-                "offset": data[offset].to_numpy(dtype=float)}
-            if family == "poisson":
-                return smf.glm(formula, data, family=sm.families.Poisson(),
-                               eval_env=_formula_env(), **kwargs), used
-            if family == "negative_binomial":
-                return smf.negativebinomial(formula, data, loglike_method="nb2",
-                                            eval_env=_formula_env(), **kwargs), used
-            raise ValueError(f"unknown family {family!r}")
-        except ValueError:
-            raise
-        except Exception as exc:  # patsy errors: unknown names, syntax
-            raise ValueError(f"cannot build the model {formula!r}: "
-                             f"{str(exc).splitlines()[0]}") from exc
+        if family == "poisson":
+            return smf.glm(formula, data, family=sm.families.Poisson(),
+                           eval_env=_formula_env(), **kwargs), used
+        return smf.negativebinomial(formula, data, loglike_method="nb2",
+                                    eval_env=_formula_env(), **kwargs), used
 
 
 def _unfittable_reason(endog, exog, formula):

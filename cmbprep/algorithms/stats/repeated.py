@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .regression import CountModelFit, _formula_env, _patsy_engine, wald_terms
+from .regression import CountModelFit, design_matrices, wald_terms
 
 __all__ = ["GEEFit", "fit_gee_poisson"]
 
@@ -64,20 +64,11 @@ def fit_gee_poisson(data, formula, groups, offset=None, confidence=0.95, tol=1e-
         row, all-zero counts, a singular design, fewer rows than coefficients, or a
         numerical failure); formula errors raise :class:`ValueError`.
     """
-    import patsy
     import statsmodels.api as sm
 
     result = GEEFit(formula=formula, family="poisson_gee", offset=offset)
     complete = data if offset is None else data[np.isfinite(data[offset].astype(float))]
-    with _patsy_engine(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            outcome, design = patsy.dmatrices(formula, complete, NA_action="drop",
-                                              eval_env=_formula_env(),
-                                              return_type="dataframe")
-        except Exception as exc:  # patsy errors: unknown names, syntax
-            raise ValueError(f"cannot build the model {formula!r}: "
-                             f"{str(exc).splitlines()[0]}") from exc
+    outcome, design = design_matrices(formula, complete)
     used = complete.loc[outcome.index]
     endog = outcome.to_numpy(dtype=float).ravel()
     exog = design.to_numpy(dtype=float)
