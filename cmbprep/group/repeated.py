@@ -128,7 +128,8 @@ def _interval_rows(tables, failed_sessions, keep_failed_qc, reviewed_only, notes
     for pid, table in sorted(tables.items()):
         frames.append(table[table["n_new"].notna()].assign(**{PARTICIPANT: pid}))
     if not frames:
-        return pd.DataFrame(columns=[PARTICIPANT, "n_new", INTERVAL_OFFSET])
+        return pd.DataFrame(columns=[PARTICIPANT, "session_id", "n_new", "count_source",
+                                     INTERVAL_OFFSET])
     rows = pd.concat(frames, ignore_index=True)
     failed = (rows["registration_ok"].astype(str).str.lower() == "false") | np.array(
         [(p, s) in failed_sessions for p, s in zip(rows[PARTICIPANT], rows["session_id"])],
@@ -149,7 +150,8 @@ def _interval_rows(tables, failed_sessions, keep_failed_qc, reviewed_only, notes
                                                         rows.loc[unknown, "session_id"])))
     rows = rows.assign(**{INTERVAL_OFFSET: np.log(interval.where(~unknown)
                                                   / DAYS_PER_YEAR)})
-    return rows[~unknown].reset_index(drop=True)
+    return rows.loc[~unknown, [PARTICIPANT, "session_id", "n_new", "count_source",
+                               INTERVAL_OFFSET]].reset_index(drop=True)
 
 
 def _right_hand_side(model, covariates, group_column):
@@ -197,7 +199,8 @@ def run_longitudinal_models(context, session_rows, covariates, kinds, notes):
     if "session_id" not in session_rows:
         return None
     rows = session_rows[session_rows["session_id"].notna()]
-    rows = rows.drop_duplicates([PARTICIPANT, "session_id"], keep="first")
+    rows = rows.drop_duplicates([PARTICIPANT, "session_id"], keep="first")[
+        [PARTICIPANT, "session_id", "n_cmb", "count_source", "brain_coverage_fraction"]]
     if not (rows[PARTICIPANT].value_counts() > 1).any():
         return None
     tables = {pid: read_session_table(path) for pid, path in find_session_tables(
