@@ -212,10 +212,12 @@ def fit_count_model(data, formula, family="poisson", confidence=0.95, tol=1e-12,
         result.message = "fit failed: non-finite estimates"
         return result
     terms = _terms_table(names, params, bse, exog, endog, confidence)
+    sparse_note = ""
     if family == "poisson" and not terms["estimable"].all():
-        _add_sparse_data_intervals(terms, endog, exog, log_exposure, float(fit.deviance),
-                                   confidence)
+        sparse_note = _add_sparse_data_intervals(terms, endog, exog, log_exposure,
+                                                 float(fit.deviance), confidence)
     _fill_fit(result, fit, terms, converged, alpha, endog)
+    result.message = "; ".join(x for x in (result.message, sparse_note) if x)
     return result
 
 
@@ -320,21 +322,38 @@ def _terms_table(names, params, bse, exog, endog, confidence):
     return terms
 
 
+def _profile_intervals(terms, endog, exog, log_exposure, deviance, confidence):
+    """Profile-likelihood intervals of every term, in place (``nan`` where the search
+    fails numerically)."""
+    for column in range(exog.shape[1]):
+        try:
+            lower, upper = profile_likelihood_interval(
+                endog, exog, column, terms["coef"].iloc[column], terms["se"].iloc[column],
+                offset=log_exposure, confidence=confidence, deviance=deviance)
+        except (ValueError, np.linalg.LinAlgError):
+            lower, upper = math.nan, math.nan
+        with np.errstate(over="ignore"):
+            terms.loc[column, ["irr_profile_ci_lower", "irr_profile_ci_upper"]] = (
+                np.exp(lower), np.exp(upper))
+
+
 def _add_sparse_data_intervals(terms, endog, exog, log_exposure, deviance, confidence):
     """Firth estimates and intervals and profile-likelihood intervals of every term
-    (in place); non-estimable terms then report the Firth estimate (``ci_method``)."""
+    (in place); non-estimable terms then report the Firth estimate (``ci_method``).
+
+    Returns a note (``""`` when the Firth fit converged)."""
+    _profile_intervals(terms, endog, exog, log_exposure, deviance, confidence)
+    try:
+        firth = firth_poisson(endog, exog, offset=log_exposure)
+    except np.linalg.LinAlgError:
+        firth = None
+    if firth is None or not firth.converged:
+        return "the Firth (bias-reduced) fit did not converge: Wald numbers reported"
     zcrit = _sps.norm.ppf(0.5 + confidence / 2.0)
-    firth = firth_poisson(endog, exog, offset=log_exposure)
     with np.errstate(over="ignore"):
         terms["irr_firth"] = np.exp(firth.coef)
         terms["irr_firth_ci_lower"] = np.exp(firth.coef - zcrit * firth.se)
         terms["irr_firth_ci_upper"] = np.exp(firth.coef + zcrit * firth.se)
-        for column in range(exog.shape[1]):
-            lower, upper = profile_likelihood_interval(
-                endog, exog, column, terms["coef"].iloc[column], terms["se"].iloc[column],
-                offset=log_exposure, confidence=confidence, deviance=deviance)
-            terms.loc[column, ["irr_profile_ci_lower", "irr_profile_ci_upper"]] = (
-                np.exp(lower), np.exp(upper))
     separated = ~terms["estimable"].to_numpy(dtype=bool)
     z_firth = firth.coef / firth.se
     terms.loc[separated, "irr"] = terms.loc[separated, "irr_firth"]
@@ -342,6 +361,7 @@ def _add_sparse_data_intervals(terms, endog, exog, log_exposure, deviance, confi
     terms.loc[separated, "irr_ci_upper"] = terms.loc[separated, "irr_firth_ci_upper"]
     terms.loc[separated, "p_value"] = 2.0 * _sps.norm.sf(np.abs(z_firth[separated]))
     terms.loc[separated, "ci_method"] = "firth"
+    return ""
 
 
 def _fill_fit(result, fit, terms, converged, alpha, endog):
@@ -359,8 +379,8 @@ def _fill_fit(result, fit, terms, converged, alpha, endog):
     if not terms["estimable"].all():
         bad = ", ".join(terms.loc[~terms["estimable"], "term"])
         notes.append(f"not estimable (quasi-complete separation: no CMB on one side "
-                     f"of the covariate): {bad}; the Firth (bias-reduced) estimate is "
-                     "reported for it (ci_method)")
+                     f"of the covariate): {bad}; ci_method says which estimate is "
+                     "reported")
     if family == "poisson":
         mu = np.asarray(fit.fittedvalues, dtype=float)
         result.df_resid = float(fit.df_resid)
