@@ -112,9 +112,9 @@ def _figure(width_in, height_in):
     return fig
 
 
-def _png(fig) -> bytes:
+def _png(fig, facecolor="black") -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, facecolor="black",
+    fig.savefig(buffer, format="png", dpi=DPI, facecolor=facecolor,
                 metadata={"Software": None})
     return buffer.getvalue()
 

@@ -489,6 +489,8 @@ def assemble_participant_reports(output_dir: Path, units) -> list[Path]:
     """Write ``sub-<label>.html`` at the output root for every participant of ``units``."""
     from markupsafe import Markup
 
+    from .longitudinal import longitudinal_sections
+
     output_dir = Path(output_dir)
     by_subject: dict[str, list] = {}
     for unit in units:
@@ -515,8 +517,11 @@ def assemble_participant_reports(output_dir: Path, units) -> list[Path]:
             sections.append({"name": unit.name, "section": Markup(
                 render_unit_section(summary, mosaic, cmb_tsv, extras))})
         review_command = f"cmbprep-review OUTPUT_DIR --participant-label {subject}"
+        followed = [Markup(section) for section in longitudinal_sections(output_dir,
+                                                                          subject)]
         text = page.render(subject=subject, version=__version__, units=sections,
-                           methods=methods, review_command=review_command,
+                           longitudinal=followed, methods=methods,
+                           review_command=review_command,
                            group_report_exists=(output_dir / "group_cmb.html").exists())
         written.append(write_text_atomic(output_dir / f"sub-{subject}.html", text))
     return written

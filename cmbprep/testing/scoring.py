@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import linear_sum_assignment
+from ..algorithms.longitudinal import match_one_to_one
 
 __all__ = ["label_detections", "match_detections", "matching_radius_mm", "summarise"]
 
@@ -44,15 +44,8 @@ def match_detections(detected_xyz, truth_xyz, radius_mm):
     list of (truth_index, detection_index)
         Pairs minimising the total distance (Hungarian algorithm).
     """
-    det = np.asarray(detected_xyz, dtype=float).reshape(-1, 3)
-    tru = np.asarray(truth_xyz, dtype=float).reshape(-1, 3)
-    if len(det) == 0 or len(tru) == 0:
-        return []
-    dist = np.linalg.norm(tru[:, None, :] - det[None, :, :], axis=2)
-    radius = np.asarray(radius_mm, dtype=float).reshape(-1)
-    cost = np.where(dist <= radius[:, None], dist, 1e6)
-    rows, cols = linear_sum_assignment(cost)
-    return [(int(r), int(c)) for r, c in zip(rows, cols) if cost[r, c] < 1e6]
+    radius = np.asarray(radius_mm, dtype=float).reshape(-1, 1)
+    return match_one_to_one(truth_xyz, detected_xyz, radius)
 
 
 def label_detections(detections, truth, *, one_to_one=True):
