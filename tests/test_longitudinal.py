@@ -4,7 +4,6 @@ ANTsPy), and a simulated participant scanned twice through ``cmbprep ... partici
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -43,12 +42,12 @@ def test_one_to_one_matching_minimises_total_distance_within_tolerance():
 
 
 def _session(ses, xyz, covered_x_below=None, voxel=(1, 1, 1)):
-    covers = None
-    if covered_x_below is not None:
-        def covers(points):
-            return np.asarray(points)[:, 0] < covered_x_below
+    def covers(points):
+        return np.asarray(points)[:, 0] < covered_x_below
+
     return SessionLesions(session_id=ses, xyz_mm=np.asarray(xyz, float).reshape(-1, 3),
-                          voxel_size_mm=voxel, covers=covers,
+                          voxel_size_mm=voxel,
+                          covers=None if covered_x_below is None else covers,
                           score=np.linspace(0.5, 0.9, len(xyz)),
                           volume_mm3=np.full(len(xyz), 10.0))
 

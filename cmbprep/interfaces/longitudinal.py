@@ -187,7 +187,7 @@ def _session_lesions(session, registration, swi_img):
 
     from ..algorithms.longitudinal import SessionLesions
     from ..algorithms.registration import map_points, points_in_field_of_view
-    from ..group.units import counted_cmbs
+    from ..utils.units import counted_cmbs
 
     unit = {"cmb": session["cmb"]}
     if session["reviewed"]:

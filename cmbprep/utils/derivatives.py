@@ -281,7 +281,7 @@ def collect_session_series(output_dir: str | Path, bids_dir: str | Path,
     incomplete, or that lacks its SWI, brain mask or CMB table, is left out. Session
     times come from the input dataset's ``sub-<label>_sessions.tsv`` (``acq_time``).
     """
-    from ..group.units import find_participant_units
+    from .units import find_participant_units
 
     output_dir = Path(output_dir)
     units, _empty = find_participant_units(output_dir, [subject])
