@@ -494,8 +494,8 @@ def _run_longitudinal(settings, config, done_units) -> list:
             workflow = pe.Workflow(name="longitudinal_wf",
                                    base_dir=str(settings.work_dir))
             workflow.add_nodes([init_longitudinal_wf(
-                series, output_dir=str(settings.output_dir), seed=settings.random_seed,
-                omp_nthreads=settings.resolved_omp_nthreads())])
+                series, output_dir=str(settings.output_dir),
+                seed=settings.random_seed)])
             workflow.config = config
             plugin, plugin_args = _plugin(settings)
             try:

@@ -24,6 +24,7 @@ from nipype.interfaces.base import (
 from ..errors import DataError
 from ..utils.tables import NA
 from .anatomical import _load3d
+from .itk_process import run_with_itk_threads
 
 #: Descriptions of the lesion table's columns (``<ses>`` columns: one set per session).
 LESION_COLUMNS = {
@@ -91,13 +92,23 @@ SESSION_COLUMNS = {
 }
 
 
+def _register_session(reference, reference_mask, moving, moving_mask, cwd, seed):
+    """:func:`~cmbprep.algorithms.registration.register_sessions` on files; the
+    transform paths and the QC dict (run in a process with one ITK thread)."""
+    from ..algorithms import registration as reg
+
+    result = reg.register_sessions(_load3d(reference), _load3d(reference_mask),
+                                   _load3d(moving), _load3d(moving_mask),
+                                   Path(cwd) / "session_", seed=seed)
+    return str(result.forward), str(result.inverse), result.qc()
+
+
 class _RegisterSessionInputSpec(BaseInterfaceInputSpec):
     reference = File(exists=True, mandatory=True, desc="reference session's SWI")
     reference_mask = File(exists=True, mandatory=True, desc="its brain mask")
     moving = File(exists=True, mandatory=True, desc="later session's SWI")
     moving_mask = File(exists=True, mandatory=True, desc="its brain mask")
     seed = traits.Int(0, usedefault=True)
-    omp_nthreads = traits.Int(1, usedefault=True)
 
 
 class _RegisterSessionOutputSpec(TraitedSpec):
@@ -107,23 +118,19 @@ class _RegisterSessionOutputSpec(TraitedSpec):
 
 
 class RegisterSession(SimpleInterface):
-    """Rigid registration of a later session onto the reference session."""
+    """Rigid registration of a later session onto the reference session, with one ITK
+    thread (mutual information is only reproducible single-threaded)."""
 
     input_spec = _RegisterSessionInputSpec
     output_spec = _RegisterSessionOutputSpec
 
     def _run_interface(self, runtime):
-        from ..algorithms import registration as reg
-
-        reg.set_ants_threads(self.inputs.omp_nthreads)
-        result = reg.register_sessions(
-            _load3d(self.inputs.reference), _load3d(self.inputs.reference_mask),
-            _load3d(self.inputs.moving), _load3d(self.inputs.moving_mask),
-            Path(runtime.cwd) / "session_", seed=self.inputs.seed)
-        qc = Path(runtime.cwd) / "registration_qc.json"
-        qc.write_text(json.dumps(result.qc(), indent=2) + "\n")
-        self._results.update(forward=str(result.forward), inverse=str(result.inverse),
-                             qc=str(qc))
+        forward, inverse, qc = run_with_itk_threads(
+            _register_session, 1, self.inputs.reference, self.inputs.reference_mask,
+            self.inputs.moving, self.inputs.moving_mask, runtime.cwd, self.inputs.seed)
+        qc_path = Path(runtime.cwd) / "registration_qc.json"
+        qc_path.write_text(json.dumps(qc, indent=2) + "\n")
+        self._results.update(forward=forward, inverse=inverse, qc=str(qc_path))
         return runtime
 
 

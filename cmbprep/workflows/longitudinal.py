@@ -15,7 +15,7 @@ from .base import _node_name
 
 
 def init_longitudinal_wf(series, *, output_dir: str, seed: int = 0,
-                         omp_nthreads: int = 1, name: str | None = None):
+                         name: str | None = None):
     """Register each later session's SWI onto the first and follow the microbleeds.
 
     Parameters
@@ -26,15 +26,13 @@ def init_longitudinal_wf(series, *, output_dir: str, seed: int = 0,
         Root of the derivatives dataset (the tables and transforms are written to
         ``sub-<label>/anat/``).
     seed : int
-        ``antsRegistration`` random seed.
-    omp_nthreads : int
-        ITK threads per registration.
+        ``antsRegistration`` random seed (each registration runs with one ITK thread,
+        so that it is reproducible).
     """
     sessions = series.sessions
     workflow = pe.Workflow(name=name or f"longitudinal_{_node_name(series.prefix[4:])}_wf")
-    register = pe.MapNode(RegisterSession(seed=seed, omp_nthreads=omp_nthreads),
-                          iterfield=["moving", "moving_mask"], name="register_sessions",
-                          n_procs=omp_nthreads)
+    register = pe.MapNode(RegisterSession(seed=seed), iterfield=["moving", "moving_mask"],
+                          name="register_sessions")
     register.inputs.reference = sessions[0]["swi"]
     register.inputs.reference_mask = sessions[0]["brain_mask"]
     register.inputs.moving = [s["swi"] for s in sessions[1:]]
