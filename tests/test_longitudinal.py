@@ -285,3 +285,52 @@ def test_rater_decisions_replace_the_automatic_ones(followed):
         assert rejected not in set(after["ses-02_source_id"].dropna().astype(int))
     finally:
         reviewed.unlink()
+
+
+def test_a_bad_review_table_fails_the_follow_up_only(followed, capsys):
+    """A reviewed table without a status column: the units stay written, the follow-up
+    fails with exit 19 and a line naming the file; the earlier tables are kept."""
+    out = followed["out"]
+    anat = out / "sub-01" / "anat"
+    before = (anat / "sub-01_desc-sessions_cmb.tsv").read_bytes()
+    reviewed = out / "sub-01" / "ses-02" / "anat" / "sub-01_ses-02_desc-reviewed_cmb.tsv"
+    reviewed.write_text("candidate_id\trater\n1\trater1\n")
+    try:
+        assert main(followed["args"]) == 19
+    finally:
+        reviewed.unlink()
+    err = capsys.readouterr().err
+    assert "sub-01 (follow-up) failed" in err
+    assert f"{reviewed}: no 'status' column" in err
+    assert (anat / "sub-01_desc-sessions_cmb.tsv").read_bytes() == before
+
+
+def test_sessions_ordered_by_acq_time_else_by_label(followed, tmp_path):
+    from cmbprep.utils.derivatives import collect_session_series
+
+    out = followed["out"]
+    (series,) = collect_session_series(out, followed["bids"], "01")
+    assert series.prefix == "sub-01"
+    assert [(s["session_id"], s["acq_time"]) for s in series.sessions] == [
+        ("ses-01", "2024-01-15T09:00:00"), ("ses-02", "2024-07-16T09:00:00")]
+    assert series.sessions[0]["reviewed"] is None
+    # dates say ses-02 came first
+    bids = tmp_path / "bids"
+    (bids / "sub-01").mkdir(parents=True)
+    (bids / "sub-01" / "sub-01_sessions.tsv").write_text(
+        "session_id\tacq_time\nses-01\t2025-03-01T10:00:00\nses-02\t2024-03-01T10:00:00\n")
+    (series,) = collect_session_series(out, bids, "01")
+    assert [s["session_id"] for s in series.sessions] == ["ses-02", "ses-01"]
+    # no dates: by label, acq_time n/a
+    (bids / "sub-01" / "sub-01_sessions.tsv").unlink()
+    (series,) = collect_session_series(out, bids, "01")
+    assert [(s["session_id"], s["acq_time"]) for s in series.sessions] == [
+        ("ses-01", "n/a"), ("ses-02", "n/a")]
+
+
+def test_intervals_unknown_without_dates():
+    from cmbprep.algorithms.longitudinal import session_days
+
+    since, interval = session_days(["2024-01-01T00:00:00", "2024-01-31T12:00:00", "n/a"])
+    assert since[:2].tolist() == [0.0, 30.5] and np.isnan(since[2])
+    assert np.isnan(interval[0]) and interval[1] == 30.5 and np.isnan(interval[2])

@@ -449,7 +449,8 @@ def _run_graph(settings, units, failures, assemble_participant_reports,
             code, message = error.exit_code, str(error)
         print(f"cmbprep: error: {message}", file=sys.stderr)
         return code
-    failures += _run_longitudinal(settings, workflow.config, done_units)
+    followed_failures = _run_longitudinal(settings, workflow.config, done_units,
+                                          crash_dir / "longitudinal")
     reports = assemble_participant_reports(settings.output_dir, done_units)
     for report in reports:
         print(f"cmbprep: participant report: {report}")
@@ -462,19 +463,25 @@ def _run_graph(settings, units, failures, assemble_participant_reports,
             failures.append((unit.name, f"{message} (exit {code})"))
     say(f"cmbprep: {len(done_units)} of {n_total} participant unit(s) written in "
         f"{format_duration(progress.clock() - progress.start)}")
+    for name, exc in failures + followed_failures:
+        print(f"cmbprep: error: {name} failed: {exc}", file=sys.stderr)
     if failures:
-        for name, exc in failures:
-            print(f"cmbprep: error: {name} failed: {exc}", file=sys.stderr)
         raise PartialFailure(f"{len(failures)} of {n_total} participant unit(s) failed "
                              "(listed above), the others were written; fix those and "
                              "rerun the participant level for them")
+    if followed_failures:
+        raise PartialFailure(f"the follow-up of {len(followed_failures)} participant "
+                             "series failed (listed above); every participant unit was "
+                             "written")
     return 0
 
 
-def _run_longitudinal(settings, config, done_units) -> list:
+def _run_longitudinal(settings, config, done_units, crash_dir) -> list:
     """Follow the microbleeds of every participant of this run with two or more
     sessions written (sessions of earlier runs included); the failures, one per
-    participant series, for the run's summary."""
+    participant series, as ``(name, message)`` with the message of its crash file."""
+    import copy
+
     from nipype.pipeline import engine as pe
 
     from ..utils.derivatives import collect_session_series
@@ -488,7 +495,7 @@ def _run_longitudinal(settings, config, done_units) -> list:
             series_list = collect_session_series(settings.output_dir, settings.bids_dir,
                                                  subject)
         except CmbprepError as exc:
-            failures.append((f"sub-{subject} (longitudinal)", exc))
+            failures.append((f"sub-{subject} (follow-up)", exc))
             continue
         for series in series_list:
             workflow = pe.Workflow(name="longitudinal_wf",
@@ -496,12 +503,17 @@ def _run_longitudinal(settings, config, done_units) -> list:
             workflow.add_nodes([init_longitudinal_wf(
                 series, output_dir=str(settings.output_dir),
                 seed=settings.random_seed)])
-            workflow.config = config
+            series_crashes = crash_dir / series.prefix
+            workflow.config = copy.deepcopy(config)
+            workflow.config["execution"]["crashdump_dir"] = str(series_crashes)
             plugin, plugin_args = _plugin(settings)
             try:
                 workflow.run(plugin=plugin, plugin_args=plugin_args)
-            except Exception as exc:  # noqa: BLE001 - reported per series below
-                failures.append((f"{series.prefix} (longitudinal)", exc))
+            except (WorkerLostError, NoSpaceError):
+                raise
+            except Exception:  # noqa: BLE001 - reported per series, from its crash file
+                code, message = _crash_exit_code(series_crashes)
+                failures.append((f"{series.prefix} (follow-up)", f"{message} (exit {code})"))
                 continue
             say(f"cmbprep: {series.prefix}: {len(series.sessions)} sessions followed")
     return failures

@@ -22,7 +22,6 @@ from nipype.interfaces.base import (
 )
 
 from ..errors import DataError
-from ..utils.tables import NA
 from .anatomical import _load3d
 from .itk_process import run_with_itk_threads
 
@@ -225,18 +224,6 @@ def _session_lesions(session, registration, swi_img):
     return lesions, counted["source"], counted["rater"]
 
 
-def _days(acq_times):
-    """Days since the first session and since the previous one (``nan`` unknown)."""
-    import numpy as np
-    import pandas as pd
-
-    times = pd.to_datetime(pd.Series(acq_times).replace(NA, None), errors="coerce")
-    since = ((times - times.iloc[0]).dt.total_seconds() / 86400.0).to_numpy(float)
-    previous = np.concatenate([[np.nan], np.diff(
-        (times - times.iloc[0]).dt.total_seconds().to_numpy(float) / 86400.0)])
-    return since, previous
-
-
 def _lesion_sidecar(session_ids):
     sidecar = dict(LESION_COLUMNS)
     for ses in session_ids:
@@ -269,7 +256,7 @@ def write_longitudinal_outputs(output_dir, prefix, sessions, registrations):
     import nibabel as nib
     import pandas as pd
 
-    from ..algorithms.longitudinal import count_per_session, track_lesions
+    from ..algorithms.longitudinal import count_per_session, session_days, track_lesions
     from ..utils.io import copy_h5_atomic, write_json_atomic
     from ..utils.tables import write_tsv
 
@@ -285,7 +272,7 @@ def write_longitudinal_outputs(output_dir, prefix, sessions, registrations):
         sources.append((source, rater))
     lesions = track_lesions(followed)
     counts = count_per_session(lesions, session_ids)
-    since, interval = _days([s["acq_time"] for s in sessions])
+    since, interval = session_days([s["acq_time"] for s in sessions])
     counts.insert(1, "acq_time", [s["acq_time"] for s in sessions])
     counts.insert(2, "days_since_reference", since)
     counts.insert(3, "interval_days", interval)
