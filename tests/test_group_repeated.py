@@ -183,10 +183,11 @@ def test_session_dates_from_bids_sessions_tsv_or_left_out(tmp_path):
         if len(member) > 1:
             days = [0, 200, 500, 900][: len(member)]
             (bids / pid).mkdir()
-            pd.DataFrame({"session_id": member["session_id"], "acq_time": [
-                (pd.Timestamp("2021-03-01") + pd.Timedelta(days=d)).isoformat()
-                for d in days]}).to_csv(bids / pid / f"{pid}_sessions.tsv", sep="\t",
-                                        index=False)
+            times = [(pd.Timestamp("2021-03-01") + pd.Timedelta(days=d)).isoformat()
+                     for d in days]
+            times[0] = times[0][:10]  # a date without time: ISO 8601 as well
+            pd.DataFrame({"session_id": member["session_id"], "acq_time": times}).to_csv(
+                bids / pid / f"{pid}_sessions.tsv", sep="\t", index=False)
     written = run_group(out, bids)
     models, terms = _models_and_terms(written)
     gee = models[models["analysis"] == "repeated_counts"].iloc[0]

@@ -74,14 +74,14 @@ def _bids_session_days(bids_dir, pid):
     table = read_tsv(path, dtype=str)
     if "acq_time" not in table or "session_id" not in table:
         return {}
-    times = pd.to_datetime(table["acq_time"], errors="coerce", utc=True)
+    times = pd.to_datetime(table["acq_time"], errors="coerce", utc=True, format="ISO8601")
     if times.isna().all():
         return {}
     days = (times - times.min()).dt.total_seconds() / 86400.0
     return {str(s): float(d) for s, d in zip(table["session_id"], days) if pd.notna(d)}
 
 
-def session_days(pid, session_table, bids_dir):
+def known_session_days(pid, session_table, bids_dir):
     """Days of each session since the participant's first, and where they come from.
 
     Returns ``({session_id: days}, "session table" | "sessions.tsv" | None)``.
@@ -102,7 +102,7 @@ def _time_since_first(rows, tables, bids_dir, notes):
     repeated = sorted(counts.index[counts > 1])
     days, undated = {}, []
     for pid in sorted(set(rows[PARTICIPANT])):
-        known, _source = session_days(pid, tables.get(pid), bids_dir)
+        known, _source = known_session_days(pid, tables.get(pid), bids_dir)
         days.update({(pid, s): d for s, d in known.items()})
         if pid in repeated and not known:
             undated.append(pid)
@@ -238,4 +238,4 @@ def _rate_models(model_tables, context, tables, covariates, kinds, chosen, extra
 
 
 __all__ = ["COVERAGE_OFFSET", "find_session_tables", "read_session_table",
-           "run_longitudinal_models", "session_days"]
+           "known_session_days", "run_longitudinal_models"]
