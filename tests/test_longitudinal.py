@@ -334,3 +334,6 @@ def test_intervals_unknown_without_dates():
     since, interval = session_days(["2024-01-01T00:00:00", "2024-01-31T12:00:00", "n/a"])
     assert since[:2].tolist() == [0.0, 30.5] and np.isnan(since[2])
     assert np.isnan(interval[0]) and interval[1] == 30.5 and np.isnan(interval[2])
+    # dates with and without a time of day (both ISO 8601)
+    since, _ = session_days(["2024-01-01", "n/a", "2024-03-01T12:00:00"])
+    assert since[0] == 0 and np.isnan(since[1]) and since[2] == 60.5

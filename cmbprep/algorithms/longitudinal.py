@@ -238,7 +238,7 @@ def session_days(acq_times: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     (``nan`` where a date is unknown: ``n/a``, empty or unparsable)."""
     times = pd.to_datetime(pd.Series([None if t in (None, "", "n/a") else t
                                       for t in acq_times], dtype=object),
-                           errors="coerce")
+                           errors="coerce", utc=True, format="ISO8601")
     since = ((times - times.iloc[0]).dt.total_seconds() / 86400.0).to_numpy(float)
     previous = np.concatenate([[np.nan], np.diff(since)])
     return since, previous

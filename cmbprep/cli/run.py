@@ -534,6 +534,9 @@ def run_group(settings) -> int:
         model=settings.model,
         participant_labels=settings.participant_label or None,
         rater=settings.rater,
+        covariate_selection=settings.covariate_selection,
+        keep_failed_qc=settings.keep_failed_qc,
+        reviewed_only=settings.reviewed_only,
     )
     report = written.get("report") if isinstance(written, dict) else None
     if report:

@@ -26,6 +26,7 @@ import pandas as pd
 
 from ..algorithms import stats
 from ..errors import DataError
+from ..utils.bids import read_acq_times
 from ..utils.tables import read_tsv
 from .covariates import join_covariates
 from .models import (LONGITUDINAL_MODEL_COLUMNS, ModelTables, model_formula,
@@ -67,18 +68,14 @@ def read_session_table(path):
 
 def _bids_session_days(bids_dir, pid):
     """``{session_id: days since the earliest acq_time}`` from the input dataset's
-    ``<pid>_sessions.tsv`` (empty without that file or its ``acq_time`` column)."""
-    path = bids_dir / pid / f"{pid}_sessions.tsv"
-    if not path.exists():
-        return {}
-    table = read_tsv(path, dtype=str)
-    if "acq_time" not in table or "session_id" not in table:
-        return {}
-    times = pd.to_datetime(table["acq_time"], errors="coerce", utc=True, format="ISO8601")
+    ``<pid>_sessions.tsv`` (empty without that file or without any date)."""
+    acq_times = read_acq_times(bids_dir, pid)
+    times = pd.to_datetime(pd.Series(list(acq_times.values()), dtype=object),
+                           errors="coerce", utc=True, format="ISO8601")
     if times.isna().all():
         return {}
     days = (times - times.min()).dt.total_seconds() / 86400.0
-    return {str(s): float(d) for s, d in zip(table["session_id"], days) if pd.notna(d)}
+    return {str(s): float(d) for s, d in zip(acq_times, days) if pd.notna(d)}
 
 
 def known_session_days(pid, session_table, bids_dir):

@@ -456,3 +456,24 @@ def _check_filtered_units(layout, subject: str, base: dict, units: dict) -> None
                                  "magnitude only")
         for warning in unit.warnings:
             LOGGER.warning("%s: %s", unit.name, warning)
+
+
+def read_acq_times(bids_dir: str | Path, subject: str) -> dict:
+    """``{ses-<label>: acq_time}`` from ``sub-<label>/sub-<label>_sessions.tsv`` of the
+    input dataset (empty without the file; ``None`` where a session has no time).
+
+    Raises
+    ------
+    DataError
+        The table cannot be read or has no ``session_id`` column.
+    """
+    from .tables import read_rows
+
+    subject = subject[4:] if subject.startswith("sub-") else subject
+    path = Path(bids_dir) / f"sub-{subject}" / f"sub-{subject}_sessions.tsv"
+    if not path.exists():
+        return {}
+    rows = read_rows(path)
+    if "session_id" not in rows.columns:
+        raise DataError(f"{path}: no 'session_id' column")
+    return {r["session_id"]: r.get("acq_time") for r in rows if r.get("session_id")}

@@ -244,21 +244,6 @@ class SessionSeries:
     sessions: list
 
 
-def _acq_times(bids_dir: Path, subject: str) -> dict:
-    """``{ses-<label>: acq_time}`` from ``sub-<label>_sessions.tsv`` (empty without)."""
-    from .tables import read_rows
-
-    path = Path(bids_dir) / f"sub-{subject}" / f"sub-{subject}_sessions.tsv"
-    if not path.exists():
-        return {}
-    rows = read_rows(path)
-    if "session_id" not in rows.columns:
-        from ..errors import DataError
-
-        raise DataError(f"{path}: no 'session_id' column")
-    return {r["session_id"]: r.get("acq_time") for r in rows if r.get("session_id")}
-
-
 def _session_order(sessions: list) -> list:
     """By ``acq_time`` when every session has one, else by session label."""
     from ..algorithms.stats import natural_sort_key
@@ -267,7 +252,7 @@ def _session_order(sessions: list) -> list:
     if all(t not in (None, "n/a") for t in times):
         import pandas as pd
 
-        parsed = pd.to_datetime(pd.Series(times), errors="coerce")
+        parsed = pd.to_datetime(pd.Series(times), errors="coerce", format="ISO8601")
         if parsed.notna().all():
             return [sessions[i] for i in parsed.argsort(kind="stable")]
     return sorted(sessions, key=lambda s: natural_sort_key(s["session_id"]))
@@ -281,11 +266,12 @@ def collect_session_series(output_dir: str | Path, bids_dir: str | Path,
     incomplete, or that lacks its SWI, brain mask or CMB table, is left out. Session
     times come from the input dataset's ``sub-<label>_sessions.tsv`` (``acq_time``).
     """
+    from .bids import read_acq_times
     from .units import find_participant_units
 
     output_dir = Path(output_dir)
     units, _empty = find_participant_units(output_dir, [subject])
-    times = _acq_times(Path(bids_dir), subject)
+    times = read_acq_times(Path(bids_dir), subject)
     groups: dict = {}
     for prefix, unit in sorted(units.items()):
         entities = unit["entities"]
