@@ -278,3 +278,27 @@ def test_count_sources_reported_and_reviewed_only(tmp_path):
     assert _read(written["prevalence"]).iloc[0]["n_participants"] == 1
     models = _read(written["regression_models"])
     assert (models["n_automatic"].fillna(0) == 0).all()
+
+
+def test_group_options_travel_from_the_command_line(tmp_path):
+    """--covariate-selection, --keep-failed-qc and --reviewed-only reach the group level
+    through ``cmbprep ... group`` (recorded in the provenance file)."""
+    from cmbprep.cli.run import main
+
+    from .test_group_cohort import synthesise_cohort
+
+    bids, out, _truth = synthesise_cohort(tmp_path, n_patients=12, n_controls=4, seed=2)
+    assert main([str(bids), str(out), "group"]) == 0
+    default = json.loads((out / "group_cmb_provenance.json").read_text())
+    assert (default["covariate_selection"], default["keep_failed_qc"],
+            default["reviewed_only"]) == ("prespecified", False, False)
+    assert main([str(bids), str(out), "group", "--covariate-selection", "univariate-p",
+                 "--keep-failed-qc"]) == 0
+    chosen = json.loads((out / "group_cmb_provenance.json").read_text())
+    assert (chosen["covariate_selection"], chosen["keep_failed_qc"]) == (
+        "univariate-p", True)
+    # no unit was reviewed: --reviewed-only leaves nothing to analyse
+    assert main([str(bids), str(out), "group", "--reviewed-only"]) == 0
+    provenance = json.loads((out / "group_cmb_provenance.json").read_text())
+    assert provenance["reviewed_only"] is True
+    assert provenance["n_participants_analysed"] == 0
