@@ -288,20 +288,20 @@ def test_rater_decisions_replace_the_automatic_ones(followed):
 
 
 def test_a_bad_review_table_fails_the_follow_up_only(followed, capsys):
-    """A reviewed table without a status column: the units stay written, the follow-up
+    """A reviewed table with an unknown status: the units stay written, the follow-up
     fails with exit 19 and a line naming the file; the earlier tables are kept."""
     out = followed["out"]
     anat = out / "sub-01" / "anat"
     before = (anat / "sub-01_desc-sessions_cmb.tsv").read_bytes()
     reviewed = out / "sub-01" / "ses-02" / "anat" / "sub-01_ses-02_desc-reviewed_cmb.tsv"
-    reviewed.write_text("candidate_id\trater\n1\trater1\n")
+    reviewed.write_text("candidate_id\trater\tdecision\tstatus\n1\trater1\tyes\tmaybe\n")
     try:
         assert main(followed["args"]) == 19
     finally:
         reviewed.unlink()
     err = capsys.readouterr().err
     assert "sub-01 (follow-up) failed" in err
-    assert f"{reviewed}: no 'status' column" in err
+    assert f"{reviewed}: status must be cmb, rejected or review" in err
     assert (anat / "sub-01_desc-sessions_cmb.tsv").read_bytes() == before
 
 
@@ -337,3 +337,15 @@ def test_intervals_unknown_without_dates():
     # dates with and without a time of day (both ISO 8601)
     since, _ = session_days(["2024-01-01", "n/a", "2024-03-01T12:00:00"])
     assert since[0] == 0 and np.isnan(since[1]) and since[2] == 60.5
+
+
+def test_group_level_reads_the_follow_up(followed):
+    """The group level models the sessions of the participant-level run (one
+    participant: the models are listed, whether or not they can be fitted)."""
+    bids, out = followed["bids"], followed["out"]
+    assert main([str(bids), str(out), "group"]) == 0
+    group_cmb = read_tsv(out / "group_cmb.tsv")
+    assert list(group_cmb["session_id"]) == ["ses-01", "ses-02"]
+    models = read_tsv(out / "group_longitudinal_models.tsv")
+    assert len(models) >= 2
+    assert "Repeated sessions" in (out / "group_cmb.html").read_text()
