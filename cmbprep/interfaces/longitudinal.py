@@ -257,6 +257,7 @@ def write_longitudinal_outputs(output_dir, prefix, sessions, registrations):
     import pandas as pd
 
     from ..algorithms.longitudinal import count_per_session, session_days, track_lesions
+    from ..utils.derivatives import session_transform_name
     from ..utils.io import copy_h5_atomic, write_json_atomic
     from ..utils.tables import write_tsv
 
@@ -283,10 +284,9 @@ def write_longitudinal_outputs(output_dir, prefix, sessions, registrations):
     counts["registration_nmi"] = [q["nmi"] if q else None for q in qc]
     counts["registration_ok"] = pd.array([q["registration_ok"] if q else None for q in qc],
                                          dtype=object)
-    reference = session_ids[0].replace("-", "")
     transforms = []
     for ses, registration in zip(session_ids[1:], registrations, strict=True):
-        name = f"{prefix}_from-{ses.replace('-', '')}_to-{reference}_mode-image_xfm"
+        name = session_transform_name(prefix, ses, session_ids[0])
         transforms.append(copy_h5_atomic(registration["forward"], anat / f"{name}.h5"))
         write_json_atomic(anat / f"{name}.json", {
             **registration["qc"],

@@ -18,6 +18,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from ..utils.derivatives import session_transform_name
 from ..utils.tables import read_tsv
 from .crops import _figure, _png, _window
 
@@ -110,7 +111,6 @@ def _img(png: bytes, alt: str) -> str:
 
 def _session_files(anat, prefix, session_ids, output_dir, subject):
     """``{ses: (swi path, forward transform or None)}`` of a series."""
-    reference = session_ids[0].replace("-", "")
     files = {}
     for ses in session_ids:
         unit = prefix.replace(f"sub-{subject}", f"sub-{subject}_{ses}", 1)
@@ -118,8 +118,7 @@ def _session_files(anat, prefix, session_ids, output_dir, subject):
             f"{unit}_desc-preproc_swi.nii.gz"
         transform = None
         if ses != session_ids[0]:
-            transform = anat / (f"{prefix}_from-{ses.replace('-', '')}_to-{reference}"
-                                "_mode-image_xfm.h5")
+            transform = anat / f"{session_transform_name(prefix, ses, session_ids[0])}.h5"
         files[ses] = (swi, transform)
     return files
 

@@ -231,6 +231,13 @@ def check_unit_manifest(path: str | Path, output_dir: str | Path,
     return None
 
 
+def session_transform_name(prefix: str, session_id: str, reference_id: str) -> str:
+    """File name (no extension) of the transform that resamples ``session_id``'s images
+    onto the reference session: ``<prefix>_from-ses02_to-ses01_mode-image_xfm``."""
+    return (f"{prefix}_from-{session_id.replace('-', '')}_to-"
+            f"{reference_id.replace('-', '')}_mode-image_xfm")
+
+
 @dataclass
 class SessionSeries:
     """A participant's sessions with complete outputs, in time order.
