@@ -20,6 +20,7 @@ from cmbprep.cli.run import main
 from cmbprep.testing.longitudinal import write_longitudinal_dataset
 from cmbprep.testing.scoring import match_detections
 from cmbprep.utils.tables import read_tsv
+from tests.test_review import browser  # noqa: F401 - fixture
 
 
 # --------------------------------------------------------------------------------------
@@ -349,3 +350,19 @@ def test_group_level_reads_the_follow_up(followed):
     models = read_tsv(out / "group_longitudinal_models.tsv")
     assert len(models) >= 2
     assert "Repeated sessions" in (out / "group_cmb.html").read_text()
+
+
+def test_follow_up_section_opens_cleanly_in_a_browser(followed, browser):
+    """The participant report with its follow-up section in headless Chromium: every
+    image loads, no script error, no ``nan``/``None`` shown."""
+    from tests.test_reports_browser import NAN_OR_NONE, _open
+
+    anat = followed["out"] / "sub-01" / "anat"
+    n_new = int((read_tsv(anat / "sub-01_desc-longitudinal_cmb.tsv")["label"] == "new")
+                .sum())
+    errors, images, broken, text = _open(browser, followed["out"] / "sub-01.html")
+    assert errors == [] and broken == 0 and images > 1 + n_new
+    for shown in ("Follow-up: sub-01", "New lesions", "interval_days",
+                  "registration_residual_mm", "(left: ses-01, same place"):
+        assert shown in text, shown
+    assert not NAN_OR_NONE.search(text), NAN_OR_NONE.search(text)
