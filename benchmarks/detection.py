@@ -258,9 +258,10 @@ def direct_mode(args, cohort):
         a, truth, timing = prepare_scan(spec, args.cache)
         t0 = time.perf_counter()
         r = detect_cmbprep(a["swi"], a["brain"], a["affine"], filtered_phase=a["phase"],
-                           parameters=detector_parameters(a))
+                           magnitude=a["magnitude"], parameters=detector_parameters(a))
         timing["cmbprep_s"] = time.perf_counter() - t0
         rr = detect_cmbprep(a["swi"], a["brain"], a["affine"], filtered_phase=a["phase"],
+                            magnitude=a["magnitude"],
                             parameters=detector_parameters(a, scorer="rules"))
         t0 = time.perf_counter()
         rb = detect_bian2013(a["swi"], a["minip"], a["brain"], a["affine"])
@@ -306,7 +307,7 @@ def timing_mode(args):
         a, _, _ = prepare_scan(spec, args.cache)
         t0 = time.perf_counter()
         context = find_candidates(a["swi"], a["brain"], a["affine"],
-                                  filtered_phase=a["phase"])
+                                  filtered_phase=a["phase"], magnitude=a["magnitude"])
         t_find = time.perf_counter() - t0
         analysed, t_chunks = {}, []
         for chunk in range(n_chunks):

@@ -90,7 +90,7 @@ def run_detector(magnitude, phase, affine, input_kind):
     parameters = ({"phase_sign_reference": PHASE_SIGN_OF_HANDEDNESS[handedness]}
                   if handedness in PHASE_SIGN_OF_HANDEDNESS else None)
     result = detect_cmbprep(out["swi"], out["head_mask"], affine, filtered_phase=fp,
-                            parameters=parameters)
+                            magnitude=out["magnitude"], parameters=parameters)
     return result, out["head_mask"]
 
 

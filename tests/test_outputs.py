@@ -78,8 +78,9 @@ def test_summary_counts_and_qc_flags(tmp_path):
                              {"registration_ok": False,
                               "registration_warnings": ["low mask overlap"],
                               "regions_not_covered": ["cerebellum"]},
-                             {"detector": "cmbprep"})
+                             {"detector": "cmbprep", "phase_artefact_zone_cm3": 12.5})
     assert summary["n_cmb"] == 3 and summary["n_candidates"] == 5 and summary["n_review"] == 1
+    assert summary["phase_artefact_zone_cm3"] == 12.5
     assert summary["counts_by_mars"] == {"lobar": 2, "deep": 1, "infratentorial": 0,
                                          "not_assigned": 0}
     assert summary["counts_by_lobe"] == {"frontal": 2, "not_assigned": 1}

@@ -96,6 +96,14 @@ def _load_scan(inputs):
     return swi_img, swi, brain, minip, phase
 
 
+def _load_magnitude(inputs, swi_img):
+    """The bias-corrected magnitude (float32) or None."""
+    if not _given(inputs.magnitude):
+        return None
+    _, magnitude = _load(inputs.magnitude, "magnitude", swi_img)
+    return np.asarray(magnitude, np.float32)
+
+
 def _parameters(inputs):
     return dict(inputs.parameters) if _given(inputs.parameters) else None
 
@@ -163,6 +171,10 @@ class _OutputsInputSpec(BaseInterfaceInputSpec):
 class _DetectInputSpec(_OutputsInputSpec):
     minip = File(exists=True, desc="minimum-intensity projection (bian2013)")
     filtered_phase = traits.Str("n/a", usedefault=True, desc="filtered phase path or n/a")
+    magnitude = traits.Str(
+        "n/a", usedefault=True,
+        desc="bias-corrected magnitude the SWI was made from (cmbprep: phase-mask "
+             "artefact zones) or n/a")
     brain_mask = File(exists=True, mandatory=True, desc="brain mask on the SWI grid")
     detector = traits.Enum(*DETECTORS, usedefault=True, desc="detector name")
     parameters = traits.Dict(desc="overrides of the detector parameters")
@@ -193,6 +205,7 @@ class DetectMicrobleeds(SimpleInterface):
         try:
             result = detect_microbleeds(self.inputs.detector, swi, brain, swi_img.affine,
                                         minip=minip, filtered_phase=phase,
+                                        magnitude=_load_magnitude(self.inputs, swi_img),
                                         parameters=_parameters(self.inputs))
         except ValueError as exc:
             raise DataError(f"{self.inputs.swi}: {exc}") from exc
@@ -203,6 +216,10 @@ class DetectMicrobleeds(SimpleInterface):
 class _FindInputSpec(BaseInterfaceInputSpec):
     swi = File(exists=True, mandatory=True, desc="bias-corrected SWI")
     filtered_phase = traits.Str("n/a", usedefault=True, desc="filtered phase path or n/a")
+    magnitude = traits.Str(
+        "n/a", usedefault=True,
+        desc="bias-corrected magnitude the SWI was made from (phase-mask artefact "
+             "zones) or n/a")
     swi_handedness = traits.Enum(
         "n/a", "left", "right", usedefault=True,
         desc="handedness the SWI chain detected (cross-check of the detector's own "
@@ -224,13 +241,14 @@ class FindCandidates(SimpleInterface):
 
     def _run_interface(self, runtime):
         swi_img, swi, brain, _, phase = _load_scan(self.inputs)
+        magnitude = _load_magnitude(self.inputs, swi_img)
         parameters = _parameters(self.inputs) or {}
         if self.inputs.swi_handedness in PHASE_SIGN_OF_HANDEDNESS:
             parameters.setdefault("phase_sign_reference",
                                   PHASE_SIGN_OF_HANDEDNESS[self.inputs.swi_handedness])
         try:
             context = find_candidates(swi, brain, swi_img.affine, filtered_phase=phase,
-                                      parameters=parameters)
+                                      magnitude=magnitude, parameters=parameters)
         except ValueError as exc:
             raise DataError(f"{self.inputs.swi}: {exc}") from exc
         self._results["context"] = _save_pickle(context, Path(runtime.cwd) / "context.pkl")

@@ -98,6 +98,7 @@ def summarize_cmbs(cmb_tsv: str | Path, candidates_tsv: str | Path | None,
         "detector": detection_meta.get("detector"),
         "detector_version": detection_meta.get("version", __version__),
         "detection_warnings": list(detection_meta.get("warnings", []) or []),
+        "phase_artefact_zone_cm3": detection_meta.get("phase_artefact_zone_cm3"),
         "n_cmb": int(len(cmbs)),
         "n_candidates": int(len(candidates)) if candidates is not None else None,
         "n_review": int((candidates["status"] == "review").sum())

@@ -138,9 +138,11 @@ def prepare_scan(spec, cache_dir=None):
     Returns
     -------
     arrays : dict
-        ``swi phase minip brain affine handedness`` (the phantom's brain mask; ``phase``
-        is ``None`` for scanner-SWI input; ``handedness`` is the SWI chain's detected
-        phase convention, ``"n/a"`` without phase or in caches written before it was kept).
+        ``swi phase minip brain affine handedness magnitude`` (the phantom's brain mask;
+        ``phase`` is ``None`` for scanner-SWI input; ``handedness`` is the SWI chain's
+        detected phase convention, ``"n/a"`` without phase or in caches written before it
+        was kept; ``magnitude`` is the chain's bias-corrected magnitude, which the
+        detector reads in phase-mask artefact zones).
     truth : pandas.DataFrame
     timing : dict
     """
@@ -154,11 +156,17 @@ def prepare_scan(spec, cache_dir=None):
         csv = Path(cache_dir) / f"{tag}.csv"
         stamp = Path(cache_dir) / f"{tag}.phantom"
         fresh = stamp.exists() and stamp.read_text().strip() == phantom_fingerprint()
+        # caches written before the bias-corrected magnitude was kept are redone: the
+        # detector reads it in phase-mask artefact zones, as in the pipeline
+        if fresh and npz.exists():
+            with np.load(npz) as d:
+                fresh = "magnitude" in d.files
         if npz.exists() and csv.exists() and fresh:
             d = np.load(npz)
             arrays = {k: d[k] for k in ("swi", "minip", "brain", "affine")}
             arrays["phase"] = d["phase"] if "phase" in d.files else None
             arrays["handedness"] = str(d["handedness"]) if "handedness" in d.files else "n/a"
+            arrays["magnitude"] = d["magnitude"]
             return arrays, pd.read_csv(csv), {"simulate_s": np.nan, "swi_s": np.nan}
     t0 = time.perf_counter()
     sub = simulate_scan(spec)  # as the pipeline receives it (scanner SWI: no phase)
@@ -174,7 +182,8 @@ def prepare_scan(spec, cache_dir=None):
               "minip": minip.astype(np.float32), "brain": sub.brain_mask,
               "affine": sub.affine,
               "handedness": out["meta"].get("Handedness", "n/a") if filtered is not None
-              else "n/a"}
+              else "n/a",
+              "magnitude": out["magnitude"].astype(np.float32)}
     if cache_dir:
         os.makedirs(cache_dir, exist_ok=True)
         tmp = Path(cache_dir) / f".{tag}.tmp.npz"
@@ -207,6 +216,7 @@ def candidate_table(spec, cache_dir=None):
     # features do not depend on the scorer; "rules" needs no model file
     result = detect_cmbprep(arrays["swi"], arrays["brain"], arrays["affine"],
                             filtered_phase=arrays["phase"],
+                            magnitude=arrays.get("magnitude"),
                             parameters=detector_parameters(arrays, scorer="rules"))
     timing["detect_s"] = time.perf_counter() - t0
     cand = result.candidates.copy()

@@ -86,7 +86,8 @@ def init_single_subject_wf(unit, settings, name: str | None = None):
         (swi_wf, detection_wf, [("outputnode.swi", "inputnode.swi"),
                                 ("outputnode.minip", "inputnode.minip"),
                                 ("outputnode.filtered_phase", "inputnode.filtered_phase"),
-                                ("outputnode.handedness", "inputnode.swi_handedness")]),
+                                ("outputnode.handedness", "inputnode.swi_handedness"),
+                                ("outputnode.magnitude", "inputnode.magnitude")]),
         (anat_wf, detection_wf, [
             ("outputnode.brain_mask", "inputnode.brain_mask"),
             ("outputnode.dseg", "inputnode.dseg"),

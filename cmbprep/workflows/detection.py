@@ -13,8 +13,8 @@ from ..interfaces.detection import (
     ScoreCandidates,
 )
 
-INPUT_FIELDS = ["swi", "minip", "filtered_phase", "swi_handedness", "brain_mask", "dseg",
-                "dseg_tsv", "template_to_swi_xfm"]
+INPUT_FIELDS = ["swi", "minip", "filtered_phase", "swi_handedness", "magnitude",
+                "brain_mask", "dseg", "dseg_tsv", "template_to_swi_xfm"]
 OUTPUT_FIELDS = ["candidates_tsv", "cmb_tsv", "cmb_dseg", "cmb_mask", "detection_meta",
                  "candidates_sidecar", "cmb_sidecar"]
 
@@ -50,7 +50,9 @@ def init_detection_wf(*, detector, seed, omp_nthreads, model=None, handedness="a
     ------
     swi, minip, filtered_phase (path or ``"n/a"``), swi_handedness (the SWI chain's
     detected ``"left"``/``"right"`` or ``"n/a"``: the ``cmbprep`` detector's cross-check
-    of its own phase-sign calibration), brain_mask, dseg, dseg_tsv, template_to_swi_xfm
+    of its own phase-sign calibration), magnitude (the SWI chain's bias-corrected
+    magnitude or ``"n/a"``: the ``cmbprep`` detector looks at it inside phase-mask
+    artefact zones), brain_mask, dseg, dseg_tsv, template_to_swi_xfm
 
     Outputs
     -------
@@ -63,6 +65,7 @@ def init_detection_wf(*, detector, seed, omp_nthreads, model=None, handedness="a
     inputnode = pe.Node(niu.IdentityInterface(fields=INPUT_FIELDS), name="inputnode")
     inputnode.inputs.filtered_phase = "n/a"
     inputnode.inputs.swi_handedness = "n/a"
+    inputnode.inputs.magnitude = "n/a"
     outputnode = pe.Node(niu.IdentityInterface(fields=OUTPUT_FIELDS), name="outputnode")
     code_id = detector_code_id(detector, model)
     if detector == "bian2013":
@@ -72,7 +75,8 @@ def init_detection_wf(*, detector, seed, omp_nthreads, model=None, handedness="a
             name="detect", n_procs=int(omp_nthreads),
         )
         workflow.connect([
-            (inputnode, detect, [(f, f) for f in INPUT_FIELDS if f != "swi_handedness"]),
+            (inputnode, detect, [(f, f) for f in INPUT_FIELDS
+                                 if f not in ("swi_handedness", "magnitude")]),
             (detect, outputnode, [(f, f) for f in OUTPUT_FIELDS]),
         ])
         return workflow
@@ -96,7 +100,7 @@ def init_detection_wf(*, detector, seed, omp_nthreads, model=None, handedness="a
     workflow.connect([
         (inputnode, find, [("swi", "swi"), ("filtered_phase", "filtered_phase"),
                            ("swi_handedness", "swi_handedness"),
-                           ("brain_mask", "brain_mask")]),
+                           ("magnitude", "magnitude"), ("brain_mask", "brain_mask")]),
         (find, analyse, [("context", "context")]),
         (find, detect, [("context", "context")]),
         (analyse, detect, [("analysed", "analysed")]),

@@ -48,6 +48,7 @@ from .tables import (
     cmb_table,
     column_descriptions,
 )
+from .zones import phase_artefact_zones, zone_detection_image
 
 __all__ = [
     "BIAN2013_PARAMETERS",
@@ -72,21 +73,24 @@ __all__ = [
     "detector_code_id",
     "find_candidates",
     "merge_and_score",
+    "phase_artefact_zones",
     "score_candidates",
     "template_coordinates",
     "write_detection_tables",
+    "zone_detection_image",
 ]
 
 
 def detect_microbleeds(detector, swi, brain_mask, affine, *, minip=None, filtered_phase=None,
-                       parameters=None):
+                       magnitude=None, parameters=None):
     """Run a detector by name (see :data:`DETECTORS`) in this process.
 
-    ``minip`` is needed by ``bian2013``, ``filtered_phase`` is used by ``cmbprep``.
+    ``minip`` is needed by ``bian2013``, ``filtered_phase`` and ``magnitude`` (the
+    bias-corrected magnitude, for the phase-mask artefact zones) are used by ``cmbprep``.
     """
     if detector == "cmbprep":
         return detect_cmbprep(swi, brain_mask, affine, filtered_phase=filtered_phase,
-                              parameters=parameters)
+                              magnitude=magnitude, parameters=parameters)
     if detector == "bian2013":
         if minip is None:
             raise ValueError("the bian2013 detector needs the minimum-intensity projection")

@@ -37,6 +37,7 @@ from .result import (
     voxel_size_tuple,
 )
 from .scoring import assign_status, candidate_scores, score_thresholds
+from .zones import phase_artefact_zones, zone_detection_image
 
 __all__ = ["CandidateContext", "detect_cmbprep", "find_candidates", "merge_and_score",
            "merge_candidates"]
@@ -75,6 +76,12 @@ class CandidateContext:
     edge_distance : ndarray of float64
         Distance (mm) to the brain edge on blocks of ``edge_factors`` voxels.
     edge_factors : tuple of int
+    phase_zone : ndarray of bool or None
+        Phase-mask artefact zones (cropped, :func:`.zones.phase_artefact_zones`); None
+        when no magnitude was given. ``relative`` is then that of the magnitude inside
+        them (:func:`.zones.zone_detection_image`).
+    phase_zone_cm3 : float or None
+        Their volume (cm^3); None without magnitude.
     """
 
     parameters: dict
@@ -92,6 +99,8 @@ class CandidateContext:
     peak_sigma: np.ndarray
     edge_distance: np.ndarray
     edge_factors: tuple
+    phase_zone: np.ndarray | None = None
+    phase_zone_cm3: float | None = None
 
 
 def seed_peaks(rel, blobness, brain, voxel_size, p):
@@ -186,10 +195,13 @@ def calibrate_phase(filtered_phase, shape, box, rel, brain, voxel_size, affine, 
     return (phase_c if used else None), info
 
 
-def find_candidates(swi, brain_mask, affine, *, filtered_phase=None, parameters=None):
+def find_candidates(swi, brain_mask, affine, *, filtered_phase=None, magnitude=None,
+                    parameters=None):
     """First stage: seeds and everything their analysis needs.
 
-    Parameters are those of :func:`detect_cmbprep`.
+    Parameters are those of :func:`detect_cmbprep`. With ``magnitude``, the seeds and the
+    features come from the magnitude inside the phase-mask artefact zones and from the
+    SWI elsewhere; the phase-sign calibration always uses the SWI.
 
     Returns
     -------
@@ -202,12 +214,31 @@ def find_candidates(swi, brain_mask, affine, *, filtered_phase=None, parameters=
     margin = [int(np.ceil(4.0 / v)) for v in voxel_size]
     box = bounding_box(brain, margin_vox=margin)
     brain_c = brain[box]
-    rel = relative_intensity(np.asarray(swi[box], dtype=np.float32), brain_c,
-                             background_mm=p["background_sigma_mm"], voxel_size=voxel_size)
+    swi_c = np.asarray(swi[box], dtype=np.float32)
+    rel = rel_swi = relative_intensity(swi_c, brain_c, background_mm=p["background_sigma_mm"],
+                                       voxel_size=voxel_size)
+    zone_c, zone_cm3 = None, None
+    if magnitude is not None:
+        magnitude = np.asarray(magnitude)
+        if magnitude.shape != swi.shape:
+            raise ValueError(f"magnitude shape {magnitude.shape} differs from SWI shape "
+                             f"{swi.shape}")
+        mag_c = np.asarray(magnitude[box], dtype=np.float32)
+        zone_c = phase_artefact_zones(swi_c, mag_c, brain_c, voxel_size,
+                                      sigma_mm=p["phase_zone_sigma_mm"],
+                                      level=p["phase_zone_level"],
+                                      min_cm3=p["phase_zone_min_cm3"])
+        zone_cm3 = float(zone_c.sum()) * float(np.prod(voxel_size)) / 1000.0
+        if zone_c.any():
+            image = zone_detection_image(swi_c, mag_c, zone_c, voxel_size,
+                                         edge_mm=p["phase_zone_edge_mm"])
+            rel = relative_intensity(image, brain_c, background_mm=p["background_sigma_mm"],
+                                     voxel_size=voxel_size)
     blobness, best_sigma = multiscale_dark_blobness(rel, voxel_size, p["sigmas_mm"])
     peaks, n_blob_peaks = seed_peaks(rel, blobness, brain_c, voxel_size, p)
     edge_factors, edge_distance = brain_edge_distance(brain_c, voxel_size)
-    phase_c, phase_info = calibrate_phase(filtered_phase, swi.shape, box, rel, brain_c,
+    # the calibration's vessel-like structures are the SWI's (the phase made them dark)
+    phase_c, phase_info = calibrate_phase(filtered_phase, swi.shape, box, rel_swi, brain_c,
                                           voxel_size, affine, p)
     at_peaks = tuple(peaks.T)
     return CandidateContext(
@@ -216,6 +247,7 @@ def find_candidates(swi, brain_mask, affine, *, filtered_phase=None, parameters=
         phase_info=phase_info, peaks=peaks, n_blob_peaks=n_blob_peaks,
         peak_blobness=blobness[at_peaks], peak_sigma=best_sigma[at_peaks],
         edge_distance=edge_distance, edge_factors=edge_factors,
+        phase_zone=zone_c, phase_zone_cm3=zone_cm3,
     )
 
 
@@ -293,9 +325,15 @@ def merge_and_score(context, analysed):
     p = context.parameters
     use_phase = context.phase is not None
     table = candidate_frame(rows, context.affine)
+    zone = getattr(context, "phase_zone", None)
     if len(table):
-        score, reason, scoring = candidate_scores(table, p, use_phase=use_phase)
-        assign_status(table, score, reason, scoring["accept_score"], scoring["review_score"])
+        in_zone = None
+        if zone is not None:
+            in_zone = centres_in_zone(table, zone, context.box)
+            table["phase_artefact_zone"] = in_zone
+        score, reason, scoring, accept, review = candidate_scores(
+            table, p, use_phase=use_phase, no_phase=in_zone)
+        assign_status(table, score, reason, accept, review)
         _paint_accepted(labels_c, table, analysed, seeds)
     else:
         scoring = score_thresholds(p, use_phase=use_phase)
@@ -305,7 +343,18 @@ def merge_and_score(context, analysed):
               "slice_axis": context.slice_axis, **jsonable(p),
               **jsonable(context.phase_info), **jsonable(scoring),
               "warnings": phase_warnings(context.phase_info)}
+    if zone is not None:
+        params["phase_artefact_zone_cm3"] = round(float(context.phase_zone_cm3), 3)
     return DetectionResult(table, labels, params)
+
+
+def centres_in_zone(table, zone, box):
+    """Whether each candidate's rounded centroid (``i j k``, SWI grid) lies in ``zone``
+    (cropped to ``box``)."""
+    start = np.array([b.start for b in box])
+    ijk = table[["i", "j", "k"]].to_numpy(int) - start
+    ijk = np.clip(ijk, 0, np.array(zone.shape) - 1)
+    return zone[tuple(ijk.T)].astype(bool)
 
 
 def phase_warnings(phase_info):
@@ -326,7 +375,8 @@ def phase_warnings(phase_info):
     return []
 
 
-def detect_cmbprep(swi, brain_mask, affine, *, filtered_phase=None, parameters=None):
+def detect_cmbprep(swi, brain_mask, affine, *, filtered_phase=None, magnitude=None,
+                   parameters=None):
     """Default detector: 3D multi-scale blobs, segmentation, features, score.
 
     Runs :func:`find_candidates`, :func:`.analysis.analyse_candidates` and
@@ -345,6 +395,13 @@ def detect_cmbprep(swi, brain_mask, affine, *, filtered_phase=None, parameters=N
         that rejects calcifications. Its handedness is calibrated on the image's own
         veins unless ``parameters["phase_sign"]`` is +1 or -1 (the sign of the phase
         produced by a positive susceptibility source along B0).
+    magnitude : (X, Y, Z) ndarray or None, optional
+        The bias-corrected magnitude the SWI was made from. Inside phase-mask artefact
+        zones (:func:`.zones.phase_artefact_zones`: where the phase mask darkens a large
+        region, typically at the skull base) the detector then looks at the magnitude
+        instead of the SWI and scores the candidates centred there without their phase
+        (the classifier's ``no_phase`` part); the table gets ``phase_artefact_zone`` and
+        the parameters ``phase_artefact_zone_cm3``. None: the SWI everywhere.
     parameters : dict, optional
         Overrides of :data:`.parameters.CMBPREP_PARAMETERS`.
 
@@ -353,5 +410,5 @@ def detect_cmbprep(swi, brain_mask, affine, *, filtered_phase=None, parameters=N
     DetectionResult
     """
     context = find_candidates(swi, brain_mask, affine, filtered_phase=filtered_phase,
-                              parameters=parameters)
+                              magnitude=magnitude, parameters=parameters)
     return merge_and_score(context, analyse_candidates(context))

@@ -12,7 +12,7 @@ __all__ = ["BIAN2013_PARAMETERS", "CMBPREP_PARAMETERS", "DETECTORS", "DETECTOR_V
            "detector_code_id"]
 
 DETECTORS = ("cmbprep", "bian2013")
-DETECTOR_VERSION = {"cmbprep": "0.3.0", "bian2013": "0.2.0"}
+DETECTOR_VERSION = {"cmbprep": "0.4.0", "bian2013": "0.2.0"}
 
 #: Parameters of the reference method (Bian et al. 2013; CMB_labeler's ``cmb_threshold``
 #: file, Morrison et al. 2018). Published values are for images rescaled to 0-255 with
@@ -92,6 +92,13 @@ CMBPREP_PARAMETERS = {
     "phase_sign_reference": None,
     "vessel_intensity": 0.5,  # relative intensity below which voxels may be vessel
     "vessel_min_elongation": 5.0,  # dark components this elongated are vessels
+    # Phase-mask artefact zones (used only when the bias-corrected magnitude is given;
+    # see .zones): smoothing (mm) and level of the SWI/magnitude ratio, smallest zone
+    # (cm^3), width of the magnitude/SWI blend at the zone edge (mm)
+    "phase_zone_sigma_mm": 3.0,
+    "phase_zone_level": 0.5,
+    "phase_zone_min_cm3": 1.0,
+    "phase_zone_edge_mm": 2.0,
 }
 
 

@@ -129,8 +129,21 @@ def score_thresholds(p, use_phase):
     }
 
 
-def candidate_scores(table, p, use_phase):
+def candidate_scores(table, p, use_phase, no_phase=None):
     """Score and reason of every candidate; screened-out candidates score 0.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Candidate features.
+    p : dict
+        Detector parameters.
+    use_phase : bool
+        Whether the scan's phase is used (the classifier's ``phase`` part).
+    no_phase : (N,) array_like of bool, optional
+        Candidates scored as without phase even so (centred in a phase-mask artefact
+        zone, where the phase is background field): the classifier's ``no_phase`` part
+        with its own thresholds; for the rules, ``paramagnetic_evidence`` counts as n/a.
 
     Returns
     -------
@@ -138,22 +151,46 @@ def candidate_scores(table, p, use_phase):
     reason : list of str
         Failed rule criteria, prefixed ``screened:`` for screened-out candidates.
     scoring : dict
-        :func:`score_thresholds`.
+        :func:`score_thresholds` of the scan's part; with ``no_phase`` candidates (and
+        phase used) also ``phase_artefact_zone_model_part`` and
+        ``phase_artefact_zone_accept_score``/``_review_score``.
+    accept, review : ndarray of float
+        Each candidate's thresholds.
     """
     scoring = score_thresholds(p, use_phase)
-    rule_score, reason = score_candidates(table, p)
+    n = len(table)
+    zone = np.zeros(n, dtype=bool)
+    if use_phase and no_phase is not None:
+        zone = np.asarray(no_phase, dtype=bool)
+    features = table
+    if zone.any():
+        features = table.copy()
+        features.loc[zone, "paramagnetic_evidence"] = np.nan
+    rule_score, reason = score_candidates(features, p)
     screened = table["screened_out"].to_numpy(bool)
+    accept = np.full(n, scoring["accept_score"], dtype=float)
+    review = np.full(n, scoring["review_score"], dtype=float)
+    if zone.any():
+        zone_scoring = score_thresholds(p, False)
+        scoring = {**scoring,
+                   "phase_artefact_zone_model_part": zone_scoring.get("model_part", "rules"),
+                   "phase_artefact_zone_accept_score": zone_scoring["accept_score"],
+                   "phase_artefact_zone_review_score": zone_scoring["review_score"]}
+        accept[zone] = zone_scoring["accept_score"]
+        review[zone] = zone_scoring["review_score"]
     if scoring["scorer"] == "rules":
         score = rule_score
     else:
-        score = np.zeros(len(table))
-        keep = ~screened
-        if keep.any():
-            score[keep] = predict_proba(model_frame(table.loc[keep]), load_model(p["model"]),
-                                        use_phase=use_phase)
+        score = np.zeros(n)
+        model = load_model(p["model"]) if (~screened).any() else None
+        for part_rows, part_phase in ((~screened & ~zone, use_phase),
+                                      (~screened & zone, False)):
+            if part_rows.any():
+                score[part_rows] = predict_proba(model_frame(table.loc[part_rows]), model,
+                                                 use_phase=part_phase)
     score = np.where(screened, 0.0, score)
     reason = [("screened:" + r) if s else r for r, s in zip(reason, screened)]
-    return score, reason, scoring
+    return score, reason, scoring, accept, review
 
 
 def assign_status(table, score, reason, accept_score, review_score):

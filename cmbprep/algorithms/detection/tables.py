@@ -111,6 +111,11 @@ _DESCRIPTIONS = {
     "n_voxels": ("Number of voxels of the segmented region", None),
     "screened_out": ("Whether cheap criteria (region leaves its patch, faint, huge, clearly "
                      "elongated) rejected the candidate before the costly features", None),
+    "phase_artefact_zone": ("Whether the centroid lies in a phase-mask artefact zone (a "
+                            "region of at least 1 cm^3 that the SWI's phase mask darkens, "
+                            "typically at the skull base): the candidate was found on the "
+                            "bias-corrected magnitude there and scored without its phase "
+                            "(the classifier's no_phase part and thresholds)", None),
     "dipole_correlation": ("Correlation of the filtered phase with a z-oriented point-dipole "
                            "pattern around the lesion (n/a without phase)", None),
     "paramagnetic_evidence": ("dipole_correlation times the phase handedness: > 0 "
@@ -153,6 +158,8 @@ _LEVELS = {
                       "infratentorial": "infratentorial (brainstem, cerebellum)"},
     "hemisphere": {"left": "left", "right": "right", "midline": "midline or bilateral"},
     "touches_patch_border": {"true": "reaches the patch border", "false": "does not"},
+    "phase_artefact_zone": {"true": "in a phase-mask artefact zone (scored without phase)",
+                            "false": "not in one"},
 }
 
 
