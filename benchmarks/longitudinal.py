@@ -1,7 +1,7 @@
 """Follow-up pairs: are persistent and new microbleeds told apart? (issue 15; by hand)
 
     .venv/bin/python benchmarks/longitudinal.py [--subjects 6] [--seed 0]
-                                                 [--work DIR] [--json OUT]
+                                                 [--work DIR] [--json OUT] [--reuse]
 
 Writes ``--subjects`` simulated participants scanned twice
 (:func:`cmbprep.testing.longitudinal.write_longitudinal_dataset`, defaults: 4 microbleeds
@@ -79,8 +79,10 @@ def score_participant(bids, out, subject):
     return row
 
 
-def run(subjects, seed, work):
-    bids = write_longitudinal_dataset(work / "bids", n_subjects=subjects, seed=seed)
+def run(subjects, seed, work, reuse=False):
+    bids = work / "bids"
+    if not (reuse and (bids / "participants.tsv").exists()):
+        write_longitudinal_dataset(bids, n_subjects=subjects, seed=seed)
     start = time.monotonic()
     code = cmbprep([str(bids), str(work / "out"), "participant", "-w", str(work / "work"),
                     "--nprocs", "2", "--omp-nthreads", "1"])
@@ -109,8 +111,12 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=Path("/tmp/cmbprep-bench-longitudinal"))
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the dataset already in --work (same --subjects and "
+                             "--seed): a rerun with the same work folder then only "
+                             "recomputes what the code change affects")
     args = parser.parse_args(argv)
-    table, totals = run(args.subjects, args.seed, args.work)
+    table, totals = run(args.subjects, args.seed, args.work, reuse=args.reuse)
     print(table.to_string(index=False))
     print(json.dumps({k: (round(float(v), 3) if isinstance(v, (float, np.floating)) else v)
                       for k, v in totals.items()}, indent=2))
