@@ -478,8 +478,9 @@ def _run_graph(settings, units, failures, assemble_participant_reports,
 
 def _run_longitudinal(settings, config, done_units, crash_dir) -> list:
     """Follow the microbleeds of every participant of this run with two or more
-    sessions written (sessions of earlier runs included); the failures, one per
-    participant series, as ``(name, message)`` with the message of its crash file."""
+    sessions written (sessions of earlier runs included), all series in one graph so
+    that their registrations run in parallel; the failures, one per participant series,
+    as ``(name, message)`` with the message of its crash file."""
     import copy
 
     from nipype.pipeline import engine as pe
@@ -488,9 +489,8 @@ def _run_longitudinal(settings, config, done_units, crash_dir) -> list:
     from ..workflows.longitudinal import init_longitudinal_wf
     from .execution import say
 
-    subjects = sorted({u.subject for u in done_units if u.entities.get("session")})
-    failures = []
-    for subject in subjects:
+    failures, graphs = [], {}
+    for subject in sorted({u.subject for u in done_units if u.entities.get("session")}):
         try:
             series_list = collect_session_series(settings.output_dir, settings.bids_dir,
                                                  subject)
@@ -498,25 +498,47 @@ def _run_longitudinal(settings, config, done_units, crash_dir) -> list:
             failures.append((f"sub-{subject} (follow-up)", exc))
             continue
         for series in series_list:
-            workflow = pe.Workflow(name="longitudinal_wf",
-                                   base_dir=str(settings.work_dir))
-            workflow.add_nodes([init_longitudinal_wf(
-                series, output_dir=str(settings.output_dir),
-                seed=settings.random_seed)])
-            series_crashes = crash_dir / series.prefix
-            workflow.config = copy.deepcopy(config)
-            workflow.config["execution"]["crashdump_dir"] = str(series_crashes)
-            plugin, plugin_args = _plugin(settings)
-            try:
-                workflow.run(plugin=plugin, plugin_args=plugin_args)
-            except (WorkerLostError, NoSpaceError):
-                raise
-            except Exception:  # noqa: BLE001 - reported per series, from its crash file
-                code, message = _crash_exit_code(series_crashes)
-                failures.append((f"{series.prefix} (follow-up)", f"{message} (exit {code})"))
-                continue
-            say(f"cmbprep: {series.prefix}: {len(series.sessions)} sessions followed")
+            graphs[series.prefix] = (series, init_longitudinal_wf(
+                series, output_dir=str(settings.output_dir), seed=settings.random_seed))
+    if not graphs:
+        return failures
+    workflow = pe.Workflow(name="longitudinal_wf", base_dir=str(settings.work_dir))
+    workflow.add_nodes([graph for _series, graph in graphs.values()])
+    workflow.config = copy.deepcopy(config)
+    workflow.config["execution"]["crashdump_dir"] = str(crash_dir)
+    plugin, plugin_args = _plugin(settings)
+    try:
+        workflow.run(plugin=plugin, plugin_args=plugin_args)
+        crashed = {}
+    except (WorkerLostError, NoSpaceError):
+        raise
+    except Exception:  # noqa: BLE001 - reported per series, from its crash files
+        crashed = _crashes_by_series(crash_dir, {g.name: prefix for prefix, (_s, g)
+                                                 in graphs.items()})
+        if not crashed:  # no crash file names a series: every series is in doubt
+            crashed = dict.fromkeys(graphs, _crash_exit_code(crash_dir))
+    for prefix, (series, _graph) in graphs.items():
+        if prefix in crashed:
+            code, message = crashed[prefix]
+            failures.append((f"{prefix} (follow-up)", f"{message} (exit {code})"))
+        else:
+            say(f"cmbprep: {prefix}: {len(series.sessions)} sessions followed")
     return failures
+
+
+def _crashes_by_series(crash_dir: Path, series_by_graph: dict) -> dict:
+    """``{series prefix: (code, message)}`` of the crash files naming a series'
+    sub-graph (``series_by_graph``: sub-graph name -> series prefix)."""
+    found = {}
+    crashes = sorted(crash_dir.glob("crash-*.txt")) if crash_dir.exists() else []
+    for crash in crashes:
+        text = crash.read_text(errors="replace")
+        match = re.search(r"^Node: (\S+)", text, flags=re.MULTILINE)
+        parts = match.group(1).split(".") if match else []
+        for name, series in series_by_graph.items():
+            if name in parts and series not in found:
+                found[series] = _crash_message(text, crash)
+    return found
 
 
 def run_group(settings) -> int:
