@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["LABELS", "SESSION_COUNT_COLUMNS", "STATUSES", "SessionLesions",
-           "count_per_session", "label_lesions", "session_days", "match_one_to_one",
+           "count_per_session", "label_lesions", "parse_acq_times", "session_days", "match_one_to_one",
            "matching_tolerance_mm", "track_lesions"]
 
 LABELS = ("persistent", "new", "not_seen_again", "not_assessable")
@@ -233,12 +233,18 @@ def count_per_session(lesions: pd.DataFrame, session_ids: Sequence[str]) -> pd.D
     return pd.DataFrame(rows, columns=SESSION_COUNT_COLUMNS)
 
 
+def parse_acq_times(acq_times: Sequence[str]) -> pd.Series:
+    """ISO 8601 date-times (with or without time of day or zone) as UTC timestamps;
+    ``NaT`` where a date is unknown (``n/a``, empty, None or unparsable)."""
+    return pd.to_datetime(pd.Series([None if t in (None, "", "n/a") else t
+                                     for t in acq_times], dtype=object),
+                          errors="coerce", utc=True, format="ISO8601")
+
+
 def session_days(acq_times: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Days since the first session and since the previous one, from ISO date-times
-    (``nan`` where a date is unknown: ``n/a``, empty or unparsable)."""
-    times = pd.to_datetime(pd.Series([None if t in (None, "", "n/a") else t
-                                      for t in acq_times], dtype=object),
-                           errors="coerce", utc=True, format="ISO8601")
+    (``nan`` where a date is unknown, see :func:`parse_acq_times`)."""
+    times = parse_acq_times(acq_times)
     since = ((times - times.iloc[0]).dt.total_seconds() / 86400.0).to_numpy(float)
     previous = np.concatenate([[np.nan], np.diff(since)])
     return since, previous

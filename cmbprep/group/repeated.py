@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..algorithms import stats
+from ..algorithms.longitudinal import parse_acq_times
 from ..errors import DataError
 from ..utils.bids import read_acq_times
 from ..utils.tables import read_tsv
@@ -70,8 +71,7 @@ def _bids_session_days(bids_dir, pid):
     """``{session_id: days since the earliest acq_time}`` from the input dataset's
     ``<pid>_sessions.tsv`` (empty without that file or without any date)."""
     acq_times = read_acq_times(bids_dir, pid)
-    times = pd.to_datetime(pd.Series(list(acq_times.values()), dtype=object),
-                           errors="coerce", utc=True, format="ISO8601")
+    times = parse_acq_times(list(acq_times.values()))
     if times.isna().all():
         return {}
     days = (times - times.min()).dt.total_seconds() / 86400.0

@@ -253,15 +253,12 @@ class SessionSeries:
 
 def _session_order(sessions: list) -> list:
     """By ``acq_time`` when every session has one, else by session label."""
+    from ..algorithms.longitudinal import parse_acq_times
     from ..algorithms.stats import natural_sort_key
 
-    times = [s["acq_time"] for s in sessions]
-    if all(t not in (None, "n/a") for t in times):
-        import pandas as pd
-
-        parsed = pd.to_datetime(pd.Series(times), errors="coerce", format="ISO8601")
-        if parsed.notna().all():
-            return [sessions[i] for i in parsed.argsort(kind="stable")]
+    parsed = parse_acq_times([s["acq_time"] for s in sessions])
+    if parsed.notna().all():
+        return [sessions[i] for i in parsed.argsort(kind="stable")]
     return sorted(sessions, key=lambda s: natural_sort_key(s["session_id"]))
 
 
