@@ -222,19 +222,25 @@ def _crash_exit_code(crash_dir: Path) -> tuple[int, str]:
     return 1, "processing failed (no crash file was written)"
 
 
-def _crashes_by_unit(crash_dir: Path) -> dict[str, tuple[int, str]]:
-    """``{unit node name: (code, message)}`` from the crash files (first per unit)."""
-    from .execution import split_node_name
-
+def _first_crash_per(crash_dir: Path, key_of_node) -> dict:
+    """``{key: (code, message)}`` from the crash files, the first per key;
+    ``key_of_node(node name)`` gives a crash's key (None: not counted)."""
     found = {}
     crashes = sorted(crash_dir.glob("crash-*.txt")) if crash_dir.exists() else []
     for crash in crashes:
         text = crash.read_text(errors="replace")
         match = re.search(r"^Node: (\S+)", text, flags=re.MULTILINE)
-        unit = split_node_name(match.group(1))[0] if match else None
-        if unit and unit not in found:
-            found[unit] = _crash_message(text, crash)
+        key = key_of_node(match.group(1)) if match else None
+        if key and key not in found:
+            found[key] = _crash_message(text, crash)
     return found
+
+
+def _crashes_by_unit(crash_dir: Path) -> dict[str, tuple[int, str]]:
+    """``{unit node name: (code, message)}`` from the crash files (first per unit)."""
+    from .execution import split_node_name
+
+    return _first_crash_per(crash_dir, lambda node: split_node_name(node)[0])
 
 
 def _all_subclasses(cls):
@@ -529,16 +535,11 @@ def _run_longitudinal(settings, config, done_units, crash_dir) -> list:
 def _crashes_by_series(crash_dir: Path, series_by_graph: dict) -> dict:
     """``{series prefix: (code, message)}`` of the crash files naming a series'
     sub-graph (``series_by_graph``: sub-graph name -> series prefix)."""
-    found = {}
-    crashes = sorted(crash_dir.glob("crash-*.txt")) if crash_dir.exists() else []
-    for crash in crashes:
-        text = crash.read_text(errors="replace")
-        match = re.search(r"^Node: (\S+)", text, flags=re.MULTILINE)
-        parts = match.group(1).split(".") if match else []
-        for name, series in series_by_graph.items():
-            if name in parts and series not in found:
-                found[series] = _crash_message(text, crash)
-    return found
+    def series_of(node):
+        return next((series_by_graph[part] for part in node.split(".")
+                     if part in series_by_graph), None)
+
+    return _first_crash_per(crash_dir, series_of)
 
 
 def run_group(settings) -> int:
