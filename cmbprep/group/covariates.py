@@ -16,6 +16,7 @@ import pandas as pd
 from ..algorithms.stats import is_finite_number, natural_sort_key
 from ..errors import DataError
 from ..utils.tables import read_rows
+from .selection import list_some
 from .units import normalise_label
 
 LOGGER = logging.getLogger("cmbprep.group")
@@ -180,8 +181,7 @@ def join_covariates(rows, covariates, kinds, cov_path, notes=None):
     not_listed = sorted(set(rows["participant_id"]) - set(covariates.index))
     if not_listed and notes is not None:
         notes.warn(f"{len(not_listed)} participant(s) not in {cov_path.name} (covariates "
-                   f"n/a): {', '.join(not_listed[:10])}"
-                   f"{' ...' if len(not_listed) > 10 else ''}")
+                   f"n/a): {list_some(not_listed)}")
     data = rows.join(covariates, on="participant_id", how="left")
     for column in covariates.columns:  # joined categoricals keep their level order
         if kinds[column] == "categorical":

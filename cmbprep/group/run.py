@@ -31,7 +31,7 @@ from .analysis import rater_agreement, run_prevalence
 from .covariates import join_covariates, parse_prevalence_by, read_covariates
 from .models import COVARIATE_SELECTIONS, SIGNIFICANCE, run_regressions
 from .repeated import run_longitudinal_models
-from .selection import (add_coverage_offset, exclude_failed_registration,
+from .selection import (add_coverage_offset, exclude_failed_registration, list_some,
                         note_mixed_sources, restrict_to_reviewed, unit_labels)
 from .units import (LOBES, MARS_CATEGORIES, find_participant_units, normalise_label,
                     review_decisions, summarise_unit)
@@ -278,7 +278,7 @@ def _summarise_units(output_dir, participant_labels, notes, rater=None):
     if unverified:
         notes.warn(f"{len(unverified)} unit(s) without a manifest (written by hand or by "
                    "an older cmbprep), completeness not checked: "
-                   f"{', '.join(unverified[:10])}{' ...' if len(unverified) > 10 else ''}")
+                   f"{list_some(unverified)}")
     _note_mixed_settings(settings, notes)
     return rows, skipped
 
@@ -291,8 +291,7 @@ def _note_mixed_settings(settings, notes):
         for prefix, recorded in sorted(settings.items()):
             values.setdefault(json.dumps(recorded.get(key)), []).append(prefix)
         if len(values) > 1:
-            listed = "; ".join(f"{value}: {', '.join(units[:5])}"
-                               f"{' ...' if len(units) > 5 else ''}"
+            listed = "; ".join(f"{value}: {list_some(units, most=5)}"
                                for value, units in sorted(values.items()))
             notes.warn(f"participant units were processed with different {key} "
                        f"({listed})")

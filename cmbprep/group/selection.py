@@ -17,7 +17,8 @@ import numpy as np
 COVERAGE_OFFSET = "log_brain_coverage"
 
 
-def _listed(labels, most=10):
+def list_some(labels, most=10):
+    """``"a, b, c ..."``: the first ``most`` labels, and `` ...`` when there are more."""
     labels = list(labels)
     return ", ".join(labels[:most]) + (" ..." if len(labels) > most else "")
 
@@ -46,11 +47,11 @@ def exclude_failed_registration(group_cmb, keep_failed_qc, notes):
     if not labels or keep_failed_qc:
         if labels:
             notes.warn(f"{len(labels)} unit(s) failed registration QC and are analysed "
-                       f"(--keep-failed-qc): {_listed(labels)}")
+                       f"(--keep-failed-qc): {list_some(labels)}")
         return group_cmb, group_cmb.iloc[:0]
     notes.warn(f"{len(labels)} unit(s) failed registration QC (registration_ok false) "
                f"and are left out of prevalence and models (--keep-failed-qc keeps "
-               f"them): {_listed(labels)}")
+               f"them): {list_some(labels)}")
     return group_cmb[~failed], group_cmb[failed]
 
 
