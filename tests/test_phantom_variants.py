@@ -85,7 +85,8 @@ def test_vein_models_plausible_and_different(model, model_subjects, default_subj
     radii = np.array([r for _, r in veins])
     assert len(veins) > 100  # many more vessels than the default ~50
     assert (radii < 0.3).sum() > 50  # thin vessels
-    assert radii.min() >= 0.1
+    # beaded veins: stretches between beads are thinner (hardly visible)
+    assert radii.min() >= (0.04 if model == "beaded" else 0.1)
     # centre lines lie inside the brain (large veins excepted)
     t = template_maps()
     pts = np.concatenate([p for p, r in veins if r < 0.9])
@@ -102,6 +103,25 @@ def test_vein_models_deterministic(model_subjects):
         np.testing.assert_array_equal(a, b)
     other = cached_veins(SEED + 1, 30, (0.3, 1.0), model)
     assert not np.array_equal(other[0][0], cached_veins(SEED, 30, (0.3, 1.0), model)[0][0])
+
+
+def test_beaded_veins_are_compact_visible_pieces():
+    """Thick pieces (beads, stubs) are short and run at every angle to B0; thin
+    stretches join the beads of one vein end to end."""
+    veins = cached_veins(SEED, 30, (0.3, 1.0), "beaded")
+    small = [(p, r) for p, r in veins[:-3] if len(p) > 1]  # without the large veins
+    length = np.array([np.linalg.norm(np.diff(p, axis=0), axis=1).sum() for p, _ in small])
+    radius = np.array([r for _, r in small])
+    thick = (radius >= 0.15) & (radius <= 0.7)
+    assert thick.sum() > 150 and (radius < 0.11).sum() > 100
+    # cortical veins (long, radius >= 0.65) aside, visible pieces are at most 5 mm long
+    assert np.quantile(length[thick & (radius < 0.65)], 0.95) <= 5.0
+    assert np.median(length[thick]) < 4.0
+    near_z, near_xy = _angle_fractions([v for v, t in zip(small, thick) if t])
+    assert near_z > 0.1 and near_xy > 0.3, (near_z, near_xy)
+    # consecutive beads and thin stretches of a vein touch end to start
+    joined = sum(np.allclose(a[-1], b[0]) for (a, _), (b, _) in zip(small, small[1:]))
+    assert joined > 200
 
 
 def _angle_fractions(veins):

@@ -11,7 +11,7 @@ import numpy as np
 __all__ = ["PROTOCOLS", "VEIN_MODELS", "PhantomConfig"]
 
 #: Vein network models (``PhantomConfig.vein_model``; see :mod:`.veins`).
-VEIN_MODELS = ("surface_walk", "dense_medullary", "tree", "tortuous_segments")
+VEIN_MODELS = ("surface_walk", "dense_medullary", "tree", "tortuous_segments", "beaded")
 
 #: Acquisition presets. ``voxel_size_mm`` is (read, phase, slice) in mm.
 PROTOCOLS: dict[str, dict] = {
@@ -63,6 +63,11 @@ class PhantomConfig:
         Ranges for calcifications (dchi negative).
     min_lesion_spacing_mm : float
         Minimum distance between lesion centres, mm.
+    lesion_vein_clearance_mm : float
+        Lesions are placed at least their radius plus this far (mm) from the centre line
+        of every vein of radius >= 0.3 mm (thinner veins: 1.5 mm). The default 4 mm keeps
+        lesions clear of veins; the randomised training families draw 2-4 mm, so that
+        microbleeds beside veins are learned too.
     n_veins : int
         Number of random veins (about 60 % branching cortical veins, 40 % straight
         medullary veins crossing slices). When > 0, the internal cerebral veins and the
@@ -81,7 +86,10 @@ class PhantomConfig:
         random branch angles, per-tree tortuosity) through white matter and cortex.
         ``"tortuous_segments"``: about ``6 * n_veins`` short (3-12 mm), strongly curved
         segments, loops and coils (radius 0.1-0.6 mm) in white matter, deep grey
-        matter, the insula and the corpus callosum region, plus cortical veins. All
+        matter, the insula and the corpus callosum region, plus cortical veins.
+        ``"beaded"``: nearly straight medullary and deep veins split into thick beads
+        (1-4 mm, radius 0.2-0.7 mm) and near-invisible thin stretches, short straight
+        stubs (1.5-5 mm) at every angle, and a few cortical veins. All
         models add the internal cerebral veins and the superior sagittal sinus.
     venous_dchi_ppm : float
         Susceptibility of venous blood relative to tissue, ppm.
@@ -158,6 +166,7 @@ class PhantomConfig:
     calcification_radius_mm: tuple[float, float] = (0.5, 1.5)
     calcification_dchi_ppm: tuple[float, float] = (-2.0, -0.5)
     min_lesion_spacing_mm: float = 10.0
+    lesion_vein_clearance_mm: float = 4.0
     n_veins: int = 30
     vein_radius_mm: tuple[float, float] = (0.3, 1.0)
     vein_model: str = "surface_walk"
@@ -212,6 +221,9 @@ class PhantomConfig:
             raise ValueError(f"atrophy must be in [0, 1]: {self.atrophy}")
         if not 1.0 <= self.ventricle_scale <= 3.0:
             raise ValueError(f"ventricle_scale must be in [1, 3]: {self.ventricle_scale}")
+        if not self.lesion_vein_clearance_mm >= 1.5:
+            raise ValueError("lesion_vein_clearance_mm must be at least 1.5: "
+                             f"{self.lesion_vein_clearance_mm}")
 
     def to_dict(self) -> dict:
         """JSON-serialisable dict of all parameters."""

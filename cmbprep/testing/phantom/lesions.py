@@ -47,7 +47,7 @@ def _lesion_specs(cfg):
 
 
 def _draw_centre(category, radius, rng, centres, tree, xfm, fov_check, min_spacing,
-                 thin_tree=None, site_check=None):
+                 thin_tree=None, site_check=None, clearance=4.0):
     """A template mm centre in ``category`` (up to 500 attempts), or None."""
     t = template_maps()
     candidates = t["regions"][category]
@@ -56,7 +56,7 @@ def _draw_centre(category, radius, rng, centres, tree, xfm, fov_check, min_spaci
         m = m + rng.uniform(-0.5, 0.5, 3)
         if any(np.linalg.norm(m - c) < min_spacing for c in centres):
             continue
-        if tree is not None and tree.query(m)[0] < radius + 4.0:
+        if tree is not None and tree.query(m)[0] < radius + clearance:
             continue
         if thin_tree is not None and thin_tree.query(m)[0] < radius + THIN_VEIN_CLEARANCE_MM:
             continue
@@ -71,8 +71,8 @@ def _draw_centre(category, radius, rng, centres, tree, xfm, fov_check, min_spaci
 def place_lesions(cfg, rng, vein_points, xfm, fov_check,
                   thin_vein_points=None) -> list[dict]:
     """Lesion centres in template space, away from each other and from veins (lesion
-    radius + 4 mm from ``vein_points``, + :data:`THIN_VEIN_CLEARANCE_MM` from
-    ``thin_vein_points``) and, with ``atrophy`` or ``ventricle_scale``, away from the
+    radius + ``cfg.lesion_vein_clearance_mm`` from ``vein_points``, +
+    :data:`THIN_VEIN_CLEARANCE_MM` from ``thin_vein_points``) and, with ``atrophy`` or ``ventricle_scale``, away from the
     tissue that became CSF (:func:`~.anatomy.lesion_site_ok`).
 
     Each lesion draws its radius, susceptibility and MARS category (CMBs from
@@ -108,7 +108,8 @@ def place_lesions(cfg, rng, vein_points, xfm, fov_check,
             rng.choice(["deep", "lobar"], p=[0.7, 0.3]))
         for category in [drawn] + [c for c in _CATEGORIES if c != drawn]:
             m = _draw_centre(category, radius, rng, centres, tree, xfm, fov_check,
-                             cfg.min_lesion_spacing_mm, thin_tree, check)
+                             cfg.min_lesion_spacing_mm, thin_tree, check,
+                             cfg.lesion_vein_clearance_mm)
             if m is not None:
                 break
         if m is None:

@@ -51,7 +51,9 @@ class Family:
 
     ``te_ms`` is further restricted per field strength to ``TE * B0`` in
     :data:`TE_B0_RANGE`; ``inplane_mm`` bounds both in-plane voxel sizes (read, phase);
-    ``slice_mm`` the slice thickness.
+    ``slice_mm`` the slice thickness; ``lesion_vein_clearance_mm`` the range of
+    ``PhantomConfig.lesion_vein_clearance_mm`` (drawn last, only when it is a range:
+    family D keeps the fixed 4 mm its benchmark scans were made with).
     """
 
     description: str
@@ -60,6 +62,7 @@ class Family:
     te_ms: tuple
     inplane_mm: tuple
     slice_mm: tuple
+    lesion_vein_clearance_mm: tuple = (2.0, 4.0)
 
 
 FAMILIES: dict[str, Family] = {
@@ -70,7 +73,9 @@ FAMILIES: dict[str, Family] = {
     "C": Family("vein trees, 3/7 T, short TE", "tree",
                 (3.0, 7.0), (10.0, 25.0), (0.5, 1.0), (1.0, 3.0)),
     "D": Family("tortuous vein segments, 1.5/3 T, thick slices", "tortuous_segments",
-                (1.5, 3.0), (15.0, 35.0), (0.7, 1.0), (1.5, 3.0)),
+                (1.5, 3.0), (15.0, 35.0), (0.7, 1.0), (1.5, 3.0), (4.0, 4.0)),
+    "E": Family("beaded veins and short stubs, 3/7 T", "beaded",
+                (3.0, 7.0), (10.0, 30.0), (0.5, 0.9), (0.8, 2.5)),
 }
 
 
@@ -179,6 +184,9 @@ def random_scan(family: str, seed: int) -> ScanSpec:
     )
     if swi_power is not None:
         params.update(scanner_swi_power=swi_power, scanner_swi_highpass_mm=swi_hp)
+    lo, hi = fam.lesion_vein_clearance_mm
+    params["lesion_vein_clearance_mm"] = (
+        float(round(rng.uniform(lo, hi), 3)) if hi > lo else float(lo))
     return ScanSpec(family=family, seed=int(seed), input_kind=input_kind,
                     config=PhantomConfig(**params), sim_seed=sim_seed, swi_power=swi_power,
                     swi_highpass_mm=swi_hp)

@@ -11,6 +11,11 @@ Vein models (``PhantomConfig.vein_model``, :data:`~.config.VEIN_MODELS`):
   and cortex, tortuosity varying per tree.
 * ``"tortuous_segments"``: many short, strongly curved segments, loops and coils in
   white matter, deep grey matter, insula and corpus callosum, plus cortical veins.
+* ``"beaded"``: nearly straight medullary and deep veins whose calibre changes along
+  their length (thick beads of 1-4 mm between stretches too thin to see, as veins look
+  when their calibre or the partial volume varies), short straight stubs at every angle
+  to B0 (a vein seen over a few millimetres), and a few cortical veins. Visible parts are
+  compact: the vessel mimics that round microbleeds must be told from.
 
 All models add the internal cerebral veins and the superior sagittal sinus. Centre lines
 depend on the anatomy seed and the vein parameters only and are cached.
@@ -297,6 +302,53 @@ def _tortuous_segments(n_veins, r_lo, r_hi, rng):
     return veins + _cortical_veins(max(1, round(0.3 * n_veins)), r_lo, r_hi, rng)
 
 
+def _beads(pts, rng):
+    """Split a centre line into consecutive pieces of 1-4 mm: about a third thick (radius
+    0.2-0.7 mm), the others thin (0.04-0.1 mm, hardly visible); (points, radius) pairs."""
+    pts = resample_polyline(pts, 0.25)
+    pieces, start = [], 0
+    while start < len(pts) - 1:
+        stop = min(len(pts), start + max(2, int(rng.uniform(1.0, 4.0) / 0.25)))
+        thick = rng.random() < 0.35
+        radius = rng.uniform(0.2, 0.7) if thick else rng.uniform(0.04, 0.1)
+        pieces.append((pts[start:stop + 1], radius))
+        start = stop
+    return [(p, r) for p, r in pieces if len(p) >= 2]
+
+
+def _beaded(n_veins, r_lo, r_hi, rng):
+    """``3 * n_veins`` nearly straight veins (6-30 mm) in deep and subcortical white matter
+    and deep grey matter, split into thick beads and thin stretches (:func:`_beads`);
+    ``3 * n_veins`` straight stubs (1.5-5 mm, radius 0.15-0.6 mm, any direction) in white
+    matter, deep grey matter and the insula; ``max(1, n_veins // 4)`` cortical veins
+    (``vein_radius_mm``)."""
+    t = template_maps()
+    reg = _region_indices()
+    veins = []
+    for start in _points(t["wm_deep"], rng, 2 * n_veins):  # medullary, outwards
+        _, grad = distance_and_gradient(start[None])
+        direction = _unit(grad[0]) + 0.6 * rng.normal(size=3)
+        pts = _free_walk(start, direction, rng.uniform(6.0, 30.0), rng, step=1.0,
+                         wiggle=rng.uniform(0.02, 0.1))
+        if len(pts) >= 2:
+            veins += _beads(pts, rng)
+    for start in _points(t["regions"]["deep"], rng, n_veins):  # deep (thalamostriate-like)
+        pts = _free_walk(start, rng.normal(size=3), rng.uniform(6.0, 20.0), rng, step=1.0,
+                         wiggle=rng.uniform(0.02, 0.1))
+        if len(pts) >= 2:
+            veins += _beads(pts, rng)
+    pools = [reg["wm"], t["regions"]["deep"], reg["insula"]]
+    for _ in range(3 * n_veins):  # stubs
+        pool = pools[int(rng.choice(3, p=[0.6, 0.25, 0.15]))]
+        centre = _points(pool, rng, 1)[0]
+        direction = _unit(rng.normal(size=3))
+        half = 0.5 * rng.uniform(1.5, 5.0)
+        pts = _inside(np.stack([centre - half * direction, centre + half * direction]))
+        if len(pts) >= 2:
+            veins.append((pts, 0.15 + 0.45 * rng.random() ** 1.5))
+    return veins + _cortical_veins(max(1, n_veins // 4), r_lo, r_hi, rng)
+
+
 def generate_veins(cfg: PhantomConfig, rng) -> list[tuple[np.ndarray, float]]:
     """List of (points (N, 3) template mm, radius mm) vessel centre lines of
     ``cfg.vein_model`` plus the large veins. ``"surface_walk"``: about 60 % of
@@ -311,7 +363,7 @@ def generate_veins(cfg: PhantomConfig, rng) -> list[tuple[np.ndarray, float]]:
             raise ValueError(f"unknown vein_model {model!r}")
         make = {"dense_medullary": _dense_medullary,
                 "tree": lambda n, lo, hi, g: _trees(n, g),
-                "tortuous_segments": _tortuous_segments}[model]
+                "tortuous_segments": _tortuous_segments, "beaded": _beaded}[model]
         return make(cfg.n_veins, r_lo, r_hi, rng) + _large_veins(r_hi, rng)
     n_cortical = round(0.6 * cfg.n_veins)
     return (_cortical_veins(n_cortical, r_lo, r_hi, rng)
