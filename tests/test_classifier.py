@@ -77,15 +77,16 @@ def test_packaged_model_is_valid_and_independent_of_benchmark_and_tests():
 
 
 def test_packaged_model_orders_obvious_cases():
-    """A round, dark, paramagnetic blob scores above a faint, elongated, diamagnetic one."""
+    """A round, dark (on the magnitude too), paramagnetic blob scores above a faint,
+    elongated, diamagnetic one that only the SWI makes dark."""
     model = load_model()
-    good = {"contrast": 1.0, "diameter_mm": 4.0, "n_voxels": 40, "blobness": 0.8,
+    good = {"contrast": 1.0, "magnitude_contrast": 0.9, "diameter_mm": 4.0, "n_voxels": 40, "blobness": 0.8,
             "scale_mm": 1.35, "elongation": 1.2, "elongation_perp_b0": 1.05,
             "b0_aspect": 1.3, "sphericity": 0.8, "circularity": 0.85,
             "centroid_shift_mm": 0.2, "hessian_ratio": 0.5,
             "surrounding_dark_fraction": 0.0, "attached_depth_ratio": 0.0,
             "distance_to_edge_mm": 20.0, "paramagnetic_evidence": 0.6}
-    bad = dict(good, contrast=0.45, elongation=4.0, elongation_perp_b0=2.4,
+    bad = dict(good, contrast=0.45, magnitude_contrast=0.1, elongation=4.0, elongation_perp_b0=2.4,
                surrounding_dark_fraction=0.4, attached_depth_ratio=1.0,
                paramagnetic_evidence=-0.5)
     frame = pd.DataFrame([good, bad])

@@ -93,3 +93,22 @@ def test_candidate_tables_are_reused_only_for_the_same_detector(tmp_path, monkey
     again, _ = training.collect([spec], tmp_path)
     assert len(calls) == 2  # recomputed
     assert len(again) == len(first)
+
+
+def test_magnitude_is_hidden_on_every_fifth_training_scan():
+    import pandas as pd
+
+    from cmbprep.testing.detector_training import (
+        HIDE_MAGNITUDE_EVERY,
+        _hide_magnitude_sometimes,
+    )
+
+    seeds = np.repeat(np.arange(20000, 20010), 3)
+    data = pd.DataFrame({"seed": seeds, "magnitude_contrast": np.linspace(0, 1, len(seeds))})
+    out = _hide_magnitude_sometimes(data)
+    hidden = out["magnitude_contrast"].isna().to_numpy()
+    np.testing.assert_array_equal(hidden, seeds % HIDE_MAGNITUDE_EVERY == 0)
+    assert hidden.sum() == 6
+    np.testing.assert_array_equal(out.loc[~hidden, "magnitude_contrast"],
+                                  data.loc[~hidden, "magnitude_contrast"])
+    assert data["magnitude_contrast"].notna().all()  # the input is not modified

@@ -100,12 +100,17 @@ def test_microbleed_in_a_zone_is_found_with_the_magnitude(zone_scene):
     assert with_mag.labels[lesion_voxel] == row["candidate_id"]
 
 
+#: Zone detection switched off (no SWI/magnitude ratio is below 0): the magnitude then
+#: only adds ``magnitude_contrast``.
+NO_ZONES = {"phase_zone_level": 0.0}
+
+
 def test_lesion_outside_the_zone_scores_the_same(zone_scene):
     s = zone_scene
-    kwargs = dict(filtered_phase=s["filtered_zone"])
-    without = detect_cmbprep(s["swi_zone"], s["brain"], s["affine"], **kwargs).candidates
-    with_mag = detect_cmbprep(s["swi_zone"], s["brain"], s["affine"],
-                              magnitude=s["magnitude"], **kwargs).candidates
+    kwargs = dict(filtered_phase=s["filtered_zone"], magnitude=s["magnitude"])
+    without = detect_cmbprep(s["swi_zone"], s["brain"], s["affine"], parameters=NO_ZONES,
+                             **kwargs).candidates
+    with_mag = detect_cmbprep(s["swi_zone"], s["brain"], s["affine"], **kwargs).candidates
     a, b = _near(without, s["affine"], FAR_LESION), _near(with_mag, s["affine"], FAR_LESION)
     assert len(a) == len(b) == 1
     assert not b["phase_artefact_zone"].iloc[0]
@@ -115,17 +120,23 @@ def test_lesion_outside_the_zone_scores_the_same(zone_scene):
 
 
 def test_no_zone_means_no_change(zone_scene):
-    """On the SWI without the artefact no zone is found and every candidate is as
-    without the magnitude (only the ``phase_artefact_zone`` column is added)."""
+    """On the SWI without the artefact no zone is found and every candidate is as with
+    zone detection switched off (the magnitude then only gives ``magnitude_contrast``);
+    without the magnitude the regions are the same."""
     s = zone_scene
-    without = detect_cmbprep(s["swi"], s["brain"], s["affine"], filtered_phase=s["filtered"])
-    with_mag = detect_cmbprep(s["swi"], s["brain"], s["affine"], filtered_phase=s["filtered"],
-                              magnitude=s["magnitude"])
+    kwargs = dict(filtered_phase=s["filtered"], magnitude=s["magnitude"])
+    no_zones = detect_cmbprep(s["swi"], s["brain"], s["affine"], parameters=NO_ZONES,
+                              **kwargs)
+    with_mag = detect_cmbprep(s["swi"], s["brain"], s["affine"], **kwargs)
     assert with_mag.parameters["phase_artefact_zone_cm3"] == 0.0
     assert not with_mag.candidates["phase_artefact_zone"].any()
-    pd.testing.assert_frame_equal(with_mag.candidates.drop(columns="phase_artefact_zone"),
-                                  without.candidates)
-    np.testing.assert_array_equal(with_mag.labels, without.labels)
+    pd.testing.assert_frame_equal(with_mag.candidates, no_zones.candidates)
+    np.testing.assert_array_equal(with_mag.labels, no_zones.labels)
+    without = detect_cmbprep(s["swi"], s["brain"], s["affine"], filtered_phase=s["filtered"])
+    assert "phase_artefact_zone" not in without.candidates
+    assert without.candidates["magnitude_contrast"].isna().all()
+    geometry = ["i", "j", "k", "volume_mm3", "diameter_mm", "contrast", "screened_out"]
+    pd.testing.assert_frame_equal(with_mag.candidates[geometry], without.candidates[geometry])
 
 
 def _ratio_scene(voxel_size, size_mm=(60.0, 60.0, 48.0)):

@@ -16,7 +16,8 @@ def _detect(scene, with_phase=True):
                       echo_times=list(scene.echo_times_s), phase_units="rad",
                       handedness="left", n_threads=1)
     phase = out["filtered_phase"] if with_phase else None
-    return detect_cmbprep(out["swi"], scene.brain, scene.affine, filtered_phase=phase)
+    return detect_cmbprep(out["swi"], scene.brain, scene.affine, filtered_phase=phase,
+                          magnitude=out["magnitude"])
 
 
 def _distance_to_axis_mm(cand, scene):
@@ -36,18 +37,39 @@ def test_vein_at_any_angle_to_b0_is_not_a_microbleed(angle):
     assert accepted.empty, accepted[["i", "j", "k", "score"]]
 
 
-@pytest.mark.parametrize("angle", [0, 90])
-def test_microbleed_beside_a_vein_is_found(angle):
+def _beside_a_vein(angle):
+    """Candidates of the scene with a 1.6 mm microbleed 3.5 mm from a vein at ``angle``
+    to B0, the distance (mm) of each to the microbleed, and which lie on the vein."""
     scene = vessel_scene(angle, sphere_offset_mm=3.5, seed=10 + angle)
     cand = _detect(scene).candidates
     vox = np.diag(scene.affine)[:3]
     dist = np.linalg.norm((cand[["i", "j", "k"]].to_numpy(float) - scene.sphere_vox) * vox,
                           axis=1)
-    found = cand[(dist <= 2.0) & (cand["status"] == "cmb")]
-    assert len(found) == 1, cand.loc[dist <= 3.0, ["i", "j", "k", "score", "status"]]
-    # and the vein itself is still not reported
     on_vein = (_distance_to_axis_mm(cand, scene) <= 1.5) & (dist > 2.5)
+    return cand, dist, on_vein
+
+
+@pytest.mark.parametrize("angle", [0, 90])
+def test_microbleed_beside_a_vein_is_found(angle):
+    """Found: accepted beside a vein along B0; beside a vein perpendicular to B0 at least
+    left for the rater, scored above everything on the vein (see the next test)."""
+    cand, dist, on_vein = _beside_a_vein(angle)
+    shown = ("cmb",) if angle == 0 else ("cmb", "review")
+    found = cand[(dist <= 2.0) & cand["status"].isin(shown)]
+    assert len(found) == 1, cand.loc[dist <= 3.0, ["i", "j", "k", "score", "status"]]
+    assert found["score"].iloc[0] >= 0.3
+    if on_vein.any():
+        assert found["score"].iloc[0] > cand.loc[on_vein, "score"].max() + 0.1
+    # and the vein itself is still not reported
     assert not (on_vein & (cand["status"] == "cmb")).any()
+
+
+@pytest.mark.xfail(strict=True, reason="classifier v4 leaves a microbleed 3.5 mm beside a "
+                   "vein perpendicular to B0 for review (score about 0.44); v3 accepted it "
+                   "(issue 11 note, docs/detection.rst)")
+def test_microbleed_beside_a_vein_perpendicular_to_b0_is_accepted():
+    cand, dist, _ = _beside_a_vein(90)
+    assert ((dist <= 2.0) & (cand["status"] == "cmb")).sum() == 1
 
 
 def test_phase_sign_conflict_with_the_swi_chain_switches_the_phase_off():

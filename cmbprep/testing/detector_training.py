@@ -309,18 +309,35 @@ def _usable(cand):
     return cand[~cand["screened_out"] & (cand["truth"] != "invisible_cmb")]
 
 
+#: Every how many training scans (by seed) the magnitude is hidden from the trees
+#: (``magnitude_contrast`` set to NaN), so that they learn what to do when a caller gives
+#: no magnitude.
+HIDE_MAGNITUDE_EVERY = 5
+
+
+def _hide_magnitude_sometimes(data):
+    """``data`` with ``magnitude_contrast`` NaN on the scans whose seed is a multiple of
+    :data:`HIDE_MAGNITUDE_EVERY` (deterministic)."""
+    if "magnitude_contrast" not in data:
+        return data
+    hide = (data["seed"].to_numpy(int) % HIDE_MAGNITUDE_EVERY) == 0
+    return data.assign(magnitude_contrast=np.where(
+        hide, np.nan, pd.to_numeric(data["magnitude_contrast"], errors="coerce")))
+
+
 def _fit_part(train, names, calcification_weight=1.0):
     """Fit one ensemble on the non-screened training candidates (one thread).
 
     Candidates on calcifications weigh ``calcification_weight``; every family weighs the
-    same in total (families differ in candidate counts).
+    same in total (families differ in candidate counts). The magnitude is hidden on one
+    scan in :data:`HIDE_MAGNITUDE_EVERY` (:func:`_hide_magnitude_sometimes`).
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
     from threadpoolctl import threadpool_limits
 
     from ..algorithms.detection.classifier import export_hist_gradient_boosting, model_frame
 
-    data = _usable(train)
+    data = _hide_magnitude_sometimes(_usable(train))
     y = (data["truth"] == "cmb").to_numpy(int)
     weight = np.where(data["truth"] == "calcification", calcification_weight, 1.0)
     per_family = data.groupby("family")["family"].transform("size").to_numpy(float)
@@ -543,7 +560,7 @@ def train_model(train, validation, *, hold_out=None, lofo=True):
     seen = lambda c: c[c["family"] != hold_out]  # noqa: E731
     parts = fit_model(seen(train_c), seen(val_c), val_t, verbose=True)
     families = sorted(set(train_c["family"]) - {hold_out})
-    model = {"kind": MODEL_KIND, "version": "3",
+    model = {"kind": MODEL_KIND, "version": "4",
              "created_with": f"cmbprep {__version__}, scikit-learn {sklearn.__version__}",
              "training": {"seeds": sorted(int(s) for s in seen(train_c)["seed"].unique()),
                           "families": {f: dataclasses.asdict(FAMILIES[f]) for f in families}},

@@ -86,7 +86,8 @@ def detect_microbleeds(detector, swi, brain_mask, affine, *, minip=None, filtere
     """Run a detector by name (see :data:`DETECTORS`) in this process.
 
     ``minip`` is needed by ``bian2013``, ``filtered_phase`` and ``magnitude`` (the
-    bias-corrected magnitude, for the phase-mask artefact zones) are used by ``cmbprep``.
+    bias-corrected magnitude, for the phase-mask artefact zones and ``magnitude_contrast``)
+    are used by ``cmbprep``.
     """
     if detector == "cmbprep":
         return detect_cmbprep(swi, brain_mask, affine, filtered_phase=filtered_phase,

@@ -73,6 +73,16 @@ def _costly_features(context, region, rbox, centre, radius, sigma, level, weight
     return sphericity, dark_fraction, hess, corr, evidence
 
 
+def magnitude_contrast(magnitude_relative, region, rbox):
+    """Signal loss of a candidate on the magnitude: 1 - the darkest smoothed relative
+    magnitude inside its region (about 0: dark only on the SWI, through the phase mask;
+    about 1: a signal void, as a microbleed is on T2*-weighted magnitude). NaN without
+    magnitude."""
+    if magnitude_relative is None:
+        return np.nan
+    return float(1.0 - magnitude_relative[rbox][region].min())
+
+
 def _edge_distance_at(context, centre):
     """Distance to the brain edge (mm) at the block holding a voxel position."""
     ic = tuple(int(v) for v in np.clip(np.rint(centre), 0,
@@ -137,6 +147,7 @@ def analyse_candidate(context, n_peak, *, b0, weight):
         "blobness": float(context.peak_blobness[n_peak]),
         "scale_mm": sigma,
         "contrast": contrast,
+        "magnitude_contrast": magnitude_contrast(context.magnitude_relative, region, rbox),
         "volume_mm3": shape["volume_mm3"],
         "diameter_mm": shape["diameter_mm"],
         "elongation": shape["elongation"],

@@ -41,6 +41,7 @@ DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[2] / "data" / "models" / \
 #: mm or dimensionless; none scales with the voxel count (``n_voxels`` is recorded only).
 FEATURES = (
     "contrast",
+    "magnitude_contrast",
     "diameter_mm",
     "blobness",
     "scale_mm",

@@ -82,6 +82,9 @@ class CandidateContext:
         them (:func:`.zones.zone_detection_image`).
     phase_zone_cm3 : float or None
         Their volume (cm^3); None without magnitude.
+    magnitude_relative : ndarray of float32 or None
+        Relative intensity of the magnitude (cropped, smoothed over
+        ``magnitude_smoothing_mm``) for ``magnitude_contrast``; None without magnitude.
     """
 
     parameters: dict
@@ -101,6 +104,7 @@ class CandidateContext:
     edge_factors: tuple
     phase_zone: np.ndarray | None = None
     phase_zone_cm3: float | None = None
+    magnitude_relative: np.ndarray | None = None
 
 
 def seed_peaks(rel, blobness, brain, voxel_size, p):
@@ -195,6 +199,16 @@ def calibrate_phase(filtered_phase, shape, box, rel, brain, voxel_size, affine, 
     return (phase_c if used else None), info
 
 
+def magnitude_relative_intensity(magnitude, brain, voxel_size, p):
+    """Relative intensity of the magnitude (local background as for the SWI), smoothed
+    with a Gaussian of ``p["magnitude_smoothing_mm"]`` (mm) so that one noisy voxel does
+    not make a candidate dark."""
+    rel = relative_intensity(magnitude, brain, background_mm=p["background_sigma_mm"],
+                             voxel_size=voxel_size)
+    sigma = [p["magnitude_smoothing_mm"] / v for v in voxel_size]
+    return ndi.gaussian_filter(rel, sigma).astype(np.float32)
+
+
 def find_candidates(swi, brain_mask, affine, *, filtered_phase=None, magnitude=None,
                     parameters=None):
     """First stage: seeds and everything their analysis needs.
@@ -217,7 +231,7 @@ def find_candidates(swi, brain_mask, affine, *, filtered_phase=None, magnitude=N
     swi_c = np.asarray(swi[box], dtype=np.float32)
     rel = rel_swi = relative_intensity(swi_c, brain_c, background_mm=p["background_sigma_mm"],
                                        voxel_size=voxel_size)
-    zone_c, zone_cm3 = None, None
+    zone_c, zone_cm3, mag_rel = None, None, None
     if magnitude is not None:
         magnitude = np.asarray(magnitude)
         if magnitude.shape != swi.shape:
@@ -229,6 +243,7 @@ def find_candidates(swi, brain_mask, affine, *, filtered_phase=None, magnitude=N
                                       level=p["phase_zone_level"],
                                       min_cm3=p["phase_zone_min_cm3"])
         zone_cm3 = float(zone_c.sum()) * float(np.prod(voxel_size)) / 1000.0
+        mag_rel = magnitude_relative_intensity(mag_c, brain_c, voxel_size, p)
         if zone_c.any():
             image = zone_detection_image(swi_c, mag_c, zone_c, voxel_size,
                                          edge_mm=p["phase_zone_edge_mm"])
@@ -247,7 +262,7 @@ def find_candidates(swi, brain_mask, affine, *, filtered_phase=None, magnitude=N
         phase_info=phase_info, peaks=peaks, n_blob_peaks=n_blob_peaks,
         peak_blobness=blobness[at_peaks], peak_sigma=best_sigma[at_peaks],
         edge_distance=edge_distance, edge_factors=edge_factors,
-        phase_zone=zone_c, phase_zone_cm3=zone_cm3,
+        phase_zone=zone_c, phase_zone_cm3=zone_cm3, magnitude_relative=mag_rel,
     )
 
 

@@ -12,7 +12,7 @@ __all__ = ["BIAN2013_PARAMETERS", "CMBPREP_PARAMETERS", "DETECTORS", "DETECTOR_V
            "detector_code_id"]
 
 DETECTORS = ("cmbprep", "bian2013")
-DETECTOR_VERSION = {"cmbprep": "0.4.0", "bian2013": "0.2.0"}
+DETECTOR_VERSION = {"cmbprep": "0.5.0", "bian2013": "0.2.0"}
 
 #: Parameters of the reference method (Bian et al. 2013; CMB_labeler's ``cmb_threshold``
 #: file, Morrison et al. 2018). Published values are for images rescaled to 0-255 with
@@ -99,6 +99,8 @@ CMBPREP_PARAMETERS = {
     "phase_zone_level": 0.5,
     "phase_zone_min_cm3": 1.0,
     "phase_zone_edge_mm": 2.0,
+    # magnitude_contrast (with the magnitude): smoothing (mm) of the relative magnitude
+    "magnitude_smoothing_mm": 0.5,
 }
 
 

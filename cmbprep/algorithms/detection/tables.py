@@ -96,6 +96,11 @@ _DESCRIPTIONS = {
                    None),
     "elongation_perp_b0": ("Elongation in the plane perpendicular to B0 (1 = round)", None),
     "b0_aspect": ("Standard deviation along B0 / mean standard deviation across B0", None),
+    "magnitude_contrast": ("1 - the darkest relative intensity of the bias-corrected "
+                           "magnitude (0.5 mm smoothing) inside the region: about 1 a "
+                           "signal void on the magnitude, about 0 dark only through the "
+                           "SWI phase mask (n/a without magnitude; scanner SWI: the SWI)",
+                           None),
     "sphericity": ("pi^(1/3) (6V)^(2/3) / surface area (1 = sphere)", None),
     "hessian_ratio": ("Smallest/largest Hessian eigenvalue at the centre (1 blob, 0 tube)",
                       None),
