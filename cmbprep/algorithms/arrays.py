@@ -18,6 +18,7 @@ __all__ = [
     "block_reduce",
     "bounding_box",
     "box_around",
+    "sigma_voxels",
     "slice_axis",
     "upsample_linear",
     "upsample_nearest",
@@ -90,6 +91,11 @@ def b0_direction(affine):
     affine = np.asarray(affine, dtype=float)
     directions = affine[:3, :3] / voxel_sizes(affine)  # columns: unit axis directions
     return directions[2] / np.linalg.norm(directions[2])
+
+
+def sigma_voxels(sigma_mm, voxel_size):
+    """A Gaussian's standard deviation ``sigma_mm`` (mm) in voxels along each axis."""
+    return [float(sigma_mm) / float(v) for v in voxel_size]
 
 
 def bounding_box(mask, margin_vox=(0, 0, 0)):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..arrays import block_reduce, upsample_linear
+from ..arrays import block_reduce, sigma_voxels, upsample_linear
 
 __all__ = [
     "local_maxima",
@@ -95,7 +95,7 @@ def multiscale_dark_blobness(image, voxel_size, sigmas_mm):
     previous = 0.0
     for sigma_mm in sorted(float(x) for x in sigmas_mm):
         increment = np.sqrt(sigma_mm**2 - previous**2)
-        smoothed = ndi.gaussian_filter(smoothed, [increment / v for v in voxel_size],
+        smoothed = ndi.gaussian_filter(smoothed, sigma_voxels(increment, voxel_size),
                                        mode="nearest")
         previous = sigma_mm
         response = _laplacian(smoothed, voxel_size)

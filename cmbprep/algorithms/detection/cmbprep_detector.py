@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
-from ..arrays import block_factors, block_reduce, bounding_box, slice_axis
+from ..arrays import block_factors, block_reduce, bounding_box, sigma_voxels, slice_axis
 from .analysis import analyse_candidates
 from .candidates import (
     local_maxima,
@@ -205,8 +205,8 @@ def magnitude_relative_intensity(magnitude, brain, voxel_size, p):
     not make a candidate dark."""
     rel = relative_intensity(magnitude, brain, background_mm=p["background_sigma_mm"],
                              voxel_size=voxel_size)
-    sigma = [p["magnitude_smoothing_mm"] / v for v in voxel_size]
-    return ndi.gaussian_filter(rel, sigma).astype(np.float32)
+    return ndi.gaussian_filter(
+        rel, sigma_voxels(p["magnitude_smoothing_mm"], voxel_size)).astype(np.float32)
 
 
 def find_candidates(swi, brain_mask, affine, *, filtered_phase=None, magnitude=None,
@@ -340,7 +340,7 @@ def merge_and_score(context, analysed):
     p = context.parameters
     use_phase = context.phase is not None
     table = candidate_frame(rows, context.affine)
-    zone = getattr(context, "phase_zone", None)
+    zone = context.phase_zone
     if len(table):
         in_zone = None
         if zone is not None:

@@ -20,11 +20,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..arrays import sigma_voxels
+
 __all__ = ["phase_artefact_zones", "zone_detection_image"]
-
-
-def _sigmas(sigma_mm, voxel_size):
-    return [float(sigma_mm) / float(v) for v in voxel_size]
 
 
 def phase_artefact_zones(swi, magnitude, brain_mask, voxel_size, *, sigma_mm=3.0,
@@ -62,7 +60,7 @@ def phase_artefact_zones(swi, magnitude, brain_mask, voxel_size, *, sigma_mm=3.0
                      np.float32(1.0)).astype(np.float32)
     ratio = np.where(brain & np.isfinite(ratio), ratio, np.float32(1.0))
     # outside the array the ratio is 1 as outside the brain (so a crop gives the same)
-    smooth = ndi.gaussian_filter(ratio, _sigmas(sigma_mm, voxel_size), mode="constant",
+    smooth = ndi.gaussian_filter(ratio, sigma_voxels(sigma_mm, voxel_size), mode="constant",
                                  cval=1.0)
     zone = brain & (smooth < level)
     labels, n = ndi.label(zone)
@@ -91,7 +89,7 @@ def zone_detection_image(swi, magnitude, zone, voxel_size, *, edge_mm=2.0):
     if not np.any(zone):
         return swi
     weight = ndi.gaussian_filter(np.asarray(zone, dtype=np.float32),
-                                 _sigmas(edge_mm, voxel_size), mode="constant", cval=0.0)
+                                 sigma_voxels(edge_mm, voxel_size), mode="constant", cval=0.0)
     weight = np.clip(2.0 * weight, 0.0, 1.0)
     out = swi + weight * (np.asarray(magnitude, dtype=np.float32) - swi)
     return np.where(weight > 0, out, swi).astype(np.float32)
