@@ -461,16 +461,21 @@ def _threshold_curve(cand, truths, model, name, grid):
     return pd.DataFrame(rows)
 
 
-def fit_model(train_c, val_c, val_truths, *, verbose=False):
+def fit_model(train_c, val_c, val_truths, *, features=None, verbose=False):
     """Fit, calibrate and choose thresholds (training and validation candidates of the
-    families to learn from). Returns the ``phase`` and ``no_phase`` parts."""
+    families to learn from). Returns the ``phase`` and ``no_phase`` parts.
+
+    ``features``: the candidate features to learn from (default
+    :data:`~cmbprep.algorithms.detection.classifier.FEATURES`; the ``no_phase`` part
+    leaves the phase features out)."""
     from ..algorithms.detection.classifier import FEATURES, PHASE_FEATURES
 
+    features = FEATURES if features is None else tuple(features)
     model = {}
     grid = np.round(np.concatenate([np.arange(0.05, 0.3, 0.025), np.arange(0.3, 0.96, 0.02)]),
                     4)
     for name, use_phase in (("phase", True), ("no_phase", False)):
-        names = [n for n in FEATURES if use_phase or n not in PHASE_FEATURES]
+        names = [n for n in features if use_phase or n not in PHASE_FEATURES]
         # the phase part learns from scans with phase; the no-phase part from all scans
         # (their phase features are not used), and is validated on every scan as if it
         # had no phase
