@@ -11,17 +11,11 @@ from cmbprep.algorithms.detection import detect_cmbprep
 from cmbprep.algorithms.detection.analysis import magnitude_contrast
 from cmbprep.algorithms.swi import process_swi
 
-from .test_detection import _voxel_of, simulate_gre
+from .test_detection import simulate_gre
+from .test_phase_zones import _grid_mm, _near
 
 LESION = (10.0, 10.0, 12.0)  # 0.8 mm sphere, 1 ppm: blooms on the magnitude
 PHASE_DOT = (20.0, 20.0, 12.0)  # phase bump only
-
-
-def _near(table, affine, centre, tol_mm=1.5):
-    vs = np.diag(affine)[:3]
-    d = np.linalg.norm((table[["i", "j", "k"]].to_numpy(float) - _voxel_of(affine, centre))
-                       * vs, axis=1)
-    return table[d <= tol_mm]
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +31,7 @@ def scene():
     out = process_swi(mag[..., None], phase[..., None], affine, input_kind="gre",
                       echo_times=[0.02], phase_units="rad", n_threads=1)
     sign = 1.0 if out["meta"]["Handedness"] == "left" else -1.0
-    vs = np.diag(affine)[:3]
-    grid = np.indices(out["swi"].shape).transpose(1, 2, 3, 0) * vs + vs / 2
+    grid = _grid_mm(out["swi"].shape, affine)
     bump = 1.2 * np.exp(-np.sum((grid - PHASE_DOT) ** 2, -1) / (2 * 0.7 ** 2))
     # the phase mask darkens the phase of the SWI convention's paramagnetic side
     swi = (out["swi"] * np.clip(1 - bump / np.pi, 0, 1) ** 4).astype(np.float32)
