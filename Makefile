@@ -40,8 +40,12 @@ test: install
 test-slow: install
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
+# The classifier experiments read (and first fill, about 40 min) the training cache.
 benchmarks: install
-	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+	for b in benchmarks/*.py; do \
+		case $$b in */classifier_ablation.py|*/patch_network.py) args="--cache $(TRAIN_CACHE)";; \
+		*) args="";; esac; \
+		$(BIN)/python $$b $$args || exit 1; done
 
 # Re-trains the detector's classifier on generated phantom families, family D held out
 # (roughly 45 min on 2 cores,

@@ -50,7 +50,7 @@ os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
 import numpy as np
 import pandas as pd
 
-from cmbprep.testing.scoring import summarise
+from cmbprep.testing.scoring import sensitivity_at_fp_rate, summarise
 
 #: (protocol, overrides, seeds). Controls have no CMBs. In-family: the default vein model
 #: (``surface_walk``, that of training family A) and fixed protocols.
@@ -188,11 +188,18 @@ def print_summary(name, m):
           f"({m['n_mars_pairs']})", flush=True)
     if "review_per_scan" in m:
         print(f"  left for review: {m['review_per_scan']:.2f} candidates per scan", flush=True)
+    if "at_1_fp_per_scan" in m:
+        a = m["at_1_fp_per_scan"]
+        print(f"  best threshold with <= 1 FP/scan (FROC point over accepted and review "
+              f"candidates): sensitivity {a['sensitivity']:.3f} ({a['true_positives']}/"
+              f"{a['n_cmbs']}) at score >= {a['threshold']:.2f}, {a['fp_per_scan']:.2f} "
+              "FP/scan", flush=True)
 
 
 def cohort_measures(per_scan):
-    """``cmbprep <group>`` measures (with ``review_per_scan``) of the in-family and
-    held-out cohorts, and of the held-out cohort by input kind."""
+    """``cmbprep <group>`` measures (with ``review_per_scan`` and the FROC point
+    ``at_1_fp_per_scan``) of the in-family and held-out cohorts, and of the held-out
+    cohort by input kind."""
     groups = {}
     for entry in per_scan:
         groups.setdefault(entry["cohort"], []).append(entry)
@@ -203,6 +210,7 @@ def cohort_measures(per_scan):
         results[f"cmbprep {name}"] = summarise(group)
         results[f"cmbprep {name}"]["review_per_scan"] = float(np.mean(
             [e["review"] for e in group]))
+        results[f"cmbprep {name}"]["at_1_fp_per_scan"] = sensitivity_at_fp_rate(group, 1.0)
     return results
 
 
@@ -229,7 +237,8 @@ def pipeline_mode(args, cohort):
             per_scan.append({"truth": truth, "detections": det, "cohort": group,
                              "protocol": f"{spec.family}/{spec.input_kind}",
                              "input_kind": spec.input_kind,
-                             "review": int((cand["status"] == "review").sum())})
+                             "review": int((cand["status"] == "review").sum()),
+                             "candidates": cand[cand["status"].isin(["cmb", "review"])]})
             extra[label] = {"accepted": len(cmb), "candidates": len(cand),
                             "review": per_scan[-1]["review"]}
         results[detector] = summarise(per_scan)

@@ -1,12 +1,14 @@
 """Training-data plumbing of the detector classifier (cmbprep.testing.detector_training)."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from cmbprep.testing.detector_training import (
     COHORTS,
     HELD_OUT_FAMILY,
     candidate_table,
+    choose_accept_threshold,
     fixed_scan,
     phantom_fingerprint,
     prepare_scan,
@@ -112,3 +114,31 @@ def test_magnitude_is_hidden_on_every_fifth_training_scan():
     np.testing.assert_array_equal(out.loc[~hidden, "magnitude_contrast"],
                                   data.loc[~hidden, "magnitude_contrast"])
     assert data["magnitude_contrast"].notna().all()  # the input is not modified
+
+
+def test_accept_threshold_is_the_peak_of_the_averaged_f1_within_the_limits():
+    """An isolated one-point F1 spike (a few validation lesions) is not chosen over a
+    broad plateau; a spike at the plateau's edge pulls the choice less far than the raw
+    maximum. Thresholds over the false-positive or the calcification limit are never
+    chosen while another one meets them."""
+    t = np.round(np.arange(0.30, 0.96, 0.02), 2)
+    f1 = np.where((t >= 0.50) & (t <= 0.70), 0.78, 0.70)
+    f1[t == 0.90] = 0.79  # isolated spike
+    curve = pd.DataFrame({"threshold": t, "f1": f1, "fp_per_scan": 1.0 - t,
+                          "calcifications_as_cmb": np.where(t < 0.4, 5, 0)})
+    assert curve.loc[curve["f1"].idxmax(), "threshold"] == 0.90  # what the raw max takes
+    best = choose_accept_threshold(curve, max_fp_per_scan=0.5)
+    assert 0.54 <= best["threshold"] <= 0.66  # inside the plateau, away from its edges
+    edge = curve.assign(f1=np.where(t == 0.70, 0.79, f1))  # spike at the plateau's edge
+    assert 0.60 <= choose_accept_threshold(edge, 0.5)["threshold"] < 0.70
+    # the false-positive limit: thresholds below 0.62 are over it
+    tight = choose_accept_threshold(curve.assign(fp_per_scan=np.where(t < 0.62, 1.0, 0.1)),
+                                    max_fp_per_scan=0.5)
+    assert tight["threshold"] >= 0.62
+    # the calcification limit (thresholds below 0.4), and no threshold meeting the
+    # limits at all (the best overall)
+    calc = choose_accept_threshold(curve.assign(fp_per_scan=0.0, f1=0.8 - 0.1 * t), 0.5,
+                                   max_calcifications=0)
+    assert calc["threshold"] == 0.40
+    none = choose_accept_threshold(curve.assign(fp_per_scan=9.0), max_fp_per_scan=0.5)
+    assert 0.54 <= none["threshold"] <= 0.66

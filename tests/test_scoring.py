@@ -8,6 +8,7 @@ from cmbprep.testing.scoring import (
     label_detections,
     match_detections,
     matching_radius_mm,
+    sensitivity_at_fp_rate,
     summarise,
 )
 
@@ -71,3 +72,27 @@ def test_summarise_counts():
     assert (m["calcifications_as_cmb"], m["calcifications"]) == (2, 2)
     assert m["sensitivity_ge3mm"] == 1.0 and m["sensitivity_lt3mm_visible"] == 0.0
     assert m["mars_agreement"] == 1.0 and m["n_mars_pairs"] == 1
+
+
+def test_sensitivity_at_a_false_positive_rate_is_the_best_threshold_within_it():
+    """Two scans, three visible microbleeds; candidates scored so that every threshold
+    trades one more microbleed against false positives. Calcifications count as false
+    positives, as in summarise."""
+    truth = _truth([("cmb", 0, 0, 0, 4.0, "lobar"), ("cmb", 20, 0, 0, 2.0, "deep"),
+                    ("calcification", 40, 0, 0, 2.0, "deep")])
+    other = _truth([("cmb", 0, 0, 0, 3.0, "lobar")])
+    cand = pd.DataFrame({"x": [0.3, 40.0, 20.2, 90.0], "y": 0.0, "z": 0.0,
+                         "score": [0.95, 0.9, 0.5, 0.45]})  # cmb, calc, cmb, none
+    cand2 = pd.DataFrame({"x": [70.0, 0.1], "y": 0.0, "z": 0.0, "score": [0.8, 0.3]})
+    scans = [{"truth": truth, "candidates": cand}, {"truth": other, "candidates": cand2}]
+    at_half = sensitivity_at_fp_rate(scans, 0.5)  # at most 1 false positive in 2 scans
+    # one microbleed either way; the strictest threshold that finds it is reported
+    assert at_half["true_positives"] == 1 and at_half["threshold"] == 0.95
+    assert at_half["fp_per_scan"] == 0.0 and at_half["n_cmbs"] == 3
+    at_one = sensitivity_at_fp_rate(scans, 1.0)  # two: the calcification and 70 mm
+    assert at_one["true_positives"] == 2 and at_one["threshold"] == 0.5
+    assert at_one["sensitivity"] == pytest.approx(2 / 3)
+    everything = sensitivity_at_fp_rate(scans, 10.0)
+    assert everything["true_positives"] == 3 and everything["threshold"] == 0.3
+    none = sensitivity_at_fp_rate(scans, 0.0)
+    assert none["true_positives"] == 1 and none["fp_per_scan"] == 0.0

@@ -304,6 +304,30 @@ MIN_CALC_REJECTED = 0.9
 #: Lowest calibrated probability shown to a rater (``review``): one chance in ten.
 REVIEW_PROBABILITY = 0.10
 
+#: The validation F1 curve over thresholds is averaged over this many neighbouring grid
+#: points (centred; about +-0.04) before its maximum is taken.
+F1_SMOOTHING_POINTS = 5
+
+
+def choose_accept_threshold(curve, max_fp_per_scan, max_calcifications=np.inf):
+    """Row of ``curve`` (one per threshold, ascending, with ``threshold f1 fp_per_scan
+    calcifications_as_cmb``) whose F1, averaged over ``F1_SMOOTHING_POINTS`` neighbouring
+    thresholds, is highest among the thresholds that meet both limits (all thresholds
+    when none does); ties go to the higher threshold.
+
+    The validation F1 is flat over a wide range of thresholds (a plateau of +-0.01), and
+    the raw maximum on such a plateau is set by a few validation lesions, so that a
+    small change of the training data moves the threshold from one end of the plateau to
+    the other. The averaged curve peaks where F1 stays high around the threshold.
+    """
+    curve = curve.sort_values("threshold").reset_index(drop=True)
+    smoothed = curve["f1"].rolling(F1_SMOOTHING_POINTS, center=True, min_periods=1).mean()
+    curve = curve.assign(f1_smoothed=smoothed)
+    meets = curve[(curve["fp_per_scan"] <= max_fp_per_scan)
+                  & (curve["calcifications_as_cmb"] <= max_calcifications)]
+    pool = meets if len(meets) else curve
+    return pool[pool["f1_smoothed"] == pool["f1_smoothed"].max()].iloc[-1]
+
 
 def _usable(cand):
     return cand[~cand["screened_out"] & (cand["truth"] != "invisible_cmb")]
@@ -490,10 +514,7 @@ def fit_model(train_c, val_c, val_truths, *, features=None, verbose=False):
         curve = _threshold_curve(va, val_truths, model, name, grid)
         n_calc = int(curve["calcifications"].iloc[0])
         max_calc = (1 - MIN_CALC_REJECTED) * n_calc if use_phase else np.inf
-        meets = curve[(curve["fp_per_scan"] <= MAX_FP_PER_SCAN)
-                      & (curve["calcifications_as_cmb"] <= max_calc)]
-        pool = meets if len(meets) else curve
-        best = pool[pool["f1"] == pool["f1"].max()].iloc[-1]
+        best = choose_accept_threshold(curve, MAX_FP_PER_SCAN, max_calc)
         part["accept_score"] = float(best["threshold"])
         part["review_score"] = min(REVIEW_PROBABILITY, float(best["threshold"]))
         part["validation"] = {k: float(v) for k, v in best.to_dict().items()}
@@ -565,14 +586,15 @@ def train_model(train, validation, *, hold_out=None, lofo=True):
     seen = lambda c: c[c["family"] != hold_out]  # noqa: E731
     parts = fit_model(seen(train_c), seen(val_c), val_t, verbose=True)
     families = sorted(set(train_c["family"]) - {hold_out})
-    model = {"kind": MODEL_KIND, "version": "4",
+    model = {"kind": MODEL_KIND, "version": "5",
              "created_with": f"cmbprep {__version__}, scikit-learn {sklearn.__version__}",
              "training": {"seeds": sorted(int(s) for s in seen(train_c)["seed"].unique()),
                           "families": {f: dataclasses.asdict(FAMILIES[f]) for f in families}},
              "validation": {"seeds": sorted(int(s) for s in seen(val_c)["seed"].unique())},
              "selection": ("score = logistic (Platt) calibration on validation candidates of "
                            "the boosted trees' output; accept_score maximises validation F1 "
-                           f"(visible-CMB truth) among thresholds with at most "
+                           f"(visible-CMB truth; averaged over {F1_SMOOTHING_POINTS} "
+                           "neighbouring thresholds) among thresholds with at most "
                            f"{MAX_FP_PER_SCAN} false positives per scan and (phase part) at "
                            f"least {MIN_CALC_REJECTED:.0%} of calcifications not accepted; "
                            f"review_score = calibrated probability {REVIEW_PROBABILITY}"),

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 from ..algorithms.longitudinal import match_one_to_one
 
-__all__ = ["label_detections", "match_detections", "matching_radius_mm", "summarise"]
+__all__ = ["label_detections", "match_detections", "matching_radius_mm",
+           "sensitivity_at_fp_rate", "summarise"]
 
 #: Matching tolerance: max(MIN_RADIUS_MM, apparent radius + MARGIN_MM).
 MIN_RADIUS_MM = 3.0
@@ -194,3 +195,48 @@ def summarise(per_scan):
         "mars_agreement": float(np.mean(agree)) if agree else float("nan"),
         "n_mars_pairs": len(agree),
     }
+
+
+def sensitivity_at_fp_rate(per_scan, max_fp_per_scan):
+    """One point of the free-response (FROC) curve: the highest sensitivity for visible
+    microbleeds over score thresholds whose false positives per scan (non-lesion and
+    calcification detections, as in :func:`summarise`) stay at or below
+    ``max_fp_per_scan``.
+
+    It is the operating point a study could choose for this kind of input (e.g. scanner
+    SWI only), independent of the thresholds stored with the model.
+
+    Parameters
+    ----------
+    per_scan : list of dict
+        One per scan with ``truth`` and ``candidates`` (``x y z score``: the candidates a
+        threshold may accept, e.g. the accepted and review ones; duplicates removed).
+    max_fp_per_scan : float
+
+    Returns
+    -------
+    dict
+        ``sensitivity``, ``true_positives``, ``n_cmbs``, ``threshold`` (the lowest score
+        accepted; ``nan`` when none is) and ``fp_per_scan`` at that threshold.
+    """
+    n_scans = len(per_scan)
+    n_cmbs = sum(int(((s["truth"]["kind"] == "cmb")
+                      & (s["truth"]["apparent_diameter_mm"] > 0)).sum()) for s in per_scan)
+    scores = np.unique(np.concatenate(
+        [s["candidates"]["score"].to_numpy(float) for s in per_scan] or [np.zeros(0)]))
+    best = {"sensitivity": 0.0 if n_cmbs else float("nan"), "true_positives": 0,
+            "n_cmbs": n_cmbs, "threshold": float("nan"), "fp_per_scan": 0.0}
+    for threshold in scores[::-1]:  # from the strictest down; stop past the limit
+        tp = fp = 0
+        for scan in per_scan:
+            det = scan["candidates"][scan["candidates"]["score"] >= threshold]
+            labels, _ = label_detections(det, scan["truth"])
+            tp += int(np.sum(labels == "cmb"))
+            fp += int(np.sum((labels == "none") | (labels == "calcification")))
+        if fp > max_fp_per_scan * n_scans:
+            break
+        if tp > best["true_positives"] or np.isnan(best["threshold"]):
+            best = {"sensitivity": tp / n_cmbs if n_cmbs else float("nan"),
+                    "true_positives": tp, "n_cmbs": n_cmbs, "threshold": float(threshold),
+                    "fp_per_scan": fp / n_scans}
+    return best

@@ -164,14 +164,17 @@ def calibrate_phase(filtered_phase, shape, box, rel, brain, voxel_size, affine, 
     every microbleed diamagnetic (rejected) and every calcification paramagnetic
     (accepted). So when both are known and disagree the phase is not used: the scan is
     scored like scanner SWI (the ``no_phase`` classifier) and ``phase_sign_conflict``
-    is reported.
+    is reported. When the calibration finds no vessel-like structure to work on (sign
+    0) the SWI chain's convention is used alone: the SWI itself was made with it.
 
     Returns
     -------
     phase : ndarray of float32 or None
-        None without phase, when the sign is undetermined (0) or in conflict.
+        None without phase, when the sign is undetermined (0, and no reference) or in
+        conflict.
     info : dict
-        ``phase_used`` (and with phase ``phase_sign``,
+        ``phase_used`` (and with phase ``phase_sign``, ``phase_sign_source``
+        (``parameter``, ``calibration`` or ``swi_chain``),
         ``phase_sign_calibration_correlation``, ``phase_sign_reference`` and
         ``phase_sign_conflict``).
     """
@@ -185,14 +188,17 @@ def calibrate_phase(filtered_phase, shape, box, rel, brain, voxel_size, affine, 
     reference = int(reference) if reference in (1, -1, "1", "-1", "+1") else None
     conflict = False
     if p["phase_sign"] in (1, -1, "1", "-1", "+1"):
-        sign, corr = int(p["phase_sign"]), float("nan")
+        sign, corr, source = int(p["phase_sign"]), float("nan"), "parameter"
     else:
         veins = vessel_like_mask(brain & (rel < p["vessel_intensity"]), voxel_size,
                                  min_elongation=p["vessel_min_elongation"])
         sign, corr = paramagnetic_phase_sign(phase_c, veins, brain, affine)
+        source = "calibration"
         conflict = sign != 0 and reference is not None and sign != reference
+        if sign == 0 and reference is not None:
+            sign, source = reference, "swi_chain"
     used = sign != 0 and not conflict
-    info = {"phase_used": used, "phase_sign": sign,
+    info = {"phase_used": used, "phase_sign": sign, "phase_sign_source": source,
             "phase_sign_calibration_correlation": corr,
             "phase_sign_reference": "n/a" if reference is None else reference,
             "phase_sign_conflict": conflict}
