@@ -85,8 +85,9 @@ def test_vein_models_plausible_and_different(model, model_subjects, default_subj
     radii = np.array([r for _, r in veins])
     assert len(veins) > 100  # many more vessels than the default ~50
     assert (radii < 0.3).sum() > 50  # thin vessels
-    # beaded veins: stretches between beads are thinner (hardly visible)
-    assert radii.min() >= (0.04 if model == "beaded" else 0.1)
+    # beaded veins: stretches between beads are thinner (hardly visible); random
+    # cylinders: calibre modulated down to 0.6 x 0.1 mm
+    assert radii.min() >= {"beaded": 0.04, "random_cylinders": 0.06}.get(model, 0.1)
     # centre lines lie inside the brain (large veins excepted)
     t = template_maps()
     pts = np.concatenate([p for p, r in veins if r < 0.9])
@@ -143,6 +144,32 @@ def test_dense_medullary_angles_and_lengths():
     lengths = np.array([np.linalg.norm(np.diff(p, axis=0), axis=1).sum() for p in thin])
     assert len(thin) >= 200
     assert np.median(lengths) < 25 and lengths.max() <= 30
+
+
+def test_random_cylinders_are_straight_isotropic_and_modulated():
+    """Directions uniform on the sphere: the length fraction within 30 deg of B0 is
+    1 - cos 30 = 0.134, within 30 deg of the axial plane sin 30 = 0.5; the pieces of a
+    vessel continue one straight line while the radius varies smoothly along it."""
+    veins = cached_veins(SEED, 30, (0.3, 1.0), "random_cylinders")
+    small = [(p, r) for p, r in veins[:-3] if r < 1.1]  # no cortical or large veins
+    near_z, near_xy = _angle_fractions(small)
+    assert 0.10 < near_z < 0.17 and 0.44 < near_xy < 0.56, (near_z, near_xy)
+    radius = np.array([r for _, r in small])
+    assert radius.min() >= 0.06 and radius.max() <= 1.05
+    assert (radius < 0.2).sum() > 200 and (radius > 0.5).sum() > 100
+    straight = joined = 0
+    steps = []
+    for (a, ra), (b, rb) in zip(small, small[1:]):
+        if not np.allclose(a[-1], b[0]):
+            continue  # the next vessel
+        joined += 1
+        da, db = a[-1] - a[0], b[-1] - b[0]
+        straight += np.dot(da, db) / (np.linalg.norm(da) * np.linalg.norm(db)) > 0.999
+        steps.append(abs(rb / ra - 1))
+    assert joined > 1000 and straight == joined
+    # sinusoidal modulation (amplitude <= 0.4, wavelength >= 3 mm): neighbouring 1 mm
+    # pieces differ by at most 2 pi 0.4 / 3 / (1 - 0.4) = 1.4, mostly by much less
+    assert max(steps) <= 1.4 and np.median(steps) < 0.15 and np.mean(steps) > 0.01
 
 
 def test_tree_radii_follow_murray():

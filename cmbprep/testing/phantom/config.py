@@ -11,7 +11,8 @@ import numpy as np
 __all__ = ["PROTOCOLS", "VEIN_MODELS", "PhantomConfig"]
 
 #: Vein network models (``PhantomConfig.vein_model``; see :mod:`.veins`).
-VEIN_MODELS = ("surface_walk", "dense_medullary", "tree", "tortuous_segments", "beaded")
+VEIN_MODELS = ("surface_walk", "dense_medullary", "tree", "tortuous_segments", "beaded",
+               "random_cylinders")
 
 #: Acquisition presets. ``voxel_size_mm`` is (read, phase, slice) in mm.
 PROTOCOLS: dict[str, dict] = {
@@ -89,8 +90,12 @@ class PhantomConfig:
         matter, the insula and the corpus callosum region, plus cortical veins.
         ``"beaded"``: nearly straight medullary and deep veins split into thick beads
         (1-4 mm, radius 0.2-0.7 mm) and near-invisible thin stretches, short straight
-        stubs (1.5-5 mm) at every angle, and a few cortical veins. All
-        models add the internal cerebral veins and the superior sagittal sinus.
+        stubs (1.5-5 mm) at every angle, and a few cortical veins.
+        ``"random_cylinders"``: about ``5 * n_veins`` straight vessels, direction uniform
+        on the sphere, centred anywhere in the parenchyma (white and deep grey matter,
+        insula, corpus callosum region, cortex), 4-40 mm long, radius 0.1-0.75 mm varying
+        smoothly along each vessel, and a few cortical veins. All models add the
+        internal cerebral veins and the superior sagittal sinus.
     venous_dchi_ppm : float
         Susceptibility of venous blood relative to tissue, ppm.
     noise_level : float

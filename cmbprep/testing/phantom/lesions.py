@@ -47,7 +47,7 @@ def _lesion_specs(cfg):
 
 
 def _draw_centre(category, radius, rng, centres, tree, xfm, fov_check, min_spacing,
-                 thin_tree=None, site_check=None, clearance=4.0):
+                 thin_tree, site_check, clearance):
     """A template mm centre in ``category`` (up to 500 attempts), or None."""
     t = template_maps()
     candidates = t["regions"][category]
@@ -72,8 +72,8 @@ def place_lesions(cfg, rng, vein_points, xfm, fov_check,
                   thin_vein_points=None) -> list[dict]:
     """Lesion centres in template space, away from each other and from veins (lesion
     radius + ``cfg.lesion_vein_clearance_mm`` from ``vein_points``, +
-    :data:`THIN_VEIN_CLEARANCE_MM` from ``thin_vein_points``) and, with ``atrophy`` or ``ventricle_scale``, away from the
-    tissue that became CSF (:func:`~.anatomy.lesion_site_ok`).
+    :data:`THIN_VEIN_CLEARANCE_MM` from ``thin_vein_points``) and, with ``atrophy`` or
+    ``ventricle_scale``, away from the tissue that became CSF (:func:`~.anatomy.lesion_site_ok`).
 
     Each lesion draws its radius, susceptibility and MARS category (CMBs from
     ``cmb_location_weights``, calcifications 70 % deep); when that category cannot hold

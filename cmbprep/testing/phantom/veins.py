@@ -16,6 +16,10 @@ Vein models (``PhantomConfig.vein_model``, :data:`~.config.VEIN_MODELS`):
   when their calibre or the partial volume varies), short straight stubs at every angle
   to B0 (a vein seen over a few millimetres), and a few cortical veins. Visible parts are
   compact: the vessel mimics that round microbleeds must be told from.
+* ``"random_cylinders"``: the statistical model of randomly oriented straight cylinders
+  (as used for the MR signal of a capillary/venous network): direction uniform on the
+  sphere, position anywhere in the parenchyma, length 4-40 mm, calibre 0.2-1.5 mm,
+  varying smoothly along each vessel; placement and direction ignore the anatomy.
 
 All models add the internal cerebral veins and the superior sagittal sinus. Centre lines
 depend on the anatomy seed and the vein parameters only and are cached.
@@ -349,6 +353,55 @@ def _beaded(n_veins, r_lo, r_hi, rng):
     return veins + _cortical_veins(max(1, n_veins // 4), r_lo, r_hi, rng)
 
 
+def _straight_through(centre, direction, length):
+    """Straight centre line of ``length`` mm through ``centre`` (0.5 mm steps), both
+    halves truncated where they leave the brain or enter the ventricles."""
+    half = np.arange(0.0, 0.5 * length + 0.25, 0.5)[:, None] * _unit(direction)
+    ahead, behind = _inside(centre + half), _inside(centre - half)
+    return np.concatenate([behind[::-1], ahead[1:]])
+
+
+def _modulated(pts, radius, rng):
+    """Split a centre line into 1 mm pieces whose radius varies smoothly around
+    ``radius`` (relative amplitude 0-0.4, wavelength 3-12 mm); (points, radius) pairs."""
+    pts = resample_polyline(pts, 0.5)
+    amplitude, wavelength = rng.uniform(0.0, 0.4), rng.uniform(3.0, 12.0)
+    phase = rng.uniform(0.0, 2 * np.pi)
+    pieces = []
+    for start in range(0, len(pts) - 1, 2):
+        piece = pts[start:start + 3]
+        s = 0.5 * (start + 1)  # arc length (mm) at the piece's middle
+        pieces.append((piece, radius * (1 + amplitude * np.sin(2 * np.pi * s / wavelength
+                                                                  + phase))))
+    return pieces
+
+
+def _random_cylinders(n_veins, r_lo, r_hi, rng):
+    """``5 * n_veins`` straight vessels in the statistical model of randomly oriented
+    cylinders: direction uniform on the sphere (so every angle to B0 and to the slice),
+    centre anywhere in white matter (45 %), deep grey matter (20 %), the insula (10 %),
+    the corpus callosum region (10 %) or lobar cortex (15 %), length log-uniform
+    4-40 mm, radius log-uniform 0.1-0.75 mm (calibre 0.2-1.5 mm) with a smooth calibre
+    modulation along the vessel (:func:`_modulated`); plus ``max(1, n_veins // 4)``
+    cortical veins (``vein_radius_mm``). Unlike the other models, neither the placement
+    nor the direction follows the anatomy."""
+    t = template_maps()
+    reg = _region_indices()
+    pools = [reg["wm"], t["regions"]["deep"], reg["insula"], reg["cc"],
+             t["regions"]["lobar"]]
+    veins = []
+    for _ in range(5 * n_veins):
+        pool = pools[int(rng.choice(5, p=[0.45, 0.2, 0.1, 0.1, 0.15]))]
+        centre = _points(pool, rng, 1)[0]
+        direction = rng.normal(size=3)
+        length = float(np.exp(rng.uniform(np.log(4.0), np.log(40.0))))
+        radius = float(np.exp(rng.uniform(np.log(0.1), np.log(0.75))))
+        pts = _straight_through(centre, direction, length)
+        if len(pts) >= 2:
+            veins += _modulated(pts, radius, rng)
+    return veins + _cortical_veins(max(1, n_veins // 4), r_lo, r_hi, rng)
+
+
 def generate_veins(cfg: PhantomConfig, rng) -> list[tuple[np.ndarray, float]]:
     """List of (points (N, 3) template mm, radius mm) vessel centre lines of
     ``cfg.vein_model`` plus the large veins. ``"surface_walk"``: about 60 % of
@@ -363,7 +416,8 @@ def generate_veins(cfg: PhantomConfig, rng) -> list[tuple[np.ndarray, float]]:
             raise ValueError(f"unknown vein_model {model!r}")
         make = {"dense_medullary": _dense_medullary,
                 "tree": lambda n, lo, hi, g: _trees(n, g),
-                "tortuous_segments": _tortuous_segments, "beaded": _beaded}[model]
+                "tortuous_segments": _tortuous_segments, "beaded": _beaded,
+                "random_cylinders": _random_cylinders}[model]
         return make(cfg.n_veins, r_lo, r_hi, rng) + _large_veins(r_hi, rng)
     n_cortical = round(0.6 * cfg.n_veins)
     return (_cortical_veins(n_cortical, r_lo, r_hi, rng)
