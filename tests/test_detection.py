@@ -11,8 +11,10 @@ import pytest
 
 from cmbprep.algorithms.detection import (
     CMB_COLUMNS,
+    CMBPREP_PARAMETERS,
     analyse_candidates,
     assign_regions,
+    assign_status,
     cmb_label_image,
     cmb_table,
     column_descriptions,
@@ -339,3 +341,21 @@ def test_local_maxima_plateau_is_one_peak():
                          min_separation_mm=1.5, threshold=0.1)
     assert len(peaks) == 2
     assert tuple(peaks[0]) == (5, 5, 3) and tuple(peaks[1]) == (15, 15, 5)
+
+
+def test_a_region_larger_than_a_microbleed_is_never_accepted():
+    """Microbleeds are at most 10 mm (MARS, STRIVE): whatever its score, a larger region is
+    left for review, and its reason says why; the size limit does not touch the others."""
+    table = pd.DataFrame({"x": [0.0, 30.0, 60.0, 90.0], "y": 0.0, "z": 0.0,
+                          "diameter_mm": [4.0, 10.0, 10.5, 11.5]})
+    assign_status(table, [0.9, 0.9, 0.9, 0.3], ["n/a", "n/a", "contrast", "n/a"], 0.5, 0.1,
+                  CMBPREP_PARAMETERS["max_accept_diameter_mm"])
+    assert CMBPREP_PARAMETERS["max_accept_diameter_mm"] == 10.0
+    assert table["status"].tolist() == ["cmb", "cmb", "review", "review"]
+    assert table["reason"].tolist() == ["n/a", "n/a", "contrast+too_large_to_accept", "n/a"]
+    assert table["score"].tolist() == [0.9, 0.9, 0.9, 0.3]  # the score is not changed
+    # without the limit (the function's default) the large region would be accepted
+    again = table[["x", "y", "z", "diameter_mm"]].copy()
+    assign_status(again, [0.9, 0.9, 0.9, 0.3], ["n/a"] * 4, 0.5, 0.1)
+    assert again["status"].tolist() == ["cmb", "cmb", "cmb", "review"]
+

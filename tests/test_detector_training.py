@@ -13,6 +13,7 @@ from cmbprep.testing.detector_training import (
     phantom_fingerprint,
     prepare_scan,
     scan_list,
+    swi_fingerprint,
 )
 from cmbprep.testing.phantom.randomise import FAMILIES
 
@@ -41,18 +42,22 @@ def test_cohorts_are_disjoint_and_above_test_seeds():
     assert {s.family for s in specs} == set(FAMILIES)
 
 
-def test_cache_is_reused_only_for_the_same_phantom_version(cache):
+def test_cache_is_reused_only_for_the_same_phantom_and_swi_versions(cache):
     tmp_path = cache
     spec = fixed_scan("small", FAST, 7)
     arrays, truth, timing = prepare_scan(spec, tmp_path)
     assert np.isfinite(timing["swi_s"])
-    assert (tmp_path / "small_7.phantom").read_text().strip() == phantom_fingerprint()
+    stamp = tmp_path / "small_7.phantom"
+    assert stamp.read_text().split() == ["phantom", phantom_fingerprint(), "swi",
+                                         swi_fingerprint()]
     again, truth2, timing2 = prepare_scan(spec, tmp_path)
     assert np.isnan(timing2["swi_s"])  # from the cache
     np.testing.assert_array_equal(again["swi"], arrays["swi"])
-    (tmp_path / "small_7.phantom").write_text("another-version\n")
-    _, _, timing3 = prepare_scan(spec, tmp_path)
-    assert np.isfinite(timing3["swi_s"])  # recomputed
+    for other in (f"phantom another-version swi {swi_fingerprint()}",  # generator changed
+                  f"phantom {phantom_fingerprint()} swi another-version"):  # SWI chain
+        stamp.write_text(other + "\n")
+        _, _, timing3 = prepare_scan(spec, tmp_path)
+        assert np.isfinite(timing3["swi_s"])  # recomputed
 
 
 def test_candidates_are_labelled_against_truth(cache):

@@ -82,6 +82,13 @@ def test_microbleed_in_a_zone_is_found_with_the_magnitude(zone_scene):
     assert owner["screened_out"] and owner["reason"].startswith("screened:")
     assert "large" in owner["reason"] and owner["diameter_mm"] > 10
     assert not (_near(without.candidates, s["affine"], LESION)["status"] == "cmb").any()
+    # the zone itself, an 11 mm dark region, is larger than a microbleed: never accepted
+    zone = _near(without.candidates, s["affine"], ZONE_CENTRE)
+    large = zone[~zone["screened_out"] & (zone["diameter_mm"] > 10)]
+    assert len(large) and not (large["status"] == "cmb").any()
+    high = large[large["score"] >= without.parameters["accept_score"]]
+    assert (high["status"] == "review").all()
+    assert high["reason"].str.endswith("too_large_to_accept").all()
 
     with_mag = detect_cmbprep(s["swi_zone"], s["brain"], s["affine"],
                               filtered_phase=s["filtered_zone"], magnitude=s["magnitude"])

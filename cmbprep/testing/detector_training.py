@@ -53,7 +53,8 @@ from ..utils.io import python_sources_fingerprint, write_text_atomic
 
 __all__ = ["COHORTS", "HELD_OUT_FAMILY", "candidate_table", "detector_fingerprint",
            "detector_parameters", "evaluate_system", "fixed_scan", "main",
-           "phantom_fingerprint", "prepare_scan", "scan_list", "system_scores", "train_model"]
+           "phantom_fingerprint", "prepare_scan", "scan_list", "swi_fingerprint",
+           "system_scores", "train_model"]
 
 #: The family held out of the shipped model (fit, calibration and thresholds; ``--hold-out
 #: D``): the benchmark's held-out figure is measured on it.
@@ -123,6 +124,20 @@ def phantom_fingerprint():
     return phantom.source_fingerprint()
 
 
+def swi_fingerprint():
+    """SHA-256 prefix of the SWI chain's source (:mod:`cmbprep.algorithms.swi`): cached
+    SWIs made by another version of the chain (e.g. another echo combination) are not
+    reused."""
+    from ..algorithms import swi
+
+    return python_sources_fingerprint(Path(swi.__file__).parent)
+
+
+def _scan_stamp():
+    """Cache stamp of a prepared scan: the generator's and the SWI chain's sources."""
+    return f"phantom {phantom_fingerprint()} swi {swi_fingerprint()}"
+
+
 def detector_fingerprint():
     """SHA-256 prefix of the candidate detector's source (the modules of
     :mod:`cmbprep.algorithms.detection`): cached candidate tables made by another version
@@ -155,7 +170,7 @@ def prepare_scan(spec, cache_dir=None):
         npz = Path(cache_dir) / f"{tag}.npz"
         csv = Path(cache_dir) / f"{tag}.csv"
         stamp = Path(cache_dir) / f"{tag}.phantom"
-        fresh = stamp.exists() and stamp.read_text().strip() == phantom_fingerprint()
+        fresh = stamp.exists() and stamp.read_text().strip() == _scan_stamp()
         # caches written before the bias-corrected magnitude was kept are redone: the
         # detector reads it in phase-mask artefact zones, as in the pipeline
         if fresh and npz.exists():
@@ -190,7 +205,7 @@ def prepare_scan(spec, cache_dir=None):
         np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items() if v is not None})
         os.replace(tmp, Path(cache_dir) / f"{tag}.npz")
         sub.truth.to_csv(Path(cache_dir) / f"{tag}.csv", index=False)
-        (Path(cache_dir) / f"{tag}.phantom").write_text(phantom_fingerprint() + "\n")
+        (Path(cache_dir) / f"{tag}.phantom").write_text(_scan_stamp() + "\n")
     return arrays, sub.truth, {"simulate_s": t_sim, "swi_s": t_swi}
 
 
@@ -235,7 +250,7 @@ def _candidates_job(args):
     spec, cache_dir = args
     out = Path(cache_dir) / f"cand_{_tag(spec)}.csv"
     stamp = Path(cache_dir) / f"cand_{_tag(spec)}.stamp"
-    key = f"phantom {phantom_fingerprint()} detector {detector_fingerprint()}"
+    key = f"{_scan_stamp()} detector {detector_fingerprint()}"
     if out.exists() and stamp.exists() and stamp.read_text().strip() == key:
         return str(out)
     cand, truth, timing = candidate_table(spec, cache_dir)
@@ -439,7 +454,7 @@ def evaluate_system(cand, truths, model, thresholds=None, scores=None):
         phase (``phase``) and of scans without (``swi_only``), each with
         ``review_per_scan`` (mean candidates left for review) and ``n_scans``.
     """
-    from ..algorithms.detection import assign_status
+    from ..algorithms.detection import CMBPREP_PARAMETERS, assign_status
     from .scoring import summarise
 
     cand = cand.reset_index(drop=True)
@@ -453,7 +468,8 @@ def evaluate_system(cand, truths, model, thresholds=None, scores=None):
         name = "phase" if use_phase else "no_phase"
         part = model[name]
         accept = part["accept_score"] if thresholds is None else thresholds[name]
-        assign_status(c, score, ["n/a"] * len(c), accept, min(part["review_score"], accept))
+        assign_status(c, score, ["n/a"] * len(c), accept, min(part["review_score"], accept),
+                      CMBPREP_PARAMETERS["max_accept_diameter_mm"])
         kind = c["input_kind"].iloc[0]
         entry = {"truth": truths[(family, seed)], "protocol": f"{family}/{kind}",
                  "detections": c[c["status"] == "cmb"]}

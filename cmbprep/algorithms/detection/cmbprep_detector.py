@@ -354,7 +354,7 @@ def merge_and_score(context, analysed):
             table["phase_artefact_zone"] = in_zone
         score, reason, scoring, accept, review = candidate_scores(
             table, p, use_phase=use_phase, no_phase=in_zone)
-        assign_status(table, score, reason, accept, review)
+        assign_status(table, score, reason, accept, review, p["max_accept_diameter_mm"])
         _paint_accepted(labels_c, table, analysed, seeds)
     else:
         scoring = score_thresholds(p, use_phase=use_phase)

@@ -12,7 +12,7 @@ __all__ = ["BIAN2013_PARAMETERS", "CMBPREP_PARAMETERS", "DETECTORS", "DETECTOR_V
            "detector_code_id"]
 
 DETECTORS = ("cmbprep", "bian2013")
-DETECTOR_VERSION = {"cmbprep": "0.6.0", "bian2013": "0.2.0"}
+DETECTOR_VERSION = {"cmbprep": "0.7.0", "bian2013": "0.2.0"}
 
 #: Parameters of the reference method (Bian et al. 2013; CMB_labeler's ``cmb_threshold``
 #: file, Morrison et al. 2018). Published values are for images rescaled to 0-255 with
@@ -66,6 +66,9 @@ CMBPREP_PARAMETERS = {
     "min_diameter_mm": 1.5,
     "min_voxels_for_shape": 3,  # smaller regions are not screened on their shape
     "max_diameter_mm": 12.0,
+    # microbleeds are at most 10 mm (MARS, STRIVE): a larger region is never accepted
+    # automatically, whatever its score; it is left for review
+    "max_accept_diameter_mm": 10.0,
     "min_contrast": 0.55,
     "max_elongation_perp_b0": 2.0,  # across B0 (blooming stretches CMBs along B0)
     "max_b0_aspect": 3.0,

@@ -193,18 +193,30 @@ def candidate_scores(table, p, use_phase, no_phase=None):
     return score, reason, scoring, accept, review
 
 
-def assign_status(table, score, reason, accept_score, review_score):
+def assign_status(table, score, reason, accept_score, review_score,
+                  max_accept_diameter_mm=None):
     """Set ``score``, ``status`` and ``reason`` in place, then reject duplicates.
 
     ``cmb`` when ``score >= accept_score``, ``review`` when ``score >= review_score``,
-    ``rejected`` otherwise; a non-rejected candidate whose centroid lies inside a
-    better-scored one is rejected as ``duplicate``.
+    ``rejected`` otherwise; a candidate that would be ``cmb`` but whose ``diameter_mm``
+    exceeds ``max_accept_diameter_mm`` (larger than a microbleed can be) is ``review``
+    with the reason ``too_large_to_accept``; a non-rejected candidate whose centroid lies
+    inside a better-scored one is rejected as ``duplicate``.
     """
     score = np.asarray(score, dtype=float)
     table["score"] = score
-    table["status"] = np.where(score >= accept_score, "cmb",
-                               np.where(score >= review_score, "review", "rejected"))
-    table["reason"] = list(reason)
+    status = np.where(score >= accept_score, "cmb",
+                      np.where(score >= review_score, "review", "rejected"))
+    reason = list(reason)
+    if max_accept_diameter_mm is not None and len(table):
+        too_large = (status == "cmb") & (table["diameter_mm"].to_numpy(float)
+                                         > max_accept_diameter_mm)
+        status[too_large] = "review"
+        for n in np.flatnonzero(too_large):
+            reason[n] = ("too_large_to_accept" if reason[n] in ("", "n/a")
+                         else reason[n] + "+too_large_to_accept")
+    table["status"] = status
+    table["reason"] = reason
     _remove_duplicates(table)
     return table
 

@@ -77,7 +77,9 @@ _DESCRIPTIONS = {
     "diameter_mm": ("Diameter of the sphere with the segmented volume", "mm"),
     "score": ("Detector score in [0, 1]; higher is more microbleed-like", None),
     "status": ("Decision", None),
-    "reason": ("Criteria that failed ('+'-separated), n/a if none", None),
+    "reason": ("Criteria that failed ('+'-separated; too_large_to_accept: over "
+               "10 mm, so left for review; duplicate: inside a better-scored "
+               "candidate), n/a if none", None),
     "region": ("Atlas region at the centroid", None),
     "lobe": ("Lobe of the atlas region (n/a for non-lobar regions)", None),
     "hemisphere": ("Hemisphere of the atlas region", None),
