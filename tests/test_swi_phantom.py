@@ -164,6 +164,10 @@ def test_swi_workflow_runs_on_phantom(phantom, tmp_path):
                      minip_slab_mm=8.0, omp_nthreads=1)
     wf.inputs.inputnode.magnitude = [mag]
     wf.inputs.inputnode.phase = [phase]
+    # the chain's source is part of the cache key of the nodes that read the echoes
+    for node in ("prepare_magnitude", "filter_phase"):
+        assert wf.get_node(node).inputs.code_id == f"swi sha256:{S.source_fingerprint()}"
+    assert len(S.source_fingerprint()) == 16
     outputs = _run(wf, tmp_path / "work")
     for name in ("swi", "minip", "magnitude", "filtered_phase", "head_mask"):
         path = outputs[name]

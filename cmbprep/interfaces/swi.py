@@ -70,6 +70,9 @@ class _SWIInputsSpec(BaseInterfaceInputSpec):
                                desc="echo times in seconds, or None when unknown")
     phase_units = traits.Either(None, traits.Enum("rad", "arbitrary"), usedefault=True,
                                 desc="sidecar Units of the phase (None: from the values)")
+    code_id = traits.Str("", usedefault=True,
+                         desc="identifies the SWI chain's code (a change makes Nipype re-run "
+                              "the node in an existing work directory)")
 
 
 class _PrepareMagnitudeOutputSpec(TraitedSpec):

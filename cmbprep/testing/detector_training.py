@@ -130,7 +130,7 @@ def swi_fingerprint():
     reused."""
     from ..algorithms import swi
 
-    return python_sources_fingerprint(Path(swi.__file__).parent)
+    return swi.source_fingerprint()
 
 
 def _scan_stamp():

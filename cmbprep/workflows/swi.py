@@ -7,6 +7,7 @@ from __future__ import annotations
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
+from ..algorithms.swi import source_fingerprint
 from ..interfaces.swi import ComputeSWI, FilterPhase, MinIP, N4BiasField, PrepareMagnitude
 
 
@@ -99,7 +100,8 @@ def _chain_nodes(*, input_kind, echo_times, phase_units, handedness, swi_power,
     compute_swi."""
     inputs = {"input_kind": input_kind,
               "echo_times": [float(t) for t in echo_times] if echo_times else None,
-              "phase_units": phase_units}
+              "phase_units": phase_units,
+              "code_id": f"swi sha256:{source_fingerprint()}"}
     # N4 (ITK threads) and the phase processing (FFT workers; mostly single-threaded
     # numpy) run side by side: each claims half of the omp_nthreads cores
     branch_procs = max(1, omp_nthreads // 2)

@@ -43,8 +43,21 @@ from .phase import (
     wrap_phase,
 )
 
+
+def source_fingerprint() -> str:
+    """SHA-256 prefix (16 hex digits) of this package's source (every ``.py`` file, name
+    and content): the cache key of results made by the SWI chain (the workflow's
+    ``code_id``, the detector training's scan cache)."""
+    from pathlib import Path
+
+    from ...utils.io import python_sources_fingerprint
+
+    return python_sources_fingerprint(Path(__file__).parent)
+
+
 __all__ = [
     "INPUT_KINDS",
+    "source_fingerprint",
     "load_echoes",
     "check_swi_inputs",
     "phase_to_radians",
