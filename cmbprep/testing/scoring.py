@@ -220,19 +220,23 @@ def sensitivity_at_fp_rate(per_scan, max_fp_per_scan):
         accepted; ``nan`` when none is) and ``fp_per_scan`` at that threshold.
     """
     n_scans = len(per_scan)
-    n_cmbs = sum(int(((s["truth"]["kind"] == "cmb")
-                      & (s["truth"]["apparent_diameter_mm"] > 0)).sum()) for s in per_scan)
     scores = np.unique(np.concatenate(
         [s["candidates"]["score"].to_numpy(float) for s in per_scan] or [np.zeros(0)]))
+
+    def point(threshold):
+        # the matching and counting of summarise(): same truth, same false positives
+        les, counts, _ = _match_scans([
+            {"truth": s["truth"],
+             "detections": s["candidates"][s["candidates"]["score"] >= threshold]}
+            for s in per_scan])
+        visible = les["apparent_diameter_mm"] > 0
+        return int((les["found"] & visible).sum()), int(visible.sum()), counts["fp_total"]
+
+    _, n_cmbs, _ = point(np.inf)
     best = {"sensitivity": 0.0 if n_cmbs else float("nan"), "true_positives": 0,
             "n_cmbs": n_cmbs, "threshold": float("nan"), "fp_per_scan": 0.0}
     for threshold in scores[::-1]:  # from the strictest down; stop past the limit
-        tp = fp = 0
-        for scan in per_scan:
-            det = scan["candidates"][scan["candidates"]["score"] >= threshold]
-            labels, _ = label_detections(det, scan["truth"])
-            tp += int(np.sum(labels == "cmb"))
-            fp += int(np.sum((labels == "none") | (labels == "calcification")))
+        tp, _, fp = point(threshold)
         if fp > max_fp_per_scan * n_scans:
             break
         if tp > best["true_positives"] or np.isnan(best["threshold"]):
