@@ -58,9 +58,7 @@ def scan_patches(cache, tag, rng, keep_all):
     """Patches (N, 2 * POINTS^3) and the candidate rows of one cached scan."""
     with np.load(Path(cache) / f"{tag}.npz") as d:
         arrays = {k: d[k] for k in ("swi", "magnitude", "brain", "affine")}
-    cand = pd.read_csv(Path(cache) / f"cand_{tag}.csv", low_memory=False)
-    cand = cand[~cand["screened_out"].astype(str).str.lower().isin(["true", "1"])
-                & (cand["truth"] != "invisible_cmb")]
+    cand = dt._usable(pd.read_csv(Path(cache) / f"cand_{tag}.csv", low_memory=False))
     negatives = cand[cand["truth"] != "cmb"]
     if not keep_all and len(negatives) > NEGATIVES_PER_SCAN:
         negatives = negatives.sample(NEGATIVES_PER_SCAN, random_state=int(rng.integers(1 << 31)))
@@ -142,13 +140,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     p_net = np.mean([net.predict_proba(flat(v))[:, 1] for v in views(x_test)], axis=0)
     per_candidate_ms = 1000 * (time.perf_counter() - t0) / len(x_test)
-    model = classifier.load_model(args.model)
-    has_phase = cand["has_phase"].astype(str).str.lower().isin(["true", "1"]).to_numpy()
-    p_tree = np.zeros(len(cand))
-    for use_phase in (True, False):
-        sel = has_phase == use_phase
-        if sel.any():
-            p_tree[sel] = classifier.predict_proba(cand[sel], model, use_phase=use_phase)
+    p_tree = dt.system_scores(cand, classifier.load_model(args.model))
     rank = lambda p: pd.Series(p).rank(pct=True).to_numpy()  # noqa: E731
     n_scans = cand["scan"].nunique()
     print(f"held-out family {held}: {len(cand)} candidates, {int(y_test.sum())} on visible "
