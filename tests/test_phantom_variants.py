@@ -86,8 +86,9 @@ def test_vein_models_plausible_and_different(model, model_subjects, default_subj
     assert len(veins) > 100  # many more vessels than the default ~50
     assert (radii < 0.3).sum() > 50  # thin vessels
     # beaded veins: stretches between beads are thinner (hardly visible); random
-    # cylinders: calibre modulated down to 0.6 x 0.1 mm
-    assert radii.min() >= {"beaded": 0.04, "random_cylinders": 0.06}.get(model, 0.1)
+    # cylinders: calibre modulated down to 0.6 x 0.1 mm; converging: thin side branches
+    assert radii.min() >= {"beaded": 0.04, "random_cylinders": 0.06,
+                           "converging": 0.05}.get(model, 0.1)
     # centre lines lie inside the brain (large veins excepted)
     t = template_maps()
     pts = np.concatenate([p for p, r in veins if r < 0.9])
@@ -170,6 +171,25 @@ def test_random_cylinders_are_straight_isotropic_and_modulated():
     # sinusoidal modulation (amplitude <= 0.4, wavelength >= 3 mm): neighbouring 1 mm
     # pieces differ by at most 2 pi 0.4 / 3 / (1 - 0.4) = 1.4, mostly by much less
     assert max(steps) <= 1.4 and np.median(steps) < 0.15 and np.mean(steps) > 0.01
+
+
+def test_converging_veins_meet_in_knots():
+    """Medusa heads: 6-16 thin spokes and one thicker collector leave one point, spokes
+    in every direction; confluences: 3-5 veins leave one point."""
+    veins = cached_veins(SEED, 30, (0.3, 1.0), "converging")
+    groups: dict = {}
+    for p, r in veins[:-3]:  # without the large veins
+        groups.setdefault(tuple(np.round(p[0], 6)), []).append((p, r))
+    heads = [g for g in groups.values() if len(g) >= 7]
+    knots = [g for g in groups.values() if 3 <= len(g) <= 5]
+    assert len(heads) >= 5 and len(knots) >= 40, (len(heads), len(knots))
+    for g in heads:
+        radii = sorted(r for _, r in g)
+        assert radii[-1] >= 0.3 and radii[-2] <= 0.3  # one collector, thin spokes
+        d = np.array([(p[min(4, len(p) - 1)] - p[0]) / np.linalg.norm(
+            p[min(4, len(p) - 1)] - p[0]) for p, r in g if r <= 0.3])
+        assert (d @ d.T).min() < 0  # spokes arrive from opposite sides
+    assert all(max(r for _, r in g) <= 0.75 for g in knots)
 
 
 def test_tree_radii_follow_murray():

@@ -12,7 +12,7 @@ __all__ = ["PROTOCOLS", "VEIN_MODELS", "PhantomConfig"]
 
 #: Vein network models (``PhantomConfig.vein_model``; see :mod:`.veins`).
 VEIN_MODELS = ("surface_walk", "dense_medullary", "tree", "tortuous_segments", "beaded",
-               "random_cylinders")
+               "random_cylinders", "converging")
 
 #: Acquisition presets. ``voxel_size_mm`` is (read, phase, slice) in mm.
 PROTOCOLS: dict[str, dict] = {
@@ -94,7 +94,11 @@ class PhantomConfig:
         ``"random_cylinders"``: about ``5 * n_veins`` straight vessels, direction uniform
         on the sphere, centred anywhere in the parenchyma (white and deep grey matter,
         insula, corpus callosum region, cortex), 4-40 mm long, radius 0.1-0.75 mm varying
-        smoothly along each vessel, and a few cortical veins. All models add the
+        smoothly along each vessel, and a few cortical veins. ``"converging"``:
+        about ``n_veins / 4`` medusa heads (6-16 thin spokes converging on one point in
+        white or deep grey matter, one collector of radius 0.3-0.8 mm) and about
+        ``1.5 * n_veins`` confluences (3-5 veins, radius 0.1-0.75 mm, leaving one
+        point), and a few cortical veins. All models add the
         internal cerebral veins and the superior sagittal sinus.
     venous_dchi_ppm : float
         Susceptibility of venous blood relative to tissue, ppm.

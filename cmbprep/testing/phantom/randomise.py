@@ -78,6 +78,8 @@ FAMILIES: dict[str, Family] = {
                 (3.0, 7.0), (10.0, 30.0), (0.5, 0.9), (0.8, 2.5)),
     "F": Family("randomly oriented straight cylinders, 1.5/3/7 T, any protocol",
                 "random_cylinders", (1.5, 3.0, 7.0), (10.0, 40.0), (0.4, 1.0), (1.0, 3.0)),
+    "G": Family("converging veins (medusa heads, confluences), 1.5/3/7 T", "converging",
+                (1.5, 3.0, 7.0), (10.0, 35.0), (0.5, 1.0), (0.8, 3.0)),
 }
 
 

@@ -20,6 +20,10 @@ Vein models (``PhantomConfig.vein_model``, :data:`~.config.VEIN_MODELS`):
   (as used for the MR signal of a capillary/venous network): direction uniform on the
   sphere, position anywhere in the parenchyma, length 4-40 mm, calibre 0.2-1.5 mm,
   varying smoothly along each vessel; placement and direction ignore the anatomy.
+* ``"converging"``: veins that meet. Medusa heads (many thin spokes converging from every
+  direction on one point and drained by one thicker collector, as a developmental venous
+  anomaly drains) and confluences (3-5 veins leaving one point), so that where they meet
+  the vessels overlap into a compact dark knot attached to several vessels.
 
 All models add the internal cerebral veins and the superior sagittal sinus. Centre lines
 depend on the anatomy seed and the vein parameters only and are cached.
@@ -402,6 +406,57 @@ def _random_cylinders(n_veins, r_lo, r_hi, rng):
     return veins + _cortical_veins(max(1, n_veins // 4), r_lo, r_hi, rng)
 
 
+def _nearest(points, p):
+    """The row of ``points`` (N, 3) nearest to ``p``."""
+    return points[np.argmin(np.linalg.norm(points - p, axis=1))]
+
+
+def _converging(n_veins, r_lo, r_hi, rng):
+    """Veins that meet: ``max(2, n_veins // 4)`` medusa heads (as a developmental venous
+    anomaly drains: 6-16 thin spokes, radius 0.08-0.3 mm and 4-14 mm long, converging
+    from every direction on one point in white matter or deep grey matter, drained by a
+    collector of radius 0.3-0.8 mm running 10-35 mm towards the cortex or a ventricle)
+    and ``1.5 * n_veins`` confluences (3-5 veins, 3-20 mm long, leaving one point in
+    white matter, deep grey matter, the insula or the corpus callosum region at any
+    angle; radius 0.1-0.5 mm, one branch up to twice as thick (at most 0.75 mm), the
+    others down to half); plus ``max(1, n_veins // 4)``
+    cortical veins (``vein_radius_mm``). Where the veins meet, the dark vessels overlap
+    into a compact knot attached to several vessels: a round mimic that is neither a
+    short segment nor a bead on one vessel."""
+    t = template_maps()
+    reg = _region_indices()
+    wall_mm = apply_affine(t["affine"], ventricle_maps()["wall"].astype(float))
+    veins = []
+    heads = [reg["wm"], t["regions"]["deep"]]
+    for _ in range(max(2, n_veins // 4)):
+        centre = _points(heads[int(rng.random() < 0.25)], rng, 1)[0]
+        for _ in range(int(rng.integers(6, 17))):
+            spoke = _free_walk(centre, rng.normal(size=3), rng.uniform(4.0, 14.0), rng,
+                               step=0.5, wiggle=rng.uniform(0.02, 0.15))
+            if len(spoke) >= 2:
+                veins.append((spoke, float(rng.uniform(0.08, 0.3))))
+        if rng.random() < 0.6:  # drains to the cortex
+            _, grad = distance_and_gradient(centre[None])
+            direction = _unit(grad[0]) + 0.4 * rng.normal(size=3)
+        else:  # to the nearest ventricle wall
+            direction = _nearest(wall_mm, centre) - centre + 0.4 * rng.normal(size=3)
+        collector = _free_walk(centre, direction, rng.uniform(10.0, 35.0), rng, step=0.5,
+                               wiggle=0.05)
+        if len(collector) >= 2:
+            veins.append((collector, float(rng.uniform(0.3, 0.8))))
+    pools = [reg["wm"], t["regions"]["deep"], reg["insula"], reg["cc"]]
+    for _ in range(3 * n_veins // 2):
+        centre = _points(pools[int(rng.choice(4, p=[0.5, 0.2, 0.15, 0.15]))], rng, 1)[0]
+        radius = 0.1 + 0.4 * rng.random() ** 1.5
+        for k in range(int(rng.integers(3, 6))):
+            branch = _free_walk(centre, rng.normal(size=3), rng.uniform(3.0, 20.0), rng,
+                                step=0.5, wiggle=rng.uniform(0.02, 0.3))
+            if len(branch) >= 2:
+                r = radius * (rng.uniform(1.0, 2.0) if k == 0 else rng.uniform(0.5, 1.0))
+                veins.append((branch, float(min(r, 0.75))))
+    return veins + _cortical_veins(max(1, n_veins // 4), r_lo, r_hi, rng)
+
+
 def generate_veins(cfg: PhantomConfig, rng) -> list[tuple[np.ndarray, float]]:
     """List of (points (N, 3) template mm, radius mm) vessel centre lines of
     ``cfg.vein_model`` plus the large veins. ``"surface_walk"``: about 60 % of
@@ -417,7 +472,7 @@ def generate_veins(cfg: PhantomConfig, rng) -> list[tuple[np.ndarray, float]]:
         make = {"dense_medullary": _dense_medullary,
                 "tree": lambda n, lo, hi, g: _trees(n, g),
                 "tortuous_segments": _tortuous_segments, "beaded": _beaded,
-                "random_cylinders": _random_cylinders}[model]
+                "random_cylinders": _random_cylinders, "converging": _converging}[model]
         return make(cfg.n_veins, r_lo, r_hi, rng) + _large_veins(r_hi, rng)
     n_cortical = round(0.6 * cfg.n_veins)
     return (_cortical_veins(n_cortical, r_lo, r_hi, rng)
