@@ -25,6 +25,12 @@ measured with a model fitted without that family::
     python benchmarks/detection.py --work DIR --held-out --only held-out \
         --detectors cmbprep --detector-model /tmp/model_without_D.json
 
+``--test-family`` adds 17 scans (seeds 1071-1087: 10 magnitude + phase, 4 MEGRE, 3
+scanner SWI) of each family in
+:data:`cmbprep.testing.detector_training.TEST_FAMILIES` (family G, ``converging`` veins),
+made after the shipped model was fixed and kept out of every fit: a second held-out
+figure, measured with the shipped model itself (``--only test-family``).
+
 ``--direct`` skips the CLI: SWI from :func:`~cmbprep.algorithms.swi.process_swi`, the
 phantom's brain mask, detectors called as functions (quick iteration; also gives the
 detection time of one call and the ``rules`` scorer for comparison).
@@ -68,11 +74,13 @@ QUICK = [
 #: Held-out family (never used to fit, calibrate or threshold the shipped model): its own
 #: vein model and protocol ranges, randomised per scan (input kind included).
 HELD_OUT_SEEDS = list(range(1051, 1068))  # 11 gre, 2 megre, 4 scanner SWI
+#: Test families (never used by any fit, not even leave-one-family-out).
+TEST_FAMILY_SEEDS = list(range(1071, 1088))  # family G: 10 gre, 4 megre, 3 scanner SWI
 
 
-def scans(cohort, held_out=False):
+def scans(cohort, held_out=False, test_family=False):
     """Scan descriptions with their participant labels."""
-    from cmbprep.testing.detector_training import HELD_OUT_FAMILY, fixed_scan
+    from cmbprep.testing.detector_training import HELD_OUT_FAMILY, TEST_FAMILIES, fixed_scan
     from cmbprep.testing.phantom.randomise import random_scan
 
     out = [(f"{p}{s}", "in-family", fixed_scan(p, o, s)) for p, o, seeds in cohort
@@ -80,6 +88,9 @@ def scans(cohort, held_out=False):
     if held_out:
         out += [(f"family{HELD_OUT_FAMILY}{s}", "held-out", random_scan(HELD_OUT_FAMILY, s))
                 for s in HELD_OUT_SEEDS]
+    if test_family:
+        out += [(f"family{f}{s}", "test-family", random_scan(f, s)) for f in TEST_FAMILIES
+                for s in TEST_FAMILY_SEEDS]
     return out
 
 
@@ -198,13 +209,13 @@ def print_summary(name, m):
 
 def cohort_measures(per_scan):
     """``cmbprep <group>`` measures (with ``review_per_scan`` and the FROC point
-    ``at_1_fp_per_scan``) of the in-family and held-out cohorts, and of the held-out
-    cohort by input kind."""
+    ``at_1_fp_per_scan``) of the in-family, held-out and test-family cohorts, and of the
+    last two by input kind."""
     groups = {}
     for entry in per_scan:
         groups.setdefault(entry["cohort"], []).append(entry)
-        if entry["cohort"] == "held-out":
-            groups.setdefault(f"held-out {entry['input_kind']}", []).append(entry)
+        if entry["cohort"] != "in-family":
+            groups.setdefault(f"{entry['cohort']} {entry['input_kind']}", []).append(entry)
     results = {}
     for name, group in groups.items():
         results[f"cmbprep {name}"] = summarise(group)
@@ -216,7 +227,7 @@ def cohort_measures(per_scan):
 
 def pipeline_mode(args, cohort):
     work = Path(args.work)
-    specs = scans(cohort, args.held_out)
+    specs = scans(cohort, args.held_out, args.test_family)
     bids = write_cohort(work / "bids", specs)
     if args.only:
         specs = [s for s in specs if s[1] == args.only]
@@ -262,7 +273,7 @@ def direct_mode(args, cohort):
     names = ("cmbprep", "cmbprep_rules", "bian2013", "bian2013_cmb_only")
     per_scan = {n: [] for n in names}
     times = []
-    for label, group, spec in scans(cohort, args.held_out):
+    for label, group, spec in scans(cohort, args.held_out, args.test_family):
         protocol, seed = f"{spec.family}/{spec.input_kind}", spec.seed
         a, truth, timing = prepare_scan(spec, args.cache)
         t0 = time.perf_counter()
@@ -351,7 +362,10 @@ def main(argv=None):
                         choices=["cmbprep", "bian2013"], help="(pipeline mode)")
     parser.add_argument("--held-out", action="store_true",
                         help="also the held-out family's scans (seeds 1051-1067)")
-    parser.add_argument("--only", choices=["in-family", "held-out"], default=None,
+    parser.add_argument("--test-family", action="store_true",
+                        help="also the test families' scans (seeds 1071-1087)")
+    parser.add_argument("--only", choices=["in-family", "held-out", "test-family"],
+                        default=None,
                         help="(pipeline mode) run and score only these scans")
     parser.add_argument("--detector-model", default=None,
                         help="(pipeline mode) classifier JSON for --detector cmbprep, e.g. "

@@ -12,7 +12,7 @@ from cmbprep.algorithms.detection.classifier import (
     model_frame,
     predict_proba,
 )
-from cmbprep.testing.detector_training import COHORTS, HELD_OUT_FAMILY
+from cmbprep.testing.detector_training import COHORTS, HELD_OUT_FAMILY, TEST_FAMILIES
 
 
 def test_numpy_prediction_matches_scikit_learn():
@@ -51,16 +51,24 @@ def test_packaged_model_is_valid_and_independent_of_benchmark_and_tests():
     benchmark = set(range(1001, 1100))
     train, val = set(model["training"]["seeds"]), set(model["validation"]["seeds"])
 
+    kept_out = {HELD_OUT_FAMILY, *TEST_FAMILIES}
+
     def seeds(cohort, held_out):
-        return {s for f, ss in COHORTS[cohort].items() if (f == HELD_OUT_FAMILY) == held_out
+        return {s for f, ss in COHORTS[cohort].items() if (f in kept_out) == held_out
                 for s in ss}
 
-    # the held-out family never reached the shipped model (fit, calibration, thresholds)
+    # the held-out and test families never reached the shipped model (fit, calibration,
+    # thresholds); test families are measured only, not even used by the
+    # leave-one-family-out fits
     assert train == seeds("train", False) and val == seeds("validation", False)
     assert not (seeds("train", True) | seeds("validation", True)) & (train | val)
     assert model["held_out"]["family"] == HELD_OUT_FAMILY
-    assert HELD_OUT_FAMILY not in model["training"]["families"]
-    assert set(model["leave_one_family_out"]) == set(COHORTS["train"])
+    assert not kept_out & set(model["training"]["families"])
+    assert set(model["leave_one_family_out"]) == set(COHORTS["train"]) - set(TEST_FAMILIES)
+    assert set(model["test_families"]) == set(TEST_FAMILIES)
+    for family in TEST_FAMILIES:
+        measured = model["test_families"][family]["measured"]["all"]
+        assert measured["n_scans"] == sum(len(COHORTS[c][family]) for c in COHORTS)
     assert not benchmark & (train | val)
     assert not train & val
     assert min(train | val) >= 12000  # above every seed the tests use

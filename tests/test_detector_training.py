@@ -7,9 +7,11 @@ import pytest
 from cmbprep.testing.detector_training import (
     COHORTS,
     HELD_OUT_FAMILY,
+    TEST_FAMILIES,
     candidate_table,
     choose_accept_threshold,
     fixed_scan,
+    model_families,
     phantom_fingerprint,
     prepare_scan,
     scan_list,
@@ -40,6 +42,14 @@ def test_cohorts_are_disjoint_and_above_test_seeds():
     specs = scan_list("train")
     assert [s.seed for s in specs] == [s for f in COHORTS["train"] for s in COHORTS["train"][f]]
     assert {s.family for s in specs} == set(FAMILIES)
+
+
+def test_test_families_are_kept_out_of_every_model():
+    assert set(TEST_FAMILIES) < set(FAMILIES) and HELD_OUT_FAMILY not in TEST_FAMILIES
+    learned = model_families(FAMILIES, HELD_OUT_FAMILY)
+    assert learned == sorted(set(FAMILIES) - {HELD_OUT_FAMILY} - set(TEST_FAMILIES))
+    assert HELD_OUT_FAMILY not in learned and not set(TEST_FAMILIES) & set(learned)
+    assert set(model_families(FAMILIES)) == set(FAMILIES) - set(TEST_FAMILIES)
 
 
 def test_cache_is_reused_only_for_the_same_phantom_and_swi_versions(cache):
