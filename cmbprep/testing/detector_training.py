@@ -5,8 +5,9 @@ Only generated data is used. The training scans come from the generator *familie
 protocol ranges; noise, bias, artefacts, anatomy and input kind drawn per scan). The
 shipped model never sees :data:`HELD_OUT_FAMILY` (``--hold-out D``), so the benchmark
 can measure it on vessels and protocols it was not fitted, calibrated or thresholded
-on; a leave-one-family-out table does the same for every family. Seed ranges are
-reserved so that no phantom is used twice:
+on; a leave-one-family-out table does the same for every family. The
+:data:`TEST_FAMILIES` (G) are kept out of every fit, the leave-one-family-out fits
+included, and only measured. Seed ranges are reserved so that no phantom is used twice:
 
 =============  ===========  =========================================================
 seeds          used by      purpose
@@ -29,10 +30,10 @@ enter as SWI without phase), and its candidates with all features are extracted 
 :func:`~cmbprep.testing.scoring.label_detections` (``one_to_one=False``); candidates
 matched to invisible microbleeds are left out. The classifier is a gradient-boosted tree
 ensemble (scikit-learn, one thread, fixed ``random_state``) exported to JSON
-(:mod:`cmbprep.algorithms.detection.classifier`), followed by an isotonic calibration
-(Platt scaling) fitted on the validation scans, so that ``score`` is a probability. The run also writes a
-leave-one-family-out table (each family scored by a model fitted and calibrated without
-it) into the model file.
+(:mod:`cmbprep.algorithms.detection.classifier`), followed by a logistic (Platt)
+calibration fitted on the validation scans, so that ``score`` is a probability. The run
+also writes a leave-one-family-out table (each family scored by a model fitted and
+calibrated without it) and the test families' measures into the model file.
 """
 
 from __future__ import annotations

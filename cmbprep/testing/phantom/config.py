@@ -97,7 +97,7 @@ class PhantomConfig:
         smoothly along each vessel, and a few cortical veins. ``"converging"``:
         about ``n_veins / 4`` medusa heads (6-16 thin spokes converging on one point in
         white or deep grey matter, one collector of radius 0.3-0.8 mm) and about
-        ``1.5 * n_veins`` confluences (3-5 veins, radius 0.1-0.75 mm, leaving one
+        ``1.5 * n_veins`` confluences (3-5 veins, radius 0.05-0.75 mm, leaving one
         point), and a few cortical veins. All models add the
         internal cerebral veins and the superior sagittal sinus.
     venous_dchi_ppm : float
