@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .parameters import CMBPREP_PARAMETERS
+
 __all__ = ["CMB_COLUMNS", "cmb_label_image", "cmb_table", "column_descriptions"]
 
 CMB_COLUMNS = ["cmb_id", "x", "y", "z", "i", "j", "k", "mni_x", "mni_y", "mni_z",
@@ -78,8 +80,8 @@ _DESCRIPTIONS = {
     "score": ("Detector score in [0, 1]; higher is more microbleed-like", None),
     "status": ("Decision", None),
     "reason": ("Criteria that failed ('+'-separated; too_large_to_accept: over "
-               "10 mm, so left for review; duplicate: inside a better-scored "
-               "candidate), n/a if none", None),
+               f"{CMBPREP_PARAMETERS['max_accept_diameter_mm']:g} mm, so left for review; "
+               "duplicate: inside a better-scored candidate), n/a if none", None),
     "region": ("Atlas region at the centroid", None),
     "lobe": ("Lobe of the atlas region (n/a for non-lobar regions)", None),
     "hemisphere": ("Hemisphere of the atlas region", None),
