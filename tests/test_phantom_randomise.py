@@ -124,7 +124,7 @@ def test_family_draws_within_ranges():
             spec = random_scan(name, seed)
             c = spec.config
             assert spec.family == name and spec.seed == seed
-            assert c.vein_model == fam.vein_model
+            assert c.vein_model == fam.vein_model and c.lesion_model == fam.lesion_model
             assert c.field_strength_t in fam.field_strengths_t
             for v in c.voxel_size_mm[:2]:
                 assert fam.inplane_mm[0] <= v <= fam.inplane_mm[1]
@@ -147,8 +147,8 @@ def test_family_draws_within_ranges():
             n_echo = len(c.echo_times_s)
             assert (2 <= n_echo <= 4) if spec.input_kind == "megre" else n_echo == 1
         assert kinds == {"gre", "megre", "swi"}
-        models.add(fam.vein_model)
-    assert len(models) == len(FAMILIES)
+        models.add((fam.vein_model, fam.lesion_model))
+    assert len(models) == len(FAMILIES)  # each family its own vein or lesion model
     # deterministic per (family, seed); different across seeds and families
     assert random_scan("B", 5).to_dict() == random_scan("B", 5).to_dict()
     assert random_scan("B", 5).to_dict() != random_scan("B", 6).to_dict()
@@ -214,3 +214,63 @@ def test_lesions_keep_their_vein_clearance():
         assert len(rows) >= 6 and margin.min() >= clearance - 1e-9
         nearest[clearance] = margin.min()
     assert nearest[2.0] < 3.0  # closer than the default clearance allows
+
+
+def test_lobulated_lesions_are_irregular_with_decaying_signal_inside():
+    """A ``lobulated`` lesion (family H) is a sphere with overlapping lobes: its volume
+    lies between the main sphere's and the lobes' extent, it is not round, and signal is
+    left inside that falls with echo time; a ``sphere`` lesion is a void at every echo."""
+    from types import SimpleNamespace
+
+    from cmbprep.testing.phantom.lesions import _draw_lobes, lesion_signal
+    from cmbprep.testing.phantom.transforms import TemplateTransform
+
+    assert FAMILIES["H"].lesion_model == "lobulated"
+    assert {f.lesion_model for k, f in FAMILIES.items() if k != "H"} == {"sphere"}
+    assert FAMILIES["H"].vein_model == FAMILIES["D"].vein_model  # only the lesions differ
+    with pytest.raises(ValueError, match="lesion_model"):
+        PhantomConfig(lesion_model="cube")
+    vox = 0.25
+    affine = np.diag([vox, vox, vox, 1.0])
+    affine[:3, 3] = -8.0
+    grid = SimpleNamespace(affine=affine, inv_affine=np.linalg.inv(affine),
+                           voxel_size=(vox,) * 3, shape=(65, 65, 65))
+    xfm = TemplateTransform(np.eye(3), np.zeros(3))
+    tes = np.array([0.005, 0.020, 0.040])
+    rng = np.random.default_rng(11)
+    elongations = []
+    for _ in range(6):
+        lobes = _draw_lobes(rng, 1.2, 2.0)
+        parts = lobes["parts"]
+        assert 2 <= len(parts) <= 4 and np.all(parts[0][0] == 0)
+        assert all(0.45 * 1.2 <= r <= 0.85 * 1.2 and 0.4 * 1.2 <= np.linalg.norm(o) <= 0.9 * 1.2
+                   and 0.6 * 2.0 <= d <= 2.0 for o, r, d in parts[1:])
+        lesion = {"kind": "cmb", "mni": np.zeros(3), "radius_mm": 1.2, "dchi_ppm": 2.0,
+                  "mars_category": "lobar", **lobes}
+        out = lesion_signal(lesion, xfm, np.zeros(grid.shape, np.float32), grid, tes, 3.0,
+                            1, 0.1)
+        truth = out.truth
+        assert 1.2 < truth["radius_mm"] < lobes["extent_mm"]
+        # signal left inside the main sphere (away from the lobes' fields), falling with TE
+        box_start = np.array([s.start for s in out.box])
+        centre = np.round(np.linalg.solve(affine[:3, :3], -affine[:3, 3])).astype(int)
+        inside = np.abs(out.factor[(slice(None),) + tuple(centre - box_start)])
+        assert inside[0] > inside[1] > inside[2] > 0
+        r2star = lobes["interior_r2star_3t"]
+        assert 100 <= r2star <= 500
+        assert 0.5 * np.exp(-0.005 * r2star) < inside[0] <= np.exp(-0.005 * r2star) + 1e-6
+        # shape: the union's points are not round (second moments differ by axis)
+        pts = rng.uniform(-4, 4, (200_000, 3))
+        within = np.zeros(len(pts), bool)
+        for o, r, _ in parts:
+            within |= np.linalg.norm(pts - o, axis=1) <= r
+        evals = np.linalg.eigvalsh(np.cov(pts[within].T))
+        elongations.append(np.sqrt(evals[-1] / evals[0]))
+    assert max(elongations) > 1.3  # a sphere: 1.0
+    sphere = {"kind": "cmb", "mni": np.zeros(3), "radius_mm": 1.2, "dchi_ppm": 2.0,
+              "mars_category": "lobar"}
+    out = lesion_signal(sphere, xfm, np.zeros(grid.shape, np.float32), grid, tes, 3.0, 1,
+                        0.1)
+    box_start = np.array([s.start for s in out.box])
+    assert np.all(np.abs(out.factor[(slice(None),) + tuple(centre - box_start)]) == 0)
+    assert out.truth["radius_mm"] == 1.2

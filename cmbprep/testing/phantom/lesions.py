@@ -1,9 +1,13 @@
 """Microbleeds and calcifications: placement in template space and their signal.
 
-Lesions are spheres (CMBs paramagnetic, calcifications diamagnetic) placed in MARS
-regions away from each other and from veins. Near a lesion the complex signal is
-supersampled and averaged into each voxel (so lesions "bloom" with echo time, field
-strength and susceptibility); farther out the sphere field is added at voxel centres.
+Lesions (CMBs paramagnetic, calcifications diamagnetic) are placed in MARS regions away
+from each other and from veins. With ``lesion_model="sphere"`` each is a uniformly
+magnetised sphere with no signal inside; with ``"lobulated"`` a sphere with 1-3
+overlapping lobes of their own susceptibility (their fields add) and some signal left
+inside, decaying with echo time (:data:`~.config.LESION_MODELS`). Near a lesion the
+complex signal is supersampled and averaged into each voxel (so lesions "bloom" with
+echo time, field strength and susceptibility); farther out the lesion field is added at
+voxel centres.
 """
 
 from __future__ import annotations
@@ -106,8 +110,10 @@ def place_lesions(cfg, rng, vein_points, xfm, fov_check,
         dchi = float(rng.uniform(*chi_range))
         drawn = str(rng.choice(cats, p=probs)) if kind == "cmb" else str(
             rng.choice(["deep", "lobar"], p=[0.7, 0.3]))
+        shape = _draw_lobes(rng, radius, dchi) if cfg.lesion_model == "lobulated" else {}
+        extent = shape.get("extent_mm", radius)
         for category in [drawn] + [c for c in _CATEGORIES if c != drawn]:
-            m = _draw_centre(category, radius, rng, centres, tree, xfm, fov_check,
+            m = _draw_centre(category, extent, rng, centres, tree, xfm, fov_check,
                              cfg.min_lesion_spacing_mm, thin_tree, check,
                              cfg.lesion_vein_clearance_mm)
             if m is not None:
@@ -116,8 +122,29 @@ def place_lesions(cfg, rng, vein_points, xfm, fov_check,
             continue  # no room anywhere (tiny FOV): the truth table has fewer lesions
         centres.append(m)
         rows.append({"kind": kind, "mni": m, "radius_mm": radius, "dchi_ppm": dchi,
-                     "mars_category": category})
+                     "mars_category": category, **shape})
     return rows
+
+
+def _draw_lobes(rng, radius, dchi):
+    """Lobes of a ``"lobulated"`` lesion around its main sphere (``radius``, ``dchi``).
+
+    Returns
+    -------
+    dict
+        ``parts``: (offset (3,) mm, radius mm, dchi ppm) per sphere, the main one first
+        (offset 0); ``interior_r2star_3t``: R2* (1/s, at 3 T) of the signal left inside;
+        ``extent_mm``: the farthest distance of the lesion from its centre.
+    """
+    parts = [(np.zeros(3), radius, dchi)]
+    for _ in range(int(rng.integers(1, 4))):
+        direction = rng.normal(size=3)
+        direction /= np.linalg.norm(direction)
+        parts.append((direction * radius * rng.uniform(0.4, 0.9),
+                      radius * rng.uniform(0.45, 0.85), dchi * rng.uniform(0.6, 1.0)))
+    extent = max(float(np.linalg.norm(o)) + r for o, r, _ in parts)
+    return {"parts": parts, "interior_r2star_3t": float(rng.uniform(100.0, 500.0)),
+            "extent_mm": extent}
 
 
 @dataclass
@@ -149,39 +176,56 @@ def _box(c_vox, r_mm, vox, shape):
                  for d in range(3))
 
 
-def _add_far_field(field, affine, box_far, box_near, c_sc, a, dchi):
-    """Add the sphere field at voxel centres of ``box_far`` outside ``box_near``."""
+def _parts_field(points_mm, parts):
+    """Field (ppm) of the lesion's spheres ``(centre, radius, dchi)`` at ``points_mm``
+    (their fields add)."""
+    (c0, a0, d0), *rest = parts
+    out = sphere_field_ppm(points_mm, c0, a0, d0)
+    for c, a, d in rest:
+        out = out + sphere_field_ppm(points_mm, c, a, d)
+    return out
+
+
+def _add_far_field(field, affine, box_far, box_near, parts):
+    """Add the lesion field at voxel centres of ``box_far`` outside ``box_near``."""
     far_idx = np.stack(np.meshgrid(*[np.arange(s.start, s.stop) for s in box_far],
                                    indexing="ij"), -1).reshape(-1, 3)
-    fvals = sphere_field_ppm(apply_affine(affine, far_idx), c_sc, a, dchi)
+    fvals = _parts_field(apply_affine(affine, far_idx), parts)
     fvals = fvals.reshape(tuple(s.stop - s.start for s in box_far)).astype(np.float32)
     rel = tuple(slice(n.start - f.start, n.stop - f.start) for n, f in zip(box_near, box_far))
     fvals[rel] = 0.0
     field[box_far] += fvals
 
 
-def _near_signal(affine, box_near, c_sc, a, dchi, sub_n, tes, phase_factor):
+def _near_signal(affine, box_near, parts, sub_n, tes, phase_factor, interior_r2star=None):
     """Supersampled complex average ``mean(w exp(i phase))`` per voxel and echo of
-    ``box_near`` (``w`` = 0 inside the sphere), complex128 (E, N), and the sphere field
-    at the voxel centres (N,)."""
+    ``box_near`` (``w`` = 0 inside the lesion's spheres, or ``exp(-TE interior_r2star)``
+    when that is given), complex128 (E, N), the lesion field at the voxel centres (N,)
+    and the lesion volume (mm^3, from the supersampling points inside it)."""
     near_idx = np.stack(np.meshgrid(*[np.arange(s.start, s.stop) for s in box_near],
                                     indexing="ij"), -1).reshape(-1, 3)
     offs = np.stack(np.meshgrid(*[(np.arange(n) + 0.5) / n - 0.5 for n in sub_n],
                                 indexing="ij"), -1).reshape(-1, 3)
     acc = np.zeros((len(tes), len(near_idx)), np.complex128)
-    centre_field = sphere_field_ppm(apply_affine(affine, near_idx.astype(float)),
-                                    c_sc, a, dchi)
+    centre_field = _parts_field(apply_affine(affine, near_idx.astype(float)), parts)
+    n_inside = 0
     chunk = max(1, 400_000 // len(offs))
     for c0 in range(0, len(near_idx), chunk):
         pv = near_idx[c0:c0 + chunk, None, :] + offs[None]
         pmm = apply_affine(affine, pv.reshape(-1, 3))
-        dB = sphere_field_ppm(pmm, c_sc, a, dchi).reshape(pv.shape[:2])
-        d2 = np.sum((pmm - c_sc) ** 2, axis=1)
-        wgt = (d2 > a * a).reshape(pv.shape[:2]).astype(float)
+        dB = _parts_field(pmm, parts).reshape(pv.shape[:2])
+        outside = np.ones(len(pmm), bool)
+        for c, a, _ in parts:
+            outside &= np.sum((pmm - c) ** 2, axis=1) > a * a
+        n_inside += int((~outside).sum())
+        wgt = outside.reshape(pv.shape[:2]).astype(float)
         for e, te in enumerate(tes):
             ph = phase_factor * te * dB
-            acc[e, c0:c0 + chunk] = np.mean(wgt * np.exp(1j * ph), axis=1)
-    return acc, centre_field
+            w = wgt if interior_r2star is None else np.where(
+                wgt > 0, 1.0, np.exp(-te * interior_r2star))
+            acc[e, c0:c0 + chunk] = np.mean(w * np.exp(1j * ph), axis=1)
+    volume = n_inside * abs(float(np.linalg.det(affine[:3, :3]))) / len(offs)
+    return acc, centre_field, volume
 
 
 def _dark_voxels(rel_sig, c_vox, box_near):
@@ -206,22 +250,33 @@ def lesion_signal(lesion, xfm, field, grid, tes, field_strength_t, phase_sign,
 
     The far field (phase above 0.002 rad at the longest echo) is added to ``field`` in
     place; the near neighbourhood (phase above 0.05 rad, at least radius + 2 voxels) is
-    supersampled with spacing <= ``subvoxel_mm``.
+    supersampled with spacing <= ``subvoxel_mm``. A ``"lobulated"`` lesion (``parts``,
+    :func:`_draw_lobes`) reaches as far as the sphere of its summed moment would, from
+    its farthest lobe.
     """
     affine, vox, shape = grid.affine, grid.voxel_size, grid.shape
     c_sc = xfm.template_to_scanner(lesion["mni"][None])[0]
     a, dchi = lesion["radius_mm"], lesion["dchi_ppm"]
     b0 = field_strength_t
+    parts = [(c_sc + o, r, d) for o, r, d in lesion.get("parts", [(0.0, a, dchi)])]
+    reach, spread = a, 0.0
+    if len(parts) > 1:  # radius of a sphere of dchi with the lobes' summed moment
+        reach = (sum(abs(d) * r ** 3 for _, r, d in parts) / abs(dchi)) ** (1 / 3)
+        spread = max(float(np.linalg.norm(c - c_sc)) for c, _, _ in parts)
     phase_scale = GAMMA_RAD * b0 * 1e-6 * abs(dchi) * 2.0 / 3.0 * float(tes.max())
-    r_near = a * (phase_scale / 0.05) ** (1 / 3)
-    r_far = a * (phase_scale / 0.002) ** (1 / 3)
-    r_near = max(r_near, a + 2 * max(vox))
+    r_near = reach * (phase_scale / 0.05) ** (1 / 3) + spread
+    r_far = reach * (phase_scale / 0.002) ** (1 / 3) + spread
+    r_near = max(r_near, lesion.get("extent_mm", a) + 2 * max(vox))
+    r2star = lesion.get("interior_r2star_3t")
+    r2star = None if r2star is None else r2star * b0 / 3.0
+    if len(parts) > 1:  # the truth centre: the volume-weighted centre of the lobes
+        c_sc = sum(c * r ** 3 for c, r, _ in parts) / sum(r ** 3 for _, r, _ in parts)
     c_vox = apply_affine(grid.inv_affine, c_sc[None])[0]
     box_near = _box(c_vox, r_near, vox, shape)
-    _add_far_field(field, affine, _box(c_vox, r_far, vox, shape), box_near, c_sc, a, dchi)
+    _add_far_field(field, affine, _box(c_vox, r_far, vox, shape), box_near, parts)
     sub_n = [max(1, int(np.ceil(v / subvoxel_mm))) for v in vox]
-    acc, centre_field = _near_signal(affine, box_near, c_sc, a, dchi, sub_n, tes,
-                                     phase_sign * GAMMA_RAD * b0 * 1e-6)
+    acc, centre_field, volume = _near_signal(affine, box_near, parts, sub_n, tes,
+                                             phase_sign * GAMMA_RAD * b0 * 1e-6, r2star)
     near_shape = tuple(s.stop - s.start for s in box_near)
     rel_sig = np.abs(acc[int(np.argmax(tes))]).reshape(near_shape)
     n_dark = _dark_voxels(rel_sig, c_vox, box_near)
@@ -231,7 +286,8 @@ def lesion_signal(lesion, xfm, field, grid, tes, field_strength_t, phase_sign,
         "kind": lesion["kind"], "x": c_sc[0], "y": c_sc[1], "z": c_sc[2],
         "i": c_vox[0], "j": c_vox[1], "k": c_vox[2],
         "mni_x": mni[0], "mni_y": mni[1], "mni_z": mni[2],
-        "radius_mm": a, "dchi_ppm": dchi, "apparent_diameter_mm": app_d,
+        "radius_mm": a if len(parts) == 1 else (3.0 * volume / (4.0 * np.pi)) ** (1 / 3),
+        "dchi_ppm": dchi, "apparent_diameter_mm": app_d,
         "min_relative_signal": float(rel_sig.min()),
         "mars_category": lesion["mars_category"],
     }

@@ -1,7 +1,8 @@
 """Domain randomisation: random scan descriptions drawn per generator family.
 
 A *family* (:data:`FAMILIES`) fixes the vein model and the ranges of the acquisition
-protocol (field strength, echo time, voxel size). Within a family, :func:`random_scan`
+protocol (field strength, echo time, voxel size), and the lesion model (family H:
+lobulated lesions; the others spheres). Within a family, :func:`random_scan`
 also draws the noise, bias, background field, artefacts, anatomy scale, atrophy,
 orientation, lesion counts and the input kind (GRE magnitude + phase, multi-echo GRE or
 scanner SWI only). Families differ in both the vein model and the protocol, so a
@@ -53,7 +54,8 @@ class Family:
     :data:`TE_B0_RANGE`; ``inplane_mm`` bounds both in-plane voxel sizes (read, phase);
     ``slice_mm`` the slice thickness; ``lesion_vein_clearance_mm`` the range of
     ``PhantomConfig.lesion_vein_clearance_mm`` (drawn last, only when it is a range:
-    family D keeps the fixed 4 mm its benchmark scans were made with).
+    family D keeps the fixed 4 mm its benchmark scans were made with);
+    ``lesion_model`` that of ``PhantomConfig.lesion_model``.
     """
 
     description: str
@@ -63,6 +65,7 @@ class Family:
     inplane_mm: tuple
     slice_mm: tuple
     lesion_vein_clearance_mm: tuple = (2.0, 4.0)
+    lesion_model: str = "sphere"
 
 
 FAMILIES: dict[str, Family] = {
@@ -80,6 +83,9 @@ FAMILIES: dict[str, Family] = {
                 "random_cylinders", (1.5, 3.0, 7.0), (10.0, 40.0), (0.4, 1.0), (1.0, 3.0)),
     "G": Family("converging veins (medusa heads, confluences), 1.5/3/7 T", "converging",
                 (1.5, 3.0, 7.0), (10.0, 35.0), (0.5, 1.0), (0.8, 3.0)),
+    "H": Family("lobulated lesions with signal inside, closer to veins; D's veins and "
+                "protocol", "tortuous_segments", (1.5, 3.0), (15.0, 35.0), (0.7, 1.0),
+                (1.5, 3.0), (1.5, 2.5), "lobulated"),
 }
 
 
@@ -182,6 +188,7 @@ def random_scan(family: str, seed: int) -> ScanSpec:
         max_oblique_deg=float(rng.uniform(0.0, 15.0)),
         random_storage_order=bool(rng.random() < 0.8),
         vein_model=fam.vein_model,
+        lesion_model=fam.lesion_model,
         brain_scale=brain_scale,
         atrophy=float(rng.uniform(0.0, 1.0) ** 2),
         ventricle_scale=float(1.0 + rng.uniform(0.0, 1.0) ** 2),
