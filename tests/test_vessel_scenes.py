@@ -140,3 +140,40 @@ def test_swi_chain_sign_is_used_when_the_calibration_finds_no_vessel():
     bleed = cand[(dist <= 2.0) & (cand["reason"] != "duplicate")]
     assert len(bleed) == 1 and bleed["paramagnetic_evidence"].iloc[0] > 0.2
     assert bleed["status"].iloc[0] == "cmb"
+
+
+def test_phase_sign_calibration_finds_its_veins_on_the_magnitude():
+    """The SWI's veins are only as dark as the phase mask made them, with the convention
+    the SWI chain chose; the magnitude's do not depend on it. Given the magnitude, the
+    detector calibrates on the magnitude's veins: here the SWI shows no vein at all (a
+    scene without one) and the sign still comes from the vein of the magnitude and
+    phase. A fit weaker than ``phase_sign_min_correlation`` decides nothing: the SWI
+    chain's convention is used."""
+    scene = vessel_scene(90, sphere_offset_mm=3.5, seed=100)
+    no_vein = vessel_scene(90, vein_radius_mm=0.0, vein_dchi_ppm=0.0, sphere_offset_mm=3.5,
+                           seed=100)
+    out = process_swi(scene.magnitude, scene.phase, scene.affine, input_kind="gre",
+                      echo_times=list(scene.echo_times_s), phase_units="rad",
+                      handedness="left", n_threads=1)
+    swi_without_vein = process_swi(no_vein.magnitude, no_vein.phase, no_vein.affine,
+                                   input_kind="gre", echo_times=list(scene.echo_times_s),
+                                   phase_units="rad", handedness="left", n_threads=1)["swi"]
+
+    def run(swi, magnitude, **parameters):
+        return detect_cmbprep(swi, scene.brain, scene.affine,
+                              filtered_phase=out["filtered_phase"], magnitude=magnitude,
+                              parameters=parameters).parameters
+
+    # the scene's phase is left-handed (+1)
+    assert run(swi_without_vein, None)["phase_sign"] == 0  # no vein on the SWI
+    found = run(swi_without_vein, out["magnitude"])
+    assert found["phase_sign"] == 1 and found["phase_sign_source"] == "calibration"
+    assert found["phase_sign_calibration_correlation"] > 0.3 and found["phase_used"]
+    # a wrong chain convention is a conflict, not echoed by the calibration
+    wrong = run(out["swi"], out["magnitude"], phase_sign_reference=-1)
+    assert wrong["phase_sign"] == 1 and wrong["phase_sign_conflict"]
+    assert not wrong["phase_used"]
+    weak = run(out["swi"], out["magnitude"], phase_sign_reference=-1,
+               phase_sign_min_correlation=1.01)  # no fit is that good: undecided
+    assert weak["phase_sign"] == -1 and weak["phase_sign_source"] == "swi_chain"
+    assert weak["phase_used"] and not weak["phase_sign_conflict"]
