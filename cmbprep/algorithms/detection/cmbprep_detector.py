@@ -28,7 +28,7 @@ from .candidates import (
     relative_intensity,
 )
 from .parameters import CMBPREP_PARAMETERS, DETECTOR_VERSION
-from .phase import vein_phase_sign
+from .phase import paramagnetic_phase_sign, vessel_like_mask
 from .result import (
     DetectionResult,
     candidate_frame,
@@ -152,30 +152,27 @@ def brain_edge_distance(brain, voxel_size):
     return factors, distance
 
 
-def calibrate_phase(filtered_phase, shape, box, rel, brain, voxel_size, affine, p,
-                    rel_magnitude=None):
+def calibrate_phase(filtered_phase, shape, box, rel, brain, voxel_size, affine, p):
     """Cropped filtered phase and its handedness (``parameters["phase_sign"]`` or, with
-    ``"auto"``, the sign calibrated on the image's vessel-like dark structures).
+    ``"auto"``, the sign calibrated on the vessel-like dark structures of ``rel``).
 
-    The calibration correlates the phase with the dipole field of the veins
-    (:func:`.phase.vein_phase_sign`). It looks for them first on the magnitude
-    (``rel_magnitude``, its relative intensity, when the detector has it): how dark a
-    vein is on the magnitude does not depend on the phase convention, whereas the SWI's
-    veins (``rel``) are only as dark as the phase mask made them, with the convention the
-    SWI chain chose. When that fit is weak (``|correlation| <
-    parameters["phase_sign_min_correlation"]``, or no vein) the SWI's veins are used, as
-    without magnitude (``phase_sign_calibration_image``: ``magnitude`` or ``swi``).
+    ``rel`` is the relative intensity of the magnitude when the detector has it: how
+    dark a vein is on the magnitude does not depend on the phase convention, whereas the
+    SWI's veins are only as dark as the phase mask made them, with the convention the
+    SWI chain chose. A calibration on the SWI's veins therefore tends to agree with the
+    chain, right or wrong; on the magnitude's it is an independent estimate. A fit with
+    ``|correlation| < parameters["phase_sign_min_correlation"]`` decides nothing (sign 0).
 
-    Two independent estimates of the handedness exist: this calibration and the SWI
-    chain's own (:func:`cmbprep.algorithms.swi.handedness.calibrate_handedness_on_veins`
-    on the head, then :func:`~cmbprep.algorithms.swi.handedness.detect_handedness`),
-    passed as ``parameters["phase_sign_reference"]``. Each is wrong on a few percent of
-    simulated scans, rarely on the same scan, and a wrong sign turns every microbleed
-    diamagnetic (rejected) and every calcification paramagnetic (accepted). So when both
-    are known and disagree the phase is not used: the scan is scored like scanner SWI
-    (the ``no_phase`` classifier) and ``phase_sign_conflict`` is reported. When the
-    calibration finds no vessel-like structure to work on (sign 0) the SWI chain's
-    convention is used alone: the SWI itself was made with it.
+    Two independent estimates of the handedness exist: this calibration (correlation of
+    the phase with the dipole field of the vessel-like dark structures) and the SWI
+    chain's pole-minus-equator rule (:func:`cmbprep.algorithms.swi.handedness.
+    detect_handedness`), passed as ``parameters["phase_sign_reference"]``. Each is wrong
+    on a few percent of simulated scans, rarely on the same scan, and a wrong sign turns
+    every microbleed diamagnetic (rejected) and every calcification paramagnetic
+    (accepted). So when both are known and disagree the phase is not used: the scan is
+    scored like scanner SWI (the ``no_phase`` classifier) and ``phase_sign_conflict``
+    is reported. When the calibration finds no vessel-like structure to work on (sign
+    0) the SWI chain's convention is used alone: the SWI itself was made with it.
 
     Returns
     -------
@@ -185,8 +182,8 @@ def calibrate_phase(filtered_phase, shape, box, rel, brain, voxel_size, affine, 
     info : dict
         ``phase_used`` (and with phase ``phase_sign``, ``phase_sign_source``
         (``parameter``, ``calibration`` or ``swi_chain``),
-        ``phase_sign_calibration_correlation``, ``phase_sign_calibration_image``,
-        ``phase_sign_reference`` and ``phase_sign_conflict``).
+        ``phase_sign_calibration_correlation``, ``phase_sign_reference`` and
+        ``phase_sign_conflict``).
     """
     if filtered_phase is None:
         return None, {"phase_used": False}
@@ -196,20 +193,15 @@ def calibrate_phase(filtered_phase, shape, box, rel, brain, voxel_size, affine, 
     phase_c = np.asarray(phase[box], dtype=np.float32)
     reference = p.get("phase_sign_reference")
     reference = int(reference) if reference in (1, -1, "1", "-1", "+1") else None
-    conflict, image = False, "n/a"
+    conflict = False
     if p["phase_sign"] in (1, -1, "1", "-1", "+1"):
         sign, corr, source = int(p["phase_sign"]), float("nan"), "parameter"
     else:
-        def fit(relative):
-            return vein_phase_sign(phase_c, relative, brain, voxel_size, affine,
-                                   vessel_intensity=p["vessel_intensity"],
-                                   min_elongation=p["vessel_min_elongation"])
-
-        sign, corr, image = 0, float("nan"), "magnitude"
-        if rel_magnitude is not None:
-            sign, corr = fit(rel_magnitude)
-        if not abs(corr) >= p["phase_sign_min_correlation"]:  # weak, or NaN: no vein
-            (sign, corr), image = fit(rel), "swi"
+        veins = vessel_like_mask(brain & (rel < p["vessel_intensity"]), voxel_size,
+                                 min_elongation=p["vessel_min_elongation"])
+        sign, corr = paramagnetic_phase_sign(phase_c, veins, brain, affine)
+        if abs(corr) < p["phase_sign_min_correlation"]:  # NaN: no vessel, sign already 0
+            sign = 0
         source = "calibration"
         conflict = sign != 0 and reference is not None and sign != reference
         if sign == 0 and reference is not None:
@@ -217,7 +209,6 @@ def calibrate_phase(filtered_phase, shape, box, rel, brain, voxel_size, affine, 
     used = sign != 0 and not conflict
     info = {"phase_used": used, "phase_sign": sign, "phase_sign_source": source,
             "phase_sign_calibration_correlation": corr,
-            "phase_sign_calibration_image": image,
             "phase_sign_reference": "n/a" if reference is None else reference,
             "phase_sign_conflict": conflict}
     return (phase_c if used else None), info
@@ -237,8 +228,8 @@ def find_candidates(swi, brain_mask, affine, *, filtered_phase=None, magnitude=N
 
     Parameters are those of :func:`detect_cmbprep`. With ``magnitude``, the seeds and the
     features come from the magnitude inside the phase-mask artefact zones and from the
-    SWI elsewhere, and the phase-sign calibration looks for its veins on the magnitude
-    first (:func:`calibrate_phase`).
+    SWI elsewhere, and the phase-sign calibration finds its veins on the magnitude
+    (:func:`calibrate_phase`; on the SWI without magnitude).
 
     Returns
     -------
@@ -255,7 +246,7 @@ def find_candidates(swi, brain_mask, affine, *, filtered_phase=None, magnitude=N
     rel = rel_swi = relative_intensity(swi_c, brain_c, background_mm=p["background_sigma_mm"],
                                        voxel_size=voxel_size)
     zone_c, zone_cm3, mag_rel = None, None, None
-    rel_mag = None
+    rel_veins = rel_swi  # where the phase-sign calibration looks for veins
     if magnitude is not None:
         magnitude = np.asarray(magnitude)
         if magnitude.shape != swi.shape:
@@ -268,9 +259,9 @@ def find_candidates(swi, brain_mask, affine, *, filtered_phase=None, magnitude=N
                                       min_cm3=p["phase_zone_min_cm3"])
         zone_cm3 = float(zone_c.sum()) * float(np.prod(voxel_size)) / 1000.0
         # the magnitude's relative intensity (local background as for the SWI)
-        rel_mag = relative_intensity(mag_c, brain_c, background_mm=p["background_sigma_mm"],
-                                     voxel_size=voxel_size)
-        mag_rel = smoothed_relative_intensity(rel_mag, voxel_size, p)
+        rel_veins = relative_intensity(mag_c, brain_c, background_mm=p["background_sigma_mm"],
+                                       voxel_size=voxel_size)
+        mag_rel = smoothed_relative_intensity(rel_veins, voxel_size, p)
         if zone_c.any():
             image = zone_detection_image(swi_c, mag_c, zone_c, voxel_size,
                                          edge_mm=p["phase_zone_edge_mm"])
@@ -279,8 +270,8 @@ def find_candidates(swi, brain_mask, affine, *, filtered_phase=None, magnitude=N
     blobness, best_sigma = multiscale_dark_blobness(rel, voxel_size, p["sigmas_mm"])
     peaks, n_blob_peaks = seed_peaks(rel, blobness, brain_c, voxel_size, p)
     edge_factors, edge_distance = brain_edge_distance(brain_c, voxel_size)
-    phase_c, phase_info = calibrate_phase(filtered_phase, swi.shape, box, rel_swi, brain_c,
-                                          voxel_size, affine, p, rel_magnitude=rel_mag)
+    phase_c, phase_info = calibrate_phase(filtered_phase, swi.shape, box, rel_veins, brain_c,
+                                          voxel_size, affine, p)
     at_peaks = tuple(peaks.T)
     return CandidateContext(
         parameters=p, affine=affine, shape=swi.shape, box=box, voxel_size=voxel_size,

@@ -95,9 +95,9 @@ CMBPREP_PARAMETERS = {
     "phase_sign_reference": None,
     "vessel_intensity": 0.5,  # relative intensity below which voxels may be vessel
     "vessel_min_elongation": 5.0,  # dark components this elongated are vessels
-    # the phase-sign calibration on the magnitude's veins decides from this |correlation|
-    # on; a weaker fit leaves it to the SWI's veins
-    "phase_sign_min_correlation": 0.15,
+    # a vein calibration of the phase sign with a weaker |correlation| decides nothing
+    # (as the SWI chain's, cmbprep.algorithms.swi.handedness.VEIN_CALIBRATION)
+    "phase_sign_min_correlation": 0.1,
     # Phase-mask artefact zones (used only when the bias-corrected magnitude is given;
     # see .zones): smoothing (mm) and level of the SWI/magnitude ratio, smallest zone
     # (cm^3), width of the magnitude/SWI blend at the zone edge (mm)

@@ -14,7 +14,6 @@ __all__ = [
     "dipole_correlation",
     "dipole_field",
     "paramagnetic_phase_sign",
-    "vein_phase_sign",
     "vessel_like_mask",
 ]
 
@@ -152,23 +151,6 @@ def paramagnetic_phase_sign(phase, dark_mask, brain_mask, affine, *, downsample_
         return 0, float("nan")
     corr = float(np.sum(a * p) / den)
     return (1 if corr > 0 else -1), corr
-
-
-def vein_phase_sign(phase, relative, brain_mask, voxel_size, affine, *, vessel_intensity=0.5,
-                    min_elongation=5.0):
-    """:func:`paramagnetic_phase_sign` with the veins of ``relative``: the dark
-    (``relative < vessel_intensity``) vessel-like components inside ``brain_mask``
-    (:func:`vessel_like_mask`).
-
-    Returns
-    -------
-    sign : int
-    correlation : float
-    """
-    brain = np.asarray(brain_mask, dtype=bool)
-    veins = vessel_like_mask(brain & (relative < vessel_intensity), voxel_size,
-                             min_elongation=min_elongation)
-    return paramagnetic_phase_sign(phase, veins, brain, affine)
 
 
 def vessel_like_mask(dark_mask, voxel_size, *, min_elongation=3.0, min_length_mm=4.0):
