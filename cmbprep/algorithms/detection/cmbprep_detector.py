@@ -154,14 +154,7 @@ def brain_edge_distance(brain, voxel_size):
 
 def calibrate_phase(filtered_phase, shape, box, rel, brain, voxel_size, affine, p):
     """Cropped filtered phase and its handedness (``parameters["phase_sign"]`` or, with
-    ``"auto"``, the sign calibrated on the vessel-like dark structures of ``rel``).
-
-    ``rel`` is the relative intensity of the magnitude when the detector has it: how
-    dark a vein is on the magnitude does not depend on the phase convention, whereas the
-    SWI's veins are only as dark as the phase mask made them, with the convention the
-    SWI chain chose. A calibration on the SWI's veins therefore tends to agree with the
-    chain, right or wrong; on the magnitude's it is an independent estimate. A fit with
-    ``|correlation| < parameters["phase_sign_min_correlation"]`` decides nothing (sign 0).
+    ``"auto"``, the sign calibrated on the image's vessel-like dark structures).
 
     Two independent estimates of the handedness exist: this calibration (correlation of
     the phase with the dipole field of the vessel-like dark structures) and the SWI
@@ -200,8 +193,6 @@ def calibrate_phase(filtered_phase, shape, box, rel, brain, voxel_size, affine, 
         veins = vessel_like_mask(brain & (rel < p["vessel_intensity"]), voxel_size,
                                  min_elongation=p["vessel_min_elongation"])
         sign, corr = paramagnetic_phase_sign(phase_c, veins, brain, affine)
-        if abs(corr) < p["phase_sign_min_correlation"]:  # NaN: no vessel, sign already 0
-            sign = 0
         source = "calibration"
         conflict = sign != 0 and reference is not None and sign != reference
         if sign == 0 and reference is not None:
@@ -214,10 +205,12 @@ def calibrate_phase(filtered_phase, shape, box, rel, brain, voxel_size, affine, 
     return (phase_c if used else None), info
 
 
-def smoothed_relative_intensity(rel, voxel_size, p):
-    """``rel`` (the magnitude's relative intensity) smoothed with a Gaussian of
-    ``p["magnitude_smoothing_mm"]`` (mm), so that one noisy voxel does not make a
-    candidate dark (``magnitude_contrast``)."""
+def magnitude_relative_intensity(magnitude, brain, voxel_size, p):
+    """Relative intensity of the magnitude (local background as for the SWI), smoothed
+    with a Gaussian of ``p["magnitude_smoothing_mm"]`` (mm) so that one noisy voxel does
+    not make a candidate dark."""
+    rel = relative_intensity(magnitude, brain, background_mm=p["background_sigma_mm"],
+                             voxel_size=voxel_size)
     return ndi.gaussian_filter(
         rel, sigma_voxels(p["magnitude_smoothing_mm"], voxel_size)).astype(np.float32)
 
@@ -228,8 +221,7 @@ def find_candidates(swi, brain_mask, affine, *, filtered_phase=None, magnitude=N
 
     Parameters are those of :func:`detect_cmbprep`. With ``magnitude``, the seeds and the
     features come from the magnitude inside the phase-mask artefact zones and from the
-    SWI elsewhere, and the phase-sign calibration finds its veins on the magnitude
-    (:func:`calibrate_phase`; on the SWI without magnitude).
+    SWI elsewhere; the phase-sign calibration always uses the SWI.
 
     Returns
     -------
@@ -246,7 +238,6 @@ def find_candidates(swi, brain_mask, affine, *, filtered_phase=None, magnitude=N
     rel = rel_swi = relative_intensity(swi_c, brain_c, background_mm=p["background_sigma_mm"],
                                        voxel_size=voxel_size)
     zone_c, zone_cm3, mag_rel = None, None, None
-    rel_veins = rel_swi  # where the phase-sign calibration looks for veins
     if magnitude is not None:
         magnitude = np.asarray(magnitude)
         if magnitude.shape != swi.shape:
@@ -258,10 +249,7 @@ def find_candidates(swi, brain_mask, affine, *, filtered_phase=None, magnitude=N
                                       level=p["phase_zone_level"],
                                       min_cm3=p["phase_zone_min_cm3"])
         zone_cm3 = float(zone_c.sum()) * float(np.prod(voxel_size)) / 1000.0
-        # the magnitude's relative intensity (local background as for the SWI)
-        rel_veins = relative_intensity(mag_c, brain_c, background_mm=p["background_sigma_mm"],
-                                       voxel_size=voxel_size)
-        mag_rel = smoothed_relative_intensity(rel_veins, voxel_size, p)
+        mag_rel = magnitude_relative_intensity(mag_c, brain_c, voxel_size, p)
         if zone_c.any():
             image = zone_detection_image(swi_c, mag_c, zone_c, voxel_size,
                                          edge_mm=p["phase_zone_edge_mm"])
@@ -270,7 +258,8 @@ def find_candidates(swi, brain_mask, affine, *, filtered_phase=None, magnitude=N
     blobness, best_sigma = multiscale_dark_blobness(rel, voxel_size, p["sigmas_mm"])
     peaks, n_blob_peaks = seed_peaks(rel, blobness, brain_c, voxel_size, p)
     edge_factors, edge_distance = brain_edge_distance(brain_c, voxel_size)
-    phase_c, phase_info = calibrate_phase(filtered_phase, swi.shape, box, rel_veins, brain_c,
+    # the calibration's vessel-like structures are the SWI's (the phase made them dark)
+    phase_c, phase_info = calibrate_phase(filtered_phase, swi.shape, box, rel_swi, brain_c,
                                           voxel_size, affine, p)
     at_peaks = tuple(peaks.T)
     return CandidateContext(

@@ -12,7 +12,7 @@ __all__ = ["BIAN2013_PARAMETERS", "CMBPREP_PARAMETERS", "DETECTORS", "DETECTOR_V
            "detector_code_id"]
 
 DETECTORS = ("cmbprep", "bian2013")
-DETECTOR_VERSION = {"cmbprep": "0.8.0", "bian2013": "0.2.0"}
+DETECTOR_VERSION = {"cmbprep": "0.7.0", "bian2013": "0.2.0"}
 
 #: Parameters of the reference method (Bian et al. 2013; CMB_labeler's ``cmb_threshold``
 #: file, Morrison et al. 2018). Published values are for images rescaled to 0-255 with
@@ -95,9 +95,6 @@ CMBPREP_PARAMETERS = {
     "phase_sign_reference": None,
     "vessel_intensity": 0.5,  # relative intensity below which voxels may be vessel
     "vessel_min_elongation": 5.0,  # dark components this elongated are vessels
-    # a vein calibration of the phase sign with a weaker |correlation| decides nothing
-    # (as the SWI chain's, cmbprep.algorithms.swi.handedness.VEIN_CALIBRATION)
-    "phase_sign_min_correlation": 0.1,
     # Phase-mask artefact zones (used only when the bias-corrected magnitude is given;
     # see .zones): smoothing (mm) and level of the SWI/magnitude ratio, smallest zone
     # (cm^3), width of the magnitude/SWI blend at the zone edge (mm)
