@@ -157,3 +157,35 @@ def test_accept_threshold_is_the_peak_of_the_averaged_f1_within_the_limits():
     assert calc["threshold"] == 0.40
     none = choose_accept_threshold(curve.assign(fp_per_scan=9.0), max_fp_per_scan=0.5)
     assert 0.54 <= none["threshold"] <= 0.66
+
+
+def test_measure_test_families_measures_each_and_touches_nothing_else(cache):
+    """``--measure-test-families``: the model's measures on every scan of each test
+    family in the candidates replace its ``test_families`` block; the trees, thresholds
+    and every other key stay as they were."""
+    import copy
+    import json
+
+    from cmbprep.algorithms.detection.classifier import DEFAULT_MODEL_PATH
+    from cmbprep.testing.detector_training import collect, measure_test_families
+
+    model = json.loads(DEFAULT_MODEL_PATH.read_text())
+    cand, truths = collect([fixed_scan("small", FAST, 7)], cache)
+    (truth,) = truths.values()
+    tables, scans = [], {}
+    for family, seed in (("G", 1), ("G", 2), ("A", 3)) + tuple(
+            (f, 4) for f in TEST_FAMILIES if f != "G"):
+        tables.append(cand.assign(family=family, seed=seed))
+        scans[(family, seed)] = truth
+    stacked = pd.concat(tables, ignore_index=True)
+    measured = measure_test_families(copy.deepcopy(model), stacked, scans)
+    assert set(measured["test_families"]) == set(TEST_FAMILIES)
+    assert measured["test_families"]["G"]["measured"]["all"]["n_scans"] == 2
+    assert all(measured["test_families"][f]["measured"]["all"]["n_scans"] == 1
+               for f in TEST_FAMILIES if f != "G")
+    assert {k: v for k, v in measured.items() if k != "test_families"} == {
+        k: v for k, v in model.items() if k != "test_families"}
+    # without a test family's scans nothing is measured
+    untouched = measure_test_families(copy.deepcopy(model), cand.assign(family="A"),
+                                      {("A", s): truth for s in cand["seed"].unique()})
+    assert untouched == model

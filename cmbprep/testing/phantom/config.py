@@ -75,8 +75,9 @@ class PhantomConfig:
         0.6-1.0 of its susceptibility, so the susceptibility is not uniform where lobes
         overlap), and some signal left inside that decays with echo time (R2* 100-500
         /s at 3 T, scaled with field strength), as hemosiderin-laden tissue rather than
-        a void. Its truth row reports the volume-weighted centre of the lobes and the
-        radius of a sphere of the lobes' union volume.
+        a void. Its truth row reports the volume-weighted centre of the lobes (``x y z``,
+        ``i j k``; ``mni_*`` stays the main sphere's centre) and the radius of a sphere of
+        the lobes' union volume.
     lesion_vein_clearance_mm : float
         Lesions are placed at least their radius plus this far (mm) from the centre line
         of every vein of radius >= 0.3 mm (thinner veins: 1.5 mm). The default 4 mm keeps
