@@ -558,6 +558,18 @@ def _compact(m):
             "calcifications": m["calcifications"], "review_per_scan": m["review_per_scan"]}
 
 
+def _measures(cand, truths, model):
+    """The :func:`evaluate_system` blocks of ``cand`` in their headline form
+    (:func:`_compact`), as the model file stores them."""
+    return {k: _compact(v) for k, v in evaluate_system(cand, truths, model).items()}
+
+
+def _pooled(train, validation):
+    """Candidates and truths of both cohorts (:func:`collect` outputs) together."""
+    (train_c, train_t), (val_c, val_t) = train, validation
+    return pd.concat([train_c, val_c], ignore_index=True), {**train_t, **val_t}
+
+
 def model_families(families, hold_out=None):
     """The families a model learns from: ``families`` but ``hold_out`` and
     :data:`TEST_FAMILIES` (sorted)."""
@@ -567,9 +579,8 @@ def model_families(families, hold_out=None):
 def leave_one_family_out(train, validation):
     """For each family but :data:`TEST_FAMILIES`: fit and calibrate on the others (test
     families excepted), score all its scans."""
-    (train_c, train_t), (val_c, val_t) = train, validation
-    all_c = pd.concat([train_c, val_c], ignore_index=True)
-    all_t = {**train_t, **val_t}
+    (train_c, _), (val_c, val_t) = train, validation
+    all_c, all_t = _pooled(train, validation)
     present = all_c["family"].unique()
     rows = {}
     for family in model_families(present):
@@ -577,9 +588,7 @@ def leave_one_family_out(train, validation):
         parts = fit_model(train_c[train_c["family"].isin(learn)],
                           val_c[val_c["family"].isin(learn)], val_t)
         model = {"phase": parts["phase"], "no_phase": parts["no_phase"]}
-        held = all_c[all_c["family"] == family]
-        m = evaluate_system(held, all_t, model)
-        rows[family] = {k: _compact(v) for k, v in m.items()}
+        rows[family] = _measures(all_c[all_c["family"] == family], all_t, model)
         print(f"held-out family {family}: " + json.dumps(rows[family]["all"]), flush=True)
     return rows
 
@@ -615,7 +624,7 @@ def train_model(train, validation, *, hold_out=None, lofo=True):
     from ..algorithms.detection.classifier import MODEL_KIND
     from .phantom.randomise import FAMILIES
 
-    train_c, train_t = train
+    train_c, _ = train
     val_c, val_t = validation
     families = model_families(train_c["family"].unique(), hold_out)
     seen = lambda c: c[c["family"].isin(families)]  # noqa: E731
@@ -633,18 +642,13 @@ def train_model(train, validation, *, hold_out=None, lofo=True):
                            f"least {MIN_CALC_REJECTED:.0%} of calcifications not accepted; "
                            f"review_score = calibrated probability {REVIEW_PROBABILITY}"),
              **parts}
-    model["validation"]["measured"] = {k: _compact(v) for k, v in
-                                       evaluate_system(seen(val_c), val_t, model).items()}
-    all_c, all_t = pd.concat([train_c, val_c], ignore_index=True), {**train_t, **val_t}
-
-    def measured(family):
-        return {k: _compact(v) for k, v in evaluate_system(
-            all_c[all_c["family"] == family], all_t, model).items()}
-
+    model["validation"]["measured"] = _measures(seen(val_c), val_t, model)
+    all_c, all_t = _pooled(train, validation)
     if hold_out:
         model["held_out"] = {"family": hold_out,
                              "description": FAMILIES[hold_out].description,
-                             "measured": measured(hold_out)}
+                             "measured": _measures(all_c[all_c["family"] == hold_out],
+                                                   all_t, model)}
     measure_test_families(model, all_c, all_t)
     if lofo:
         model["leave_one_family_out"] = leave_one_family_out(train, validation)
@@ -660,8 +664,8 @@ def measure_test_families(model, cand, truths):
     if tests:
         model["test_families"] = {
             f: {"description": FAMILIES[f].description,
-                "measured": {k: _compact(v) for k, v in evaluate_system(
-                    cand[cand["family"] == f], truths, model).items()}} for f in tests}
+                "measured": _measures(cand[cand["family"] == f], truths, model)}
+            for f in tests}
     return model
 
 
