@@ -1,17 +1,19 @@
 """Real background: simulated lesions injected into romeo-small (issue 11; run by hand).
 
     .venv/bin/python benchmarks/real_background.py [--rounds 20] [--input-kind megre|swi]
-                                                    [--json OUT]
+                                                    [--megre-echoes longest|fit] [--json OUT]
 
 romeo-small (tests/data/romeo-small, MIT; a 51x51x41 crop of a real 3-echo GRE with veins
 and no microbleeds) is the background. Each round (seed 0..N-1) injects 5 lesions
 (:func:`cmbprep.testing.injection.random_lesions`: radius 0.2-1.5 mm, dchi 0.4-3 ppm; in
 about half the rounds the fifth is a calcification, radius 0.5-1.5 mm, dchi -2..-0.5 ppm)
-at random positions of the untouched crop's head mask, >= 3 mm + radius from its edge
+at random positions of the untouched crop's head mask (computed on the RSS of its echoes,
+whichever echoes the SWI chain uses, so that both ``--megre-echoes`` get the same
+lesions), >= 3 mm + radius from its edge
 (the crop border counts as edge), >= 2 mm + radius from dark voxels (veins: last-echo
 magnitude < 0.8 x its local mean) and 8 mm apart, with the phantom's physics
-(:func:`cmbprep.testing.injection.inject_lesions`). Then :func:`process_swi` (``megre``)
-and :func:`detect_cmbprep` (default parameters: the packaged classifier) on the head mask
+(:func:`cmbprep.testing.injection.inject_lesions`). Then :func:`process_swi` (``megre``,
+``--megre-echoes``, default the longest echo alone as in the pipeline) and :func:`detect_cmbprep` (default parameters: the packaged classifier) on the head mask
 of the processed crop; ``--input-kind swi`` gives the detector the same SWI without the
 filtered phase.
 
@@ -46,7 +48,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from cmbprep.algorithms.detection import PHASE_SIGN_OF_HANDEDNESS, detect_cmbprep
-from cmbprep.algorithms.swi import process_swi
+from cmbprep.algorithms.swi import MEGRE_ECHOES, prepare_magnitude, process_swi
 from cmbprep.testing.injection import inject_lesions, random_lesions
 from cmbprep.testing.scoring import label_detections
 
@@ -81,9 +83,15 @@ def noise_sigma(magnitude, mask):
     return float(1.4826 * mad * np.sqrt(27 / 26))
 
 
-def run_detector(magnitude, phase, affine, input_kind):
+def placement_mask(magnitude, affine):
+    """Head mask of the RSS of the echoes (the SWI chain's, with every echo combined)."""
+    return prepare_magnitude(magnitude, affine, input_kind="megre", echo_times=ECHO_TIMES,
+                             has_phase=False)[2]
+
+
+def run_detector(magnitude, phase, affine, input_kind, megre_echoes="longest"):
     out = process_swi(magnitude, phase, affine, input_kind="megre", echo_times=ECHO_TIMES,
-                      phase_units="rad", n_threads=1)
+                      phase_units="rad", megre_echoes=megre_echoes, n_threads=1)
     fp = out["filtered_phase"] if input_kind == "megre" else None
     # as in the pipeline: the SWI chain's handedness cross-checks the detector's phase sign
     handedness = out["meta"].get("Handedness") if fp is not None else None
@@ -91,7 +99,7 @@ def run_detector(magnitude, phase, affine, input_kind):
                   if handedness in PHASE_SIGN_OF_HANDEDNESS else None)
     result = detect_cmbprep(out["swi"], out["head_mask"], affine, filtered_phase=fp,
                             magnitude=out["magnitude"], parameters=parameters)
-    return result, out["head_mask"]
+    return result
 
 
 def score_round(candidates, truth):
@@ -119,13 +127,16 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--input-kind", choices=["megre", "swi"], default="megre")
+    ap.add_argument("--megre-echoes", choices=MEGRE_ECHOES, default="longest",
+                    help="the SWI chain's echoes (as the pipeline's --megre-echoes)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--phase-sign", type=int, choices=[1, -1], default=PHASE_SIGN,
                     help="phase convention of the injected lesions (default: the crop's)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     mag, phase, affine = load()
-    base, mask0 = run_detector(mag, phase, affine, args.input_kind)
+    base = run_detector(mag, phase, affine, args.input_kind, args.megre_echoes)
+    mask0 = placement_mask(mag, affine)
     untouched = {"accepted": int((base.candidates["status"] == "cmb").sum()),
                  "review": int((base.candidates["status"] == "review").sum()),
                  "candidates": len(base.candidates)}
@@ -140,7 +151,7 @@ def main(argv=None):
                                n_calcifications=n_calc)
         m, p, truth = inject_lesions(mag, phase, affine, ECHO_TIMES, FIELD_T, specs,
                                      phase_sign=args.phase_sign, noise_sigma=sigma, rng=rng)
-        result, _ = run_detector(m, p, affine, args.input_kind)
+        result = run_detector(m, p, affine, args.input_kind, args.megre_echoes)
         rows, counts = score_round(result.candidates, truth)
         for r in rows:
             r["seed"] = seed
@@ -159,6 +170,7 @@ def main(argv=None):
         return f"{k}/{n} ({k / n:.0%})" if n else "n/a"
 
     summary = {"rounds": args.rounds, "input_kind": args.input_kind,
+               "megre_echoes": args.megre_echoes,
                "field_strength_t": FIELD_T, "echo_times_s": ECHO_TIMES,
                "phase_sign": args.phase_sign, "noise_sigma": sigma, "untouched": untouched,
                "n_cmbs": len(les), "n_visible": int(vis.sum()),
@@ -190,7 +202,7 @@ def main(argv=None):
                                           int(crop["calcifications"].sum())]
     summary["wall_s"] = round(time.perf_counter() - t0, 1)
     print(f"romeo-small, {args.rounds} rounds, input kind {args.input_kind}, "
-          f"phase sign {args.phase_sign:+d}, "
+          f"echoes {args.megre_echoes}, phase sign {args.phase_sign:+d}, "
           f"{len(les)} microbleeds ({int(vis.sum())} visible), "
           f"{crop['calcifications'].sum()} calcifications, detector used the phase in "
           f"{int(crop['phase_used'].sum())}/{len(crop)} rounds "

@@ -93,6 +93,11 @@ def available_cpus(environ=None, cgroup_root: str | Path = "/sys/fs/cgroup",
 #: (``--covariate-selection``; :mod:`cmbprep.group.models`).
 COVARIATE_SELECTIONS = ("prespecified", "univariate-p")
 
+#: How multi-echo GRE with phase becomes one SWI (``--megre-echoes``); the same choices
+#: as :data:`cmbprep.algorithms.swi.MEGRE_ECHOES`, kept here so that the parser does not
+#: import the SWI chain.
+MEGRE_ECHOES = ("longest", "fit")
+
 @dataclass
 class Settings:
     """Every setting of a run. Units are given in each field's comment."""
@@ -126,6 +131,7 @@ class Settings:
     highpass_mm: float = 12.0  # homodyne high-pass kernel width (mm)
     minip_slab_mm: float = 8.0  # minimum-intensity projection slab thickness (mm)
     handedness: str = "auto"  # phase sign convention: auto, right or left
+    megre_echoes: str = "longest"  # multi-echo GRE with phase: longest echo alone, or fit
     registration_resolution_mm: float = 2.0  # grid on which registration runs (mm)
 
     # Group level

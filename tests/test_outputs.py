@@ -231,3 +231,17 @@ def test_participant_report_shows_input_and_detection_warnings(tmp_path):
     assert box, "no warnings box"
     assert "input: ses-2: no phase selected, ran magnitude-only" in box.group(0)
     assert "phase sign conflicts with the veins: phase dropped &lt;b&gt;" in box.group(0)
+
+
+def test_methods_boilerplate_says_which_echoes_made_the_swi():
+    """logs/CITATION.md describes the multi-echo handling that ran (--megre-echoes) and
+    every placeholder is filled."""
+    from cmbprep.config import Settings
+    from cmbprep.utils.derivatives import citation_text
+
+    longest = citation_text(Settings())
+    fit = citation_text(Settings(megre_echoes="fit"))
+    assert "longest echo time was used alone" in longest and "linear fit" not in longest
+    assert "weighted linear fit" in fit and "longest echo" not in fit
+    for text in (longest, fit):
+        assert "{" not in text and "}" not in text

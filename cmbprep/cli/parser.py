@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from .. import __version__
-from ..config import COVARIATE_SELECTIONS, Settings
+from ..config import COVARIATE_SELECTIONS, MEGRE_ECHOES, Settings
 from ..errors import AnalysisLevelError, UsageError
 
 ANALYSIS_LEVELS = ("participant", "group")
@@ -111,6 +111,11 @@ def _add_workflow_options(parser: argparse.ArgumentParser) -> None:
                       choices=("auto", "right", "left"), default="auto",
                       help="phase sign convention of the scanner; 'auto' detects it "
                       "from the data (veins must be dark)")
+    g_wf.add_argument("--megre-echoes", choices=MEGRE_ECHOES, default="longest",
+                      help="multi-echo GRE with phase: SWI of the echo with the longest "
+                      "echo time alone ('longest', default: the classifier learned from "
+                      "it) or of the RSS magnitude and the phase fitted over all echoes "
+                      "('fit')")
     g_wf.add_argument("--registration-resolution", dest="registration_resolution_mm",
                       type=_positive_float, default=2.0,
                       help="voxel size of the grid on which template registration "

@@ -26,6 +26,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from ..config import MEGRE_ECHOES
 from .itk_process import run_with_itk_threads
 
 LOGGER = logging.getLogger("nipype.interface")
@@ -70,6 +71,9 @@ class _SWIInputsSpec(BaseInterfaceInputSpec):
                                desc="echo times in seconds, or None when unknown")
     phase_units = traits.Either(None, traits.Enum("rad", "arbitrary"), usedefault=True,
                                 desc="sidecar Units of the phase (None: from the values)")
+    megre_echoes = traits.Enum(*MEGRE_ECHOES, usedefault=True,
+                               desc="multi-echo GRE with phase: the longest echo alone or "
+                                    "the frequency fit over all echoes")
     code_id = traits.Str("", usedefault=True,
                          desc="identifies the SWI chain's code (a change makes Nipype re-run "
                               "the node in an existing work directory)")
@@ -106,7 +110,8 @@ class PrepareMagnitude(SimpleInterface):
         magnitude, affine, _ = load_echoes(inputs.magnitude)
         _, combined, mask, meta = prepare_magnitude(
             magnitude, affine, input_kind=inputs.input_kind,
-            echo_times=inputs.echo_times, has_phase=bool(phase_files))
+            echo_times=inputs.echo_times, has_phase=bool(phase_files),
+            megre_echoes=inputs.megre_echoes)
         reference = inputs.magnitude[0]
         self._results["magnitude"] = _save_like(
             combined, reference, os.path.join(runtime.cwd, "combined_magnitude.nii.gz"))
@@ -199,7 +204,7 @@ class FilterPhase(SimpleInterface):
             load_echoes(phase_files)[0], _load(inputs.head_mask, bool), affine,
             echo_times=inputs.echo_times, phase_units=inputs.phase_units,
             handedness=inputs.handedness, highpass_mm=inputs.highpass_mm,
-            n_threads=inputs.omp_nthreads)
+            megre_echoes=inputs.megre_echoes, n_threads=inputs.omp_nthreads)
         meta.update(phase_meta)
         self._results["filtered_phase"] = _save_like(
             filtered, inputs.magnitude[0],

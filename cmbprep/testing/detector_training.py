@@ -629,7 +629,7 @@ def train_model(train, validation, *, hold_out=None, lofo=True):
     families = model_families(train_c["family"].unique(), hold_out)
     seen = lambda c: c[c["family"].isin(families)]  # noqa: E731
     parts = fit_model(seen(train_c), seen(val_c), val_t, verbose=True)
-    model = {"kind": MODEL_KIND, "version": "5",
+    model = {"kind": MODEL_KIND, "version": "6",
              "created_with": f"cmbprep {__version__}, scikit-learn {sklearn.__version__}",
              "training": {"seeds": sorted(int(s) for s in seen(train_c)["seed"].unique()),
                           "families": {f: dataclasses.asdict(FAMILIES[f]) for f in families}},

@@ -77,7 +77,18 @@ def citation_text(settings) -> str:
     """Methods boilerplate for ``logs/CITATION.md``, filled with this run's settings."""
     template = resources.files("cmbprep.data").joinpath("boilerplate.md").read_text()
     return template.format(version=__version__, settings=settings,
-                           detector=settings.detector)
+                           detector=settings.detector, megre=_MEGRE_METHODS[settings.megre_echoes])
+
+
+#: The boilerplate's sentence on multi-echo data, by ``--megre-echoes``.
+_MEGRE_METHODS = {
+    "longest": ("From multi-echo data with phase, the echo with the longest echo time "
+                "was used alone (magnitude and phase); multi-echo magnitude without phase "
+                "was combined across echoes by root sum of squares."),
+    "fit": ("Multi-echo data were combined across echoes before this step (magnitude by "
+            "root sum of squares; phase by Laplacian unwrapping and a weighted linear fit "
+            "of the phase over echo time, scaled to the mean echo time)."),
+}
 
 
 def write_dataset_files(settings) -> None:

@@ -58,7 +58,7 @@ def init_single_subject_wf(unit, settings, name: str | None = None):
         field_strength=unit.field_strength, phase_units=unit.phase_units,
         handedness=settings.handedness, swi_power=settings.swi_power,
         highpass_mm=settings.highpass_mm, minip_slab_mm=settings.minip_slab_mm,
-        omp_nthreads=omp)
+        megre_echoes=settings.megre_echoes, omp_nthreads=omp)
     anat_wf = init_anat_wf(
         has_t1w=unit.t1w is not None, omp_nthreads=omp, seed=settings.random_seed,
         registration_resolution_mm=settings.registration_resolution_mm)

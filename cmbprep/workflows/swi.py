@@ -12,7 +12,8 @@ from ..interfaces.swi import ComputeSWI, FilterPhase, MinIP, N4BiasField, Prepar
 
 
 def init_swi_wf(*, input_kind, echo_times, field_strength, phase_units, handedness,
-                swi_power, highpass_mm, minip_slab_mm, omp_nthreads, name="swi_wf"):
+                swi_power, highpass_mm, minip_slab_mm, omp_nthreads,
+                megre_echoes="longest", name="swi_wf"):
     """Build the SWI workflow.
 
     Graph: ``prepare_magnitude`` (input checks, combined magnitude, head mask) ->
@@ -40,6 +41,9 @@ def init_swi_wf(*, input_kind, echo_times, field_strength, phase_units, handedne
         Slab thickness in mm of the minimum-intensity projection.
     omp_nthreads : int
         Threads for FFTs (``filter_phase``) and ANTs (``n4_bias_field``).
+    megre_echoes : {"longest", "fit"}, optional
+        Multi-echo GRE with phase: the longest echo alone, or the RSS magnitude and the
+        frequency fit over all echoes (:data:`cmbprep.algorithms.swi.MEGRE_ECHOES`).
     name : str, optional
 
     Inputs
@@ -63,7 +67,7 @@ def init_swi_wf(*, input_kind, echo_times, field_strength, phase_units, handedne
     prepare, n4, phase, compute = _chain_nodes(
         input_kind=input_kind, echo_times=echo_times, phase_units=phase_units,
         handedness=handedness, swi_power=swi_power, highpass_mm=highpass_mm,
-        omp_nthreads=int(omp_nthreads))
+        megre_echoes=megre_echoes, omp_nthreads=int(omp_nthreads))
     minip = pe.Node(MinIP(slab_mm=float(minip_slab_mm)), name="minip")
     add_meta = pe.Node(niu.Function(function=_add_field_strength,
                                     input_names=["meta", "field_strength"],
@@ -95,12 +99,12 @@ def init_swi_wf(*, input_kind, echo_times, field_strength, phase_units, handedne
 
 
 def _chain_nodes(*, input_kind, echo_times, phase_units, handedness, swi_power,
-                 highpass_mm, omp_nthreads):
+                 highpass_mm, megre_echoes, omp_nthreads):
     """The nodes of the SWI chain: prepare_magnitude, n4_bias_field, filter_phase,
     compute_swi."""
     inputs = {"input_kind": input_kind,
               "echo_times": [float(t) for t in echo_times] if echo_times else None,
-              "phase_units": phase_units,
+              "phase_units": phase_units, "megre_echoes": megre_echoes,
               "code_id": f"swi sha256:{source_fingerprint()}"}
     # N4 (ITK threads) and the phase processing (FFT workers; mostly single-threaded
     # numpy) run side by side: each claims half of the omp_nthreads cores

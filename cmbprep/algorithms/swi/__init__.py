@@ -24,9 +24,11 @@ negative phase mask is applied: ``mask = 1`` for phase >= 0 and ``(pi + phase) /
 """
 
 from .chain import (
+    MEGRE_ECHOES,
     apply_swi_contrast,
     filter_phase,
     fit_bias_field,
+    longest_echo,
     prepare_magnitude,
     process_swi,
 )
@@ -57,6 +59,8 @@ def source_fingerprint() -> str:
 
 __all__ = [
     "INPUT_KINDS",
+    "MEGRE_ECHOES",
+    "longest_echo",
     "source_fingerprint",
     "load_echoes",
     "check_swi_inputs",

@@ -30,8 +30,13 @@ from .layout import echo_major
 from .magnitude import clean_magnitude, combine_magnitude
 from .phase import fit_frequency, phase_to_radians, unwrap_echoes
 
-__all__ = ["N4_DEFAULTS", "apply_swi_contrast", "filter_phase", "fit_bias_field",
-           "prepare_magnitude", "process_swi"]
+__all__ = ["MEGRE_ECHOES", "N4_DEFAULTS", "apply_swi_contrast", "filter_phase",
+           "fit_bias_field", "longest_echo", "prepare_magnitude", "process_swi"]
+
+#: How multi-echo GRE with phase becomes one SWI: ``"longest"``, the echo with the
+#: longest echo time alone (magnitude and phase, as single-echo GRE); ``"fit"``, the RSS
+#: magnitude and the fitted frequency x mean echo time.
+MEGRE_ECHOES = ("longest", "fit")
 
 #: N4 settings of the chain (see :func:`cmbprep.algorithms.bias.n4_bias_field`)
 N4_DEFAULTS = {"working_resolution_mm": 4.0, "spline_distance_mm": 100.0,
@@ -50,15 +55,19 @@ _HANDEDNESS_RULE = ("mean filtered phase 5 mm along B0 minus 5 mm across B0 arou
 
 def process_swi(magnitude, phase, affine, *, input_kind, echo_times=None, phase_units=None,
                 handedness="auto", swi_power=4, highpass_mm=12.0, bias_correct=True,
-                n4_options=None, magnitude_combination="rss", n_threads=1):
+                n4_options=None, magnitude_combination="rss", megre_echoes="longest",
+                n_threads=1):
     """Full SWI chain on arrays: the image to detect microbleeds on.
 
     Steps by ``input_kind``:
 
     * ``"gre"``: phase -> radians, homodyne high-pass (``highpass_mm`` FWHM), SWI.
-    * ``"megre"`` with phase: magnitude RSS over echoes; each echo's phase -> radians,
-      Laplacian-unwrapped, echoes aligned; frequency from a magnitude^2-weighted
-      linear fit over TE; combined phase = frequency x mean TE; homodyne high-pass; SWI.
+    * ``"megre"`` with phase, ``megre_echoes="longest"`` (default): the echo with the
+      longest echo time, magnitude and phase, processed as ``"gre"``.
+    * ``"megre"`` with phase, ``megre_echoes="fit"``: magnitude RSS over echoes; each
+      echo's phase -> radians, Laplacian-unwrapped, echoes aligned; frequency from a
+      magnitude^2-weighted linear fit over TE; combined phase = frequency x mean TE;
+      homodyne high-pass; SWI.
     * ``"megre"`` without phase, ``"magnitude"``, ``"swi"``: the (combined) image as is.
 
     The head mask (Otsu + morphology in mm) is computed on the combined magnitude; N4 is
@@ -85,6 +94,10 @@ def process_swi(magnitude, phase, affine, *, input_kind, echo_times=None, phase_
         (``working_resolution_mm``, ``spline_distance_mm``, ``shrink_factor``,
         ``iterations``, ``tolerance``).
     magnitude_combination : {"rss", "mean"}, optional
+        Combination of the magnitude echoes where several are combined.
+    megre_echoes : {"longest", "fit"}, optional
+        Multi-echo GRE with phase: the longest echo alone or the fit over all echoes
+        (:data:`MEGRE_ECHOES`).
     n_threads : int, optional
 
     Returns
@@ -101,13 +114,14 @@ def process_swi(magnitude, phase, affine, *, input_kind, echo_times=None, phase_
     has_phase = phase is not None and input_kind in ("gre", "megre")
     echoes, combined, mask, meta = prepare_magnitude(
         magnitude, affine, input_kind=input_kind, echo_times=echo_times,
-        has_phase=has_phase, magnitude_combination=magnitude_combination)
+        has_phase=has_phase, magnitude_combination=magnitude_combination,
+        megre_echoes=megre_echoes)
     filtered, used = None, None
     if has_phase:
         filtered, used, phase_meta = filter_phase(
             echoes, combined, phase, mask, affine, echo_times=echo_times,
             phase_units=phase_units, handedness=handedness, highpass_mm=highpass_mm,
-            n_threads=n_threads)
+            megre_echoes=megre_echoes, n_threads=n_threads)
         meta.update(phase_meta)
     del echoes
     if bias_correct:
@@ -125,8 +139,35 @@ def process_swi(magnitude, phase, affine, *, input_kind, echo_times=None, phase_
             "head_mask": mask, "bias_field": field, "meta": meta}
 
 
+def longest_echo(echo_times):
+    """Index of the echo with the longest echo time (the first of equal ones).
+
+    Parameters
+    ----------
+    echo_times : sequence of float
+        Seconds, one per echo.
+
+    Raises
+    ------
+    DataError
+        No echo times, or one missing.
+    """
+    if not echo_times or any(t is None for t in echo_times):
+        raise DataError(f"EchoTime needed for each echo to find the longest, got "
+                        f"{echo_times}")
+    return int(np.argmax(np.asarray(echo_times, dtype=float)))
+
+
+def _megre_single_echo(input_kind, has_phase, megre_echoes, n_echoes):
+    """Whether the chain keeps only the longest echo of several (``megre_echoes``)."""
+    if megre_echoes not in MEGRE_ECHOES:
+        raise ValueError(f"megre_echoes must be one of {MEGRE_ECHOES}, got {megre_echoes!r}")
+    return (input_kind == "megre" and has_phase and megre_echoes == "longest"
+            and n_echoes > 1)
+
+
 def prepare_magnitude(magnitude, affine, *, input_kind, echo_times=None, has_phase,
-                      magnitude_combination="rss"):
+                      magnitude_combination="rss", megre_echoes="longest"):
     """Step 1: cleaned echoes, combined magnitude and head mask.
 
     Parameters
@@ -138,18 +179,21 @@ def prepare_magnitude(magnitude, affine, *, input_kind, echo_times=None, has_pha
     has_phase : bool
         Whether the phase will be used (recorded as ``PhaseUsed``).
     magnitude_combination : {"rss", "mean"}, optional
+    megre_echoes : {"longest", "fit"}, optional
+        ``"longest"``: multi-echo GRE with phase keeps only its longest echo.
 
     Returns
     -------
     echoes : (X, Y, Z, E) numpy.ndarray of float32
-        Finite, non-negative, echo-major (:func:`.magnitude.clean_magnitude`).
+        Finite, non-negative, echo-major (:func:`.magnitude.clean_magnitude`); only the
+        longest echo where ``megre_echoes`` keeps it alone.
     combined : (X, Y, Z) numpy.ndarray of float32
         Echoes combined (the single echo itself).
     mask : (X, Y, Z) numpy.ndarray of bool
         Head mask (:func:`cmbprep.algorithms.headmask.head_mask`).
     meta : dict
         ``InputKind``, ``EchoTimes``, ``VoxelSize``, ``MagnitudeCombination``,
-        ``PhaseUsed``, ``HeadMask``.
+        ``PhaseUsed``, ``HeadMask`` (and ``EchoUsed`` where one echo of several is kept).
     """
     voxel_size = voxel_sizes(affine)
     echoes = clean_magnitude(magnitude)
@@ -160,6 +204,12 @@ def prepare_magnitude(magnitude, affine, *, input_kind, echo_times=None, has_pha
         "MagnitudeCombination": magnitude_combination if echoes.shape[3] > 1 else "n/a",
         "PhaseUsed": bool(has_phase),
     }
+    if _megre_single_echo(input_kind, has_phase, megre_echoes, echoes.shape[3]):
+        k = longest_echo(echo_times)
+        echoes = echoes[..., k:k + 1]
+        meta["MagnitudeCombination"] = "n/a (the longest echo alone)"
+        meta["EchoUsed"] = {"Index": k, "EchoTime": float(echo_times[k]),
+                            "Rule": "the longest echo time, magnitude and phase alone"}
     combined = combine_magnitude(echoes, magnitude_combination) if echoes.shape[3] > 1 \
         else echoes[..., 0]
     mask = head_mask(combined, voxel_size)
@@ -168,7 +218,8 @@ def prepare_magnitude(magnitude, affine, *, input_kind, echo_times=None, has_pha
 
 
 def filter_phase(echoes, combined, phase, mask, affine, *, echo_times=None,
-                 phase_units=None, handedness="auto", highpass_mm=12.0, n_threads=1):
+                 phase_units=None, handedness="auto", highpass_mm=12.0,
+                 megre_echoes="longest", n_threads=1):
     """Step 2: the high-pass filtered phase and the phase sign convention to use.
 
     Parameters
@@ -187,6 +238,9 @@ def filter_phase(echoes, combined, phase, mask, affine, *, echo_times=None,
     phase_units : {"rad", "arbitrary", None}, optional
     handedness : {"auto", "right", "left"}, optional
     highpass_mm : float, optional
+    megre_echoes : {"longest", "fit"}, optional
+        Several echoes: the phase of the longest alone (``echoes`` may then hold all
+        echoes or that one) or the frequency fit over all.
     n_threads : int, optional
 
     Returns
@@ -210,6 +264,10 @@ def filter_phase(echoes, combined, phase, mask, affine, *, echo_times=None,
         ph = ph[..., None]
     ph, scaling = phase_to_radians(ph, phase_units)
     ph = echo_major(ph)
+    if _megre_single_echo("megre", True, megre_echoes, ph.shape[3]):
+        k = longest_echo(echo_times)
+        ph, echo_times = ph[..., k:k + 1], [echo_times[k]]
+        echoes = echoes[..., k:k + 1] if echoes.shape[3] > 1 else echoes
     meta = {"PhaseUnits": phase_units or "n/a", "PhaseScaling": scaling}
     combined_phase, combination_meta = _combine_phase_echoes(
         ph, echoes, mask, voxel_size, echo_times, n_threads=n_threads)
