@@ -13,8 +13,9 @@ lesions), >= 3 mm + radius from its edge
 (the crop border counts as edge), >= 2 mm + radius from dark voxels (veins: last-echo
 magnitude < 0.8 x its local mean) and 8 mm apart, with the phantom's physics
 (:func:`cmbprep.testing.injection.inject_lesions`). Then :func:`process_swi` (``megre``,
-``--megre-echoes``, default the longest echo alone as in the pipeline) and :func:`detect_cmbprep` (default parameters: the packaged classifier) on the head mask
-of the processed crop; ``--input-kind swi`` gives the detector the same SWI without the
+``--megre-echoes``, default the longest echo alone as in the pipeline) and
+:func:`detect_cmbprep` (default parameters: the packaged classifier) on the head mask of
+the processed crop; ``--input-kind swi`` gives the detector the same SWI without the
 filtered phase.
 
 Acquisition assumptions (romeo-small records neither): 3 T and TE 5/10/15 ms (the 1:2:3
