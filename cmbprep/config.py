@@ -98,6 +98,14 @@ COVARIATE_SELECTIONS = ("prespecified", "univariate-p")
 #: import the SWI chain.
 MEGRE_ECHOES = ("longest", "fit")
 
+#: Phase sign conventions (``--phase-handedness``; :mod:`cmbprep.algorithms.swi`).
+HANDEDNESS = ("auto", "right", "left")
+
+#: Settings that take one of a few values: a config file is checked against them as the
+#: command line is (argparse ``choices``).
+_CHOICES = {"megre_echoes": MEGRE_ECHOES, "handedness": HANDEDNESS,
+            "covariate_selection": COVARIATE_SELECTIONS}
+
 @dataclass
 class Settings:
     """Every setting of a run. Units are given in each field's comment."""
@@ -192,6 +200,10 @@ class Settings:
         unknown = sorted(set(data) - names)
         if unknown:
             raise UsageError(f"{path}: unknown setting(s) {', '.join(unknown)}")
+        for key, value in data.items():
+            if key in _CHOICES and value not in _CHOICES[key]:
+                raise UsageError(f"{path}: {key} must be one of "
+                                 f"{', '.join(_CHOICES[key])}, got {value!r}")
         for key, value in data.items():
             if key in _PATH_FIELDS and value is not None:
                 value = Path(value)

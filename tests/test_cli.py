@@ -17,6 +17,7 @@ import pytest
 
 from cmbprep.cli import run as cli_run
 from cmbprep.cli.parser import parse_args
+from cmbprep.errors import UsageError
 from cmbprep.config import Settings
 
 from .conftest import make_tiny_gre_dataset, write_json, write_nifti
@@ -53,6 +54,18 @@ def test_config_toml_round_trip_and_flags_win(tmp_path):
                          "--config-file", str(path), "--random-seed", "9"])
     assert merged.minip_slab_mm == 6.0  # from the file
     assert merged.random_seed == 9  # the flag wins
+
+
+@pytest.mark.parametrize("key, value", [("megre_echoes", "first"), ("handedness", "up"),
+                                        ("covariate_selection", "stepwise")])
+def test_config_file_choices_are_checked_as_the_flags_are(tmp_path, key, value):
+    path = tmp_path / "config.toml"
+    path.write_text(f'[cmbprep]\n{key} = "{value}"\n')
+    with pytest.raises(UsageError, match=f"config.toml: {key} must be one of .*'{value}'"):
+        parse_args([str(tmp_path), str(tmp_path / "out"), "participant",
+                    "--config-file", str(path)])
+    path.write_text('[cmbprep]\nmegre_echoes = "fit"\n')
+    assert Settings.from_toml(path).megre_echoes == "fit"
 
 
 def test_version_flag(capsys):

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from .. import __version__
-from ..config import COVARIATE_SELECTIONS, MEGRE_ECHOES, Settings
+from ..config import COVARIATE_SELECTIONS, HANDEDNESS, MEGRE_ECHOES, Settings
 from ..errors import AnalysisLevelError, UsageError
 
 ANALYSIS_LEVELS = ("participant", "group")
@@ -108,7 +108,7 @@ def _add_workflow_options(parser: argparse.ArgumentParser) -> None:
     g_wf.add_argument("--minip-slab-mm", type=_positive_float, default=8.0,
                       help="minimum-intensity projection slab thickness (mm)")
     g_wf.add_argument("--phase-handedness", dest="handedness",
-                      choices=("auto", "right", "left"), default="auto",
+                      choices=HANDEDNESS, default="auto",
                       help="phase sign convention of the scanner; 'auto' detects it "
                       "from the data (veins must be dark)")
     g_wf.add_argument("--megre-echoes", choices=MEGRE_ECHOES, default="longest",
