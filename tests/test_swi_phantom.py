@@ -2,7 +2,6 @@
 microbleeds, mIP bound, storage-order invariance, and the Nipype workflow."""
 
 import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -12,6 +11,8 @@ from nibabel import orientations as nio
 from cmbprep.algorithms import swi as S
 from cmbprep.algorithms.mip import minip_window, sliding_minip
 from cmbprep.testing.phantom import PhantomConfig, simulate_subject
+
+from .test_swi_algorithms import ROMEO, ROMEO_TE
 
 
 @pytest.fixture(scope="module")
@@ -213,9 +214,8 @@ def test_megre_workflow_uses_the_echoes_asked_for(megre_echoes, tmp_path):
     from cmbprep.interfaces.itk_process import run_with_itk_threads
     from cmbprep.workflows.swi import init_swi_wf
 
-    romeo = Path(__file__).parent / "data" / "romeo-small"
-    mag, phase = str(romeo / "Mag.nii.gz"), str(romeo / "Phase.nii.gz")
-    echo_times = [0.005, 0.010, 0.015]
+    mag, phase = str(ROMEO / "Mag.nii.gz"), str(ROMEO / "Phase.nii.gz")
+    echo_times = ROMEO_TE
     wf = init_swi_wf(input_kind="megre", echo_times=echo_times, field_strength=3.0,
                      phase_units="arbitrary", handedness="auto", swi_power=4,
                      highpass_mm=12.0, minip_slab_mm=8.0, omp_nthreads=1,
@@ -233,9 +233,9 @@ def test_megre_workflow_uses_the_echoes_asked_for(megre_echoes, tmp_path):
         np.testing.assert_array_equal(saved, direct[name].astype(saved.dtype), err_msg=name)
     meta = outputs["swi_meta"]
     if megre_echoes == "longest":
-        assert meta["EchoUsed"]["EchoTime"] == 0.015 and "PhaseCombination" not in meta
+        assert meta["EchoUsed"]["EchoTime"] == max(ROMEO_TE) and "PhaseCombination" not in meta
     else:
-        assert "EchoUsed" not in meta and meta["ReferenceEchoTime"] == pytest.approx(0.01)
+        assert "EchoUsed" not in meta and meta["ReferenceEchoTime"] == pytest.approx(np.mean(ROMEO_TE))
         assert meta["PhaseCombination"].startswith("magnitude^2-weighted")
 
 
