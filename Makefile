@@ -48,7 +48,7 @@ benchmarks: install
 		$(BIN)/python $$b $$args || exit 1; done
 
 # Re-trains the detector's classifier on generated phantom families, family D held out
-# (from an empty cache about 45 min on 2 cores, 67 min beside other jobs;
+# (from an empty cache 67 min on 2 cores, measured beside other jobs;
 # docs/benchmarks.md; it writes the shipped file again byte for byte;
 # writes cmbprep/data/models/cmbprep_classifier.json; docs/detection.rst).
 TRAIN_CACHE ?= /tmp/cmbprep-training
