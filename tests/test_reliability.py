@@ -47,8 +47,10 @@ def _sleep_and_report(x):
     import os
     import time
 
-    with open(x, "w") as handle:
+    # written whole or not at all: the run may stop this worker between open and write
+    with open(x + ".part", "w") as handle:
         handle.write(str(os.getpid()))
+    os.replace(x + ".part", x)
     time.sleep(120)
     return x
 
