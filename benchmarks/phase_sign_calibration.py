@@ -1,0 +1,118 @@
+"""How often would the detector use the phase with the right sign if its calibration read
+the veins of the magnitude instead of (or beside) those of the SWI? (issue 11; a
+measurement, nothing here is shipped)
+
+For every scan with phase in a training cache, the detector's phase-sign calibration
+(:func:`cmbprep.algorithms.detection.phase.paramagnetic_phase_sign` on the vessel-like
+dark structures inside the brain, as :func:`cmbprep.algorithms.detection.cmbprep_detector.
+calibrate_phase` does) is run on three sources of vessels:
+
+``swi``
+    the SWI's relative intensity (what the detector does: those veins were darkened by the
+    phase mask made with the SWI stage's convention, so a wrong convention can confirm
+    itself);
+``magnitude``
+    the bias-corrected magnitude's relative intensity (0.5 mm smoothing, as the
+    detector's ``magnitude_contrast``), which does not depend on any convention;
+``stronger``
+    whichever of the two has the larger absolute correlation.
+
+Each is then combined with the SWI stage's convention as the detector does (a
+disagreement is a conflict: the phase is not used) and compared with the phantom's true
+convention. Reads the cached volumes (``python -m cmbprep.testing.detector_training
+--cache DIR --simulate-only``); about a minute for the 283 scans with phase on 2 cores::
+
+    python benchmarks/phase_sign_calibration.py --cache /work/train/cache9
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+
+from cmbprep.algorithms.arrays import bounding_box, voxel_sizes
+from cmbprep.algorithms.detection import CMBPREP_PARAMETERS, PHASE_SIGN_OF_HANDEDNESS
+from cmbprep.algorithms.detection.candidates import relative_intensity
+from cmbprep.algorithms.detection.cmbprep_detector import magnitude_relative_intensity
+from cmbprep.algorithms.detection.phase import paramagnetic_phase_sign, vessel_like_mask
+from cmbprep.testing import detector_training as dt
+
+SOURCES = ("swi", "magnitude", "stronger")
+
+
+def outcome(sign, reference, truth):
+    """What the detector would do: ``conflict`` (phase not used), ``none`` (no sign),
+    ``right`` or ``wrong`` (phase used with that sign)."""
+    if sign != 0 and reference is not None and sign != reference:
+        return "conflict"
+    used = sign if sign != 0 else (reference if reference is not None else 0)
+    return "none" if used == 0 else ("right" if used == truth else "wrong")
+
+
+def calibrate_scan(args):
+    """Calibration results of one cached scan (None without phase)."""
+    cache, spec = args
+    with np.load(Path(cache) / f"{spec.family}_{spec.seed}.npz") as d:
+        if "phase" not in d.files:
+            return None
+        arrays = {k: d[k] for k in ("swi", "magnitude", "phase", "brain", "affine",
+                                    "handedness")}
+    p = CMBPREP_PARAMETERS
+    affine = arrays["affine"]
+    voxel_size = tuple(float(v) for v in voxel_sizes(affine))
+    brain = arrays["brain"].astype(bool)
+    box = bounding_box(brain, margin_vox=[int(np.ceil(4.0 / v)) for v in voxel_size])
+    brain_c = brain[box]
+    phase_c = arrays["phase"][box].astype(np.float32)
+    relative = {
+        "swi": relative_intensity(arrays["swi"][box].astype(np.float32), brain_c,
+                                  background_mm=p["background_sigma_mm"],
+                                  voxel_size=voxel_size),
+        "magnitude": magnitude_relative_intensity(arrays["magnitude"][box].astype(np.float32),
+                                                  brain_c, voxel_size, p)}
+    reference = PHASE_SIGN_OF_HANDEDNESS.get(str(arrays["handedness"]))
+    truth = int(spec.config.phase_sign)
+    found = {}
+    for name, rel in relative.items():
+        veins = vessel_like_mask(brain_c & (rel < p["vessel_intensity"]), voxel_size,
+                                 min_elongation=p["vessel_min_elongation"])
+        sign, corr = paramagnetic_phase_sign(phase_c, veins, brain_c, affine)
+        found[name] = (int(sign), float(corr))
+    strength = {k: (abs(c) if np.isfinite(c) else 0.0) for k, (_, c) in found.items()}
+    found["stronger"] = found["swi" if strength["swi"] >= strength["magnitude"]
+                              else "magnitude"]
+    return {"scan": f"{spec.family}_{spec.seed}", "input_kind": spec.input_kind,
+            "swi_stage_right": reference == truth,
+            **{f"{k}_correlation": found[k][1] for k in SOURCES},
+            **{k: outcome(found[k][0], reference, truth) for k in SOURCES}}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", required=True)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--json", help="write the per-scan table here")
+    args = parser.parse_args(argv)
+    specs = [s for c in ("train", "validation") for s in dt.scan_list(c)
+             if s.input_kind != "swi"]
+    with Pool(args.jobs) as pool:
+        rows = [r for r in pool.map(calibrate_scan, [(args.cache, s) for s in specs],
+                                    chunksize=4) if r]
+    print(f"{len(rows)} scans with phase; the SWI stage's convention is right on "
+          f"{sum(r['swi_stage_right'] for r in rows)}")
+    for name in SOURCES:
+        counts = collections.Counter(r[name] for r in rows)
+        print(f"vessels of the {name}: " + ", ".join(
+            f"{k} {counts.get(k, 0)}" for k in ("right", "conflict", "wrong", "none")))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
