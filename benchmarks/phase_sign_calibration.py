@@ -4,8 +4,8 @@ measurement, nothing here is shipped)
 
 For every scan with phase in a training cache, the detector's phase-sign calibration
 (:func:`cmbprep.algorithms.detection.phase.paramagnetic_phase_sign` on the vessel-like
-dark structures inside the brain, as :func:`cmbprep.algorithms.detection.cmbprep_detector.
-calibrate_phase` does) is run on three sources of vessels:
+dark structures inside the brain: :func:`cmbprep.algorithms.detection.cmbprep_detector.
+calibrate_phase` itself) is run on three sources of vessels:
 
 ``swi``
     the SWI's relative intensity (what the detector does: those veins were darkened by the
@@ -17,9 +17,9 @@ calibrate_phase` does) is run on three sources of vessels:
 ``stronger``
     whichever of the two has the larger absolute correlation.
 
-Each is then combined with the SWI stage's convention as the detector does (a
-disagreement is a conflict: the phase is not used) and compared with the phantom's true
-convention. Reads the cached volumes (``python -m cmbprep.testing.detector_training
+``calibrate_phase`` combines each with the SWI stage's convention (a disagreement is a
+conflict: the phase is not used); the sign it would use is compared with the phantom's
+true convention. Reads the cached volumes (``python -m cmbprep.testing.detector_training
 --cache DIR --simulate-only``); about a minute for the 283 scans with phase on 2 cores::
 
     python benchmarks/phase_sign_calibration.py --cache /work/train/cache9
@@ -38,20 +38,23 @@ import numpy as np
 from cmbprep.algorithms.arrays import bounding_box, voxel_sizes
 from cmbprep.algorithms.detection import CMBPREP_PARAMETERS, PHASE_SIGN_OF_HANDEDNESS
 from cmbprep.algorithms.detection.candidates import relative_intensity
-from cmbprep.algorithms.detection.cmbprep_detector import magnitude_relative_intensity
-from cmbprep.algorithms.detection.phase import paramagnetic_phase_sign, vessel_like_mask
+from cmbprep.algorithms.detection.cmbprep_detector import (
+    calibrate_phase,
+    magnitude_relative_intensity,
+)
 from cmbprep.testing import detector_training as dt
 
 SOURCES = ("swi", "magnitude", "stronger")
 
 
-def outcome(sign, reference, truth):
-    """What the detector would do: ``conflict`` (phase not used), ``none`` (no sign),
-    ``right`` or ``wrong`` (phase used with that sign)."""
-    if sign != 0 and reference is not None and sign != reference:
+def outcome(info, truth):
+    """What the detector does with :func:`calibrate_phase`'s ``info``: ``conflict`` (the
+    phase is not used), ``none`` (no sign), ``right`` or ``wrong`` (used with that sign)."""
+    if info["phase_sign_conflict"]:
         return "conflict"
-    used = sign if sign != 0 else (reference if reference is not None else 0)
-    return "none" if used == 0 else ("right" if used == truth else "wrong")
+    if not info["phase_used"]:
+        return "none"
+    return "right" if info["phase_sign"] == truth else "wrong"
 
 
 def calibrate_scan(args):
@@ -62,34 +65,32 @@ def calibrate_scan(args):
             return None
         arrays = {k: d[k] for k in ("swi", "magnitude", "phase", "brain", "affine",
                                     "handedness")}
-    p = CMBPREP_PARAMETERS
+    reference = PHASE_SIGN_OF_HANDEDNESS.get(str(arrays["handedness"]))
+    p = dict(CMBPREP_PARAMETERS, phase_sign_reference=reference)
     affine = arrays["affine"]
     voxel_size = tuple(float(v) for v in voxel_sizes(affine))
     brain = arrays["brain"].astype(bool)
     box = bounding_box(brain, margin_vox=[int(np.ceil(4.0 / v)) for v in voxel_size])
     brain_c = brain[box]
-    phase_c = arrays["phase"][box].astype(np.float32)
     relative = {
         "swi": relative_intensity(arrays["swi"][box].astype(np.float32), brain_c,
                                   background_mm=p["background_sigma_mm"],
                                   voxel_size=voxel_size),
         "magnitude": magnitude_relative_intensity(arrays["magnitude"][box].astype(np.float32),
                                                   brain_c, voxel_size, p)}
-    reference = PHASE_SIGN_OF_HANDEDNESS.get(str(arrays["handedness"]))
+    # the detector's own decision, fed with the vessels of each image
+    info = {name: calibrate_phase(arrays["phase"], arrays["swi"].shape, box, rel, brain_c,
+                                  voxel_size, affine, p)[1]
+            for name, rel in relative.items()}
+    strength = {k: abs(v["phase_sign_calibration_correlation"]) for k, v in info.items()}
+    strength = {k: (v if np.isfinite(v) else 0.0) for k, v in strength.items()}
+    info["stronger"] = info["swi" if strength["swi"] >= strength["magnitude"] else "magnitude"]
     truth = int(spec.config.phase_sign)
-    found = {}
-    for name, rel in relative.items():
-        veins = vessel_like_mask(brain_c & (rel < p["vessel_intensity"]), voxel_size,
-                                 min_elongation=p["vessel_min_elongation"])
-        sign, corr = paramagnetic_phase_sign(phase_c, veins, brain_c, affine)
-        found[name] = (int(sign), float(corr))
-    strength = {k: (abs(c) if np.isfinite(c) else 0.0) for k, (_, c) in found.items()}
-    found["stronger"] = found["swi" if strength["swi"] >= strength["magnitude"]
-                              else "magnitude"]
     return {"scan": f"{spec.family}_{spec.seed}", "input_kind": spec.input_kind,
             "swi_stage_right": reference == truth,
-            **{f"{k}_correlation": found[k][1] for k in SOURCES},
-            **{k: outcome(found[k][0], reference, truth) for k in SOURCES}}
+            **{f"{k}_correlation": float(info[k]["phase_sign_calibration_correlation"])
+               for k in SOURCES},
+            **{k: outcome(info[k], truth) for k in SOURCES}}
 
 
 def main(argv=None):
