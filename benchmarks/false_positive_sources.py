@@ -39,20 +39,16 @@ SHAPE = ["diameter_mm", "contrast", "magnitude_contrast", "elongation", "b0_aspe
          "paramagnetic_evidence", "dipole_vs_cylinder", "dipole_phase_at_radius"]
 
 
-def vein_direction_angle(vein_fraction, centre_vox, affine, radius_mm=3.0):
-    """Angle (degrees, 0-90) between B0 and the principal axis of the venous voxels within
-    ``radius_mm`` of ``centre_vox`` (NaN with fewer than 3 such voxels)."""
-    idx = np.argwhere(vein_fraction >= 0.1)
-    mm = idx @ np.asarray(affine)[:3, :3].T
-    centre = np.asarray(affine)[:3, :3] @ np.asarray(centre_vox, float)
-    near = np.linalg.norm(mm - centre, axis=1) <= radius_mm
+def vein_direction_angle(vein_points_mm, vein_weights, centre_mm, radius_mm=3.0):
+    """Angle (degrees, 0-90) between B0 (scanner z) and the principal axis of the venous
+    points (scanner-axis mm, weighted by their venous fraction) within ``radius_mm`` of
+    ``centre_mm`` (NaN with fewer than 3 such points)."""
+    near = np.linalg.norm(vein_points_mm - centre_mm, axis=1) <= radius_mm
     if near.sum() < 3:
         return float("nan")
-    pts = mm[near]
-    w = vein_fraction[tuple(idx[near].T)]
+    pts, w = vein_points_mm[near], vein_weights[near]
     d = pts - np.average(pts, axis=0, weights=w)
-    cov = (d * w[:, None]).T @ d / w.sum()
-    axis = np.linalg.eigh(cov)[1][:, -1]
+    axis = np.linalg.eigh((d * w[:, None]).T @ d / w.sum())[1][:, -1]
     return float(np.degrees(np.arccos(min(1.0, abs(axis[2])))))
 
 
@@ -61,17 +57,20 @@ def locate(spec, rows):
     phantom = simulate_scan(spec).phantom
     vein = phantom.vein_fraction
     distance = ndi.distance_transform_edt(vein < 0.1, sampling=voxel_sizes(phantom.affine))
+    to_mm = np.asarray(phantom.affine)[:3, :3]  # the translation cancels in the distances
+    vein_idx = np.argwhere(vein >= 0.1)
+    vein_mm, vein_w = vein_idx @ to_mm.T, vein[tuple(vein_idx.T)]
     out = []
     for _, r in rows.iterrows():
         ijk = tuple(np.clip(np.round([r.i, r.j, r.k]).astype(int), 0,
                             np.array(vein.shape) - 1))
         d = float(distance[ijk])
         where = "on a vein" if d <= 1.0 else ("near a vein" if d <= 3.0 else "elsewhere")
+        angle = (vein_direction_angle(vein_mm, vein_w, to_mm @ np.array([r.i, r.j, r.k]))
+                 if where == "on a vein" else float("nan"))
         out.append({"where": where, "distance_to_vein_mm": d,
                     "susceptibility_ppm": float(phantom.susceptibility_ppm[ijk]),
-                    "vein_angle_to_b0_deg": (vein_direction_angle(vein, (r.i, r.j, r.k),
-                                                                  phantom.affine)
-                                             if where == "on a vein" else float("nan"))})
+                    "vein_angle_to_b0_deg": angle})
     return out
 
 
