@@ -106,6 +106,7 @@ HANDEDNESS = ("auto", "right", "left")
 _CHOICES = {"megre_echoes": MEGRE_ECHOES, "handedness": HANDEDNESS,
             "covariate_selection": COVARIATE_SELECTIONS}
 
+
 @dataclass
 class Settings:
     """Every setting of a run. Units are given in each field's comment."""
