@@ -43,7 +43,8 @@ test-slow: install
 # The classifier experiments read (and first fill, about 40 min) the training cache.
 benchmarks: install
 	for b in benchmarks/*.py; do \
-		case $$b in */classifier_ablation.py|*/classifier_settings.py|*/false_positive_sources.py|\
+		case $$b in */classifier_ablation.py|*/classifier_settings.py|*/detection_ceiling.py|\
+			*/false_positive_sources.py|\
 			*/patch_network.py|*/phase_sign_calibration.py) \
 			args="--cache $(TRAIN_CACHE)";; \
 		*) args="";; esac; \
