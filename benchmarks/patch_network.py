@@ -10,9 +10,13 @@ A multi-layer perceptron (scikit-learn ``MLPClassifier``; hidden layers of
 ``--hidden`` units, ReLU) is fitted on the training scans of the seen families (the same
 scans as the shipped trees; up to 150 random negatives per scan, positives resampled to a
 quarter of the set), with the four flips/swaps that keep B0 an axis as augmentation, and
-averaged over those four views at test time.
+averaged over those four views at test time. With ``--augment-protocol`` each training
+view is also given a random protocol (:func:`protocol_augment`), so that the network
+cannot learn one protocol's look. The test families (``TEST_FAMILIES``) are never in its
+training.
 
-Reported on every candidate of the held-out family (``HELD_OUT_FAMILY``, all its scans):
+Reported on every candidate of the held-out family (``HELD_OUT_FAMILY``, all its scans)
+and of each test family:
 ROC AUC, average precision, and the sensitivity (share of microbleed candidates) at 0.5
 and 1 false-positive candidate per scan, for the trees (the model given with
 ``--model``, default the packaged one, which was fitted without that family), the
@@ -21,7 +25,7 @@ lie on one microbleed. Reads the candidate tables and volumes of a training cach
 (``python -m cmbprep.testing.detector_training --cache DIR --collect-only``; what is
 missing is simulated and detected first)::
 
-    python benchmarks/patch_network.py --cache /work/train/cache5
+    python benchmarks/patch_network.py --cache /work/train/cache9 [--augment-protocol]
 """
 
 from __future__ import annotations
@@ -54,11 +58,15 @@ def b0_frame_offsets(angle_rad=0.0):
     return grid @ np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]).T
 
 
-def scan_patches(cache, tag, rng, keep_all):
-    """Patches (N, 2 * POINTS^3) and the candidate rows of one cached scan."""
+def scan_patches(cache, tag, rng, keep_all, analysed=False):
+    """Patches (N, 2 * POINTS^3) and the candidate rows of one cached scan: the usable
+    candidates (not screened out, not on an invisible microbleed), or with ``analysed``
+    every candidate not screened out."""
     with np.load(Path(cache) / f"{tag}.npz") as d:
         arrays = {k: d[k] for k in ("swi", "magnitude", "brain", "affine")}
-    cand = dt._usable(pd.read_csv(Path(cache) / f"cand_{tag}.csv", low_memory=False))
+    cand = pd.read_csv(Path(cache) / f"cand_{tag}.csv", low_memory=False)
+    cand["screened_out"] = cand["screened_out"].astype(str).str.lower().isin(["true", "1"])
+    cand = cand[~cand["screened_out"]] if analysed else dt._usable(cand)
     negatives = cand[cand["truth"] != "cmb"]
     if not keep_all and len(negatives) > NEGATIVES_PER_SCAN:
         negatives = negatives.sample(NEGATIVES_PER_SCAN, random_state=int(rng.integers(1 << 31)))
@@ -85,6 +93,98 @@ def views(patches):
     return [p, p[:, :, :, :, ::-1], p[:, :, ::-1], p.transpose(0, 1, 3, 2, 4)]
 
 
+def protocol_augment(patches, rng):
+    """Patches (N, 2, POINTS, POINTS, POINTS; relative intensity - 1, third axis B0),
+    each with a random protocol: a Gaussian blur along B0 of sigma 0-1 mm (thicker
+    slices) and across B0 of 0-0.4 mm (coarser in-plane), the darkness scaled by 0.7-1.3
+    (another TE, field strength or susceptibility) and Gaussian noise of standard
+    deviation 0-0.05."""
+    out = np.empty_like(patches)
+    along = rng.uniform(0.0, 1.0, len(patches)) / STEP_MM  # sigma in lattice points
+    across = rng.uniform(0.0, 0.4, len(patches)) / STEP_MM
+    scale = rng.uniform(0.7, 1.3, len(patches)).astype(np.float32)
+    noise = rng.uniform(0.0, 0.05, len(patches)).astype(np.float32)
+    for n, patch in enumerate(patches):
+        p = ndi.gaussian_filter(patch, (0, across[n], across[n], along[n]), mode="nearest")
+        out[n] = p * scale[n] + noise[n] * rng.standard_normal(p.shape, dtype=np.float32)
+    return out
+
+
+def stack_scores(p_tree, p_net):
+    """Mean of the trees' and the network's logits."""
+    logit = lambda p: np.log(np.clip(p, 1e-6, 1 - 1e-6) / (1 - np.clip(p, 1e-6, 1 - 1e-6)))  # noqa: E731
+    return (logit(p_tree) + logit(p_net)) / 2
+
+
+def lesion_level(net, trees, cache, rng, unseen):
+    """Lesion-level measures of the stack (mean logit of trees and network, Platt-mapped
+    and thresholded per part on the validation scans of the seen families, as
+    :func:`cmbprep.testing.detector_training.fit_model` does for the trees) beside the
+    trees alone, on those validation scans and on all scans of each ``unseen`` family."""
+    from sklearn.linear_model import LogisticRegression
+
+    val_specs = [s for s in dt.scan_list("validation") if s.family not in unseen]
+    test_specs = [s for c in ("train", "validation") for s in dt.scan_list(c)
+                  if s.family in unseen]
+    specs = val_specs + test_specs
+    cand, truths = dt.collect(specs, cache)
+    cand = cand.reset_index(drop=True)
+    p_net = np.zeros(len(cand))
+    for spec in specs:
+        patches, rows = scan_patches(cache, dt._tag(spec), rng, keep_all=True, analysed=True)
+        sel = np.flatnonzero(((cand["family"] == spec.family) & (cand["seed"] == spec.seed)
+                              & ~cand["screened_out"]).to_numpy())
+        order = pd.Index(cand.loc[sel, "candidate_id"]).get_indexer(rows["candidate_id"])
+        p_net[sel[order]] = np.mean([net.predict_proba(flat(v))[:, 1]
+                                     for v in views(patches)], axis=0)
+    in_val = pd.Series(list(zip(cand["family"], cand["seed"]))).isin(
+        {(s.family, s.seed) for s in val_specs}).to_numpy()
+    grid = np.round(np.concatenate([np.arange(0.05, 0.3, 0.025),
+                                    np.arange(0.3, 0.96, 0.02)]), 4)
+    stack = {}
+    for name, use_phase in (("phase", True), ("no_phase", False)):
+        as_part = cand.assign(has_phase=use_phase)
+        z = stack_scores(dt.system_scores(as_part, trees), p_net)
+        fit_rows = in_val & ~cand["screened_out"].to_numpy() & (
+            cand["truth"] != "invisible_cmb").to_numpy()
+        if use_phase:
+            fit_rows &= cand["has_phase"].to_numpy(bool)
+        platt = LogisticRegression(C=1e6, max_iter=1000).fit(
+            z[fit_rows, None], (cand["truth"] == "cmb").to_numpy(int)[fit_rows])
+        score = np.where(cand["screened_out"], 0.0, platt.predict_proba(z[:, None])[:, 1])
+        val = in_val & (cand["has_phase"].to_numpy(bool) if use_phase else True)
+        val_c = as_part[val]
+        part = {"review_score": dt.REVIEW_PROBABILITY}
+        curve = []
+        for t in grid:
+            m = dt.evaluate_system(val_c, truths, {name: {**part, "accept_score": t}},
+                                   scores=score[val])["all"]
+            curve.append({"threshold": float(t), "f1": m["visible"]["f1"],
+                          "fp_per_scan": m["fp_per_scan"],
+                          "calcifications_as_cmb": m["calcifications_as_cmb"],
+                          "calcifications": m["calcifications"]})
+        curve = pd.DataFrame(curve)
+        max_calc = ((1 - dt.MIN_CALC_REJECTED) * curve["calcifications"].iloc[0]
+                    if use_phase else np.inf)
+        best = dt.choose_accept_threshold(curve, dt.MAX_FP_PER_SCAN, max_calc)
+        stack[name] = {"score": score, "accept_score": float(best["threshold"]),
+                       "review_score": min(dt.REVIEW_PROBABILITY, float(best["threshold"]))}
+    has_phase = cand["has_phase"].to_numpy(bool)
+    score = np.where(has_phase, stack["phase"]["score"], stack["no_phase"]["score"])
+    model = {k: {"accept_score": v["accept_score"], "review_score": v["review_score"]}
+             for k, v in stack.items()}
+    print("stack thresholds: " + ", ".join(f"{k} {v['accept_score']:.3f}"
+                                            for k, v in model.items()))
+    groups = {"validation scans of the seen families": in_val,
+              **{f: (cand["family"] == f).to_numpy() for f in unseen}}
+    for label, sel in groups.items():
+        for name, (m, sc) in (("trees", (trees, None)), ("stack", (model, score[sel]))):
+            r = dt._compact(dt.evaluate_system(cand[sel], truths, m, scores=sc)["all"])
+            print(f"{label}, {name}: F1 {r['f1']:.3f}, sensitivity {r['sensitivity']:.3f}, "
+                  f"FP per scan {r['fp_per_scan']:.2f}, calcifications "
+                  f"{r['calcifications_as_cmb']}/{r['calcifications']}", flush=True)
+
+
 def flat(p):
     return np.ascontiguousarray(p).reshape(len(p), -1)
 
@@ -105,12 +205,18 @@ def main(argv=None):
     parser.add_argument("--model", default=None, help="trees (default: the packaged model)")
     parser.add_argument("--hidden", type=int, nargs="+", default=[128, 64])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--augment-protocol", action="store_true",
+                        help="give each training view a random protocol")
+    parser.add_argument("--lesion-level", action="store_true",
+                        help="also measure the stack at the lesion level (thresholds set "
+                             "on the validation scans)")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     held = dt.HELD_OUT_FAMILY
-    train_specs = [s for s in dt.scan_list("train") if s.family != held]
+    unseen = (held, *dt.TEST_FAMILIES)
+    train_specs = [s for s in dt.scan_list("train") if s.family not in unseen]
     test_specs = [s for cohort in ("train", "validation") for s in dt.scan_list(cohort)
-                  if s.family == held]
+                  if s.family in unseen]
     dt.collect(train_specs + test_specs, args.cache)  # simulates and detects what is missing
     t0 = time.perf_counter()
     train = [scan_patches(args.cache, dt._tag(s), rng, keep_all=False) for s in train_specs]
@@ -122,7 +228,8 @@ def main(argv=None):
     positives, negatives = np.flatnonzero(y), np.flatnonzero(~y)
     rows = np.concatenate([negatives, rng.choice(positives, len(negatives) // 3)])
     rng.shuffle(rows)
-    x_aug = np.concatenate([flat(v) for v in views(x[rows])])
+    x_aug = np.concatenate([flat(protocol_augment(v, rng) if args.augment_protocol else v)
+                            for v in views(x[rows])])
     y_aug = np.tile(y[rows], 4)
     t0 = time.perf_counter()
     net = MLPClassifier(hidden_layer_sizes=tuple(args.hidden), alpha=1e-3, batch_size=256,
@@ -134,23 +241,30 @@ def main(argv=None):
           f"{time.perf_counter() - t0:.0f} s, {n_weights} weights", flush=True)
 
     x_test = np.concatenate([p for p, _ in test])
-    cand = pd.concat([c.assign(scan=dt._tag(s)) for s, (_, c) in zip(test_specs, test)],
-                     ignore_index=True)
-    y_test = (cand["truth"] == "cmb").to_numpy()
+    cand = pd.concat([c.assign(scan=dt._tag(s), family=s.family)
+                      for s, (_, c) in zip(test_specs, test)], ignore_index=True)
     t0 = time.perf_counter()
-    p_net = np.mean([net.predict_proba(flat(v))[:, 1] for v in views(x_test)], axis=0)
+    p_net_all = np.mean([net.predict_proba(flat(v))[:, 1] for v in views(x_test)], axis=0)
     per_candidate_ms = 1000 * (time.perf_counter() - t0) / len(x_test)
-    p_tree = dt.system_scores(cand, classifier.load_model(args.model))
+    p_tree_all = dt.system_scores(cand, classifier.load_model(args.model))
     rank = lambda p: pd.Series(p).rank(pct=True).to_numpy()  # noqa: E731
-    n_scans = cand["scan"].nunique()
-    print(f"held-out family {held}: {len(cand)} candidates, {int(y_test.sum())} on visible "
-          f"microbleeds, {n_scans} scans; network {per_candidate_ms:.2f} ms per candidate")
-    for name, p in (("trees", p_tree), ("network", p_net),
-                    ("mean rank", (rank(p_tree) + rank(p_net)) / 2)):
-        print(f"  {name:10s} AUC {roc_auc_score(y_test, p):.3f}  "
-              f"AP {average_precision_score(y_test, p):.3f}  "
-              f"sensitivity at 0.5 FP/scan {sensitivity_at(y_test, p, n_scans, 0.5):.3f}, "
-              f"at 1 FP/scan {sensitivity_at(y_test, p, n_scans, 1.0):.3f}", flush=True)
+    print(f"network {per_candidate_ms:.2f} ms per candidate and 4 views")
+    for family in unseen:
+        sel = (cand["family"] == family).to_numpy()
+        y_test = (cand.loc[sel, "truth"] == "cmb").to_numpy()
+        p_tree, p_net = p_tree_all[sel], p_net_all[sel]
+        n_scans = cand.loc[sel, "scan"].nunique()
+        kind = "held-out family" if family == held else "test family"
+        print(f"{kind} {family}: {int(sel.sum())} candidates, {int(y_test.sum())} on visible "
+              f"microbleeds, {n_scans} scans")
+        for name, p in (("trees", p_tree), ("network", p_net),
+                        ("mean rank", (rank(p_tree) + rank(p_net)) / 2)):
+            print(f"  {name:10s} AUC {roc_auc_score(y_test, p):.3f}  "
+                  f"AP {average_precision_score(y_test, p):.3f}  "
+                  f"sensitivity at 0.5 FP/scan {sensitivity_at(y_test, p, n_scans, 0.5):.3f}, "
+                  f"at 1 FP/scan {sensitivity_at(y_test, p, n_scans, 1.0):.3f}", flush=True)
+    if args.lesion_level:
+        lesion_level(net, classifier.load_model(args.model), args.cache, rng, unseen)
     return 0
 
 
