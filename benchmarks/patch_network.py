@@ -21,11 +21,15 @@ ROC AUC, average precision, and the sensitivity (share of microbleed candidates)
 and 1 false-positive candidate per scan, for the trees (the model given with
 ``--model``, default the packaged one, which was fitted without that family), the
 network, and their mean rank. Candidate level, not lesion level: several candidates can
-lie on one microbleed. Reads the candidate tables and volumes of a training cache
-(``python -m cmbprep.testing.detector_training --cache DIR --collect-only``; what is
-missing is simulated and detected first)::
+lie on one microbleed. With ``--lesion-level``, also the lesion-level measures of the
+stack (:func:`lesion_level`: thresholds set on the validation scans of the seen
+families) beside the trees alone. Reads the candidate tables and volumes of a training
+cache (``python -m cmbprep.testing.detector_training --cache DIR --collect-only``; what
+is missing is simulated and detected first); about 5 minutes, 6 with
+``--lesion-level``::
 
-    python benchmarks/patch_network.py --cache /work/train/cache9 [--augment-protocol]
+    python benchmarks/patch_network.py --cache /work/train/cache9 [--augment-protocol] \
+        [--lesion-level]
 """
 
 from __future__ import annotations
