@@ -112,7 +112,8 @@ def auc_table(cand):
     for band, sel in (("all", np.ones(len(cand), bool)),
                       ("v6 unsure (0.05-0.95)", (cand["score"] > 0.05) & (cand["score"] < 0.95))):
         for group, families in (("A-C, E, F", "ABCEF"), ("D, G, H", "DGH")):
-            c = cand[sel & cand["family"].isin(list(families)) & cand["truth"].isin(["cmb", "none"])]
+            c = cand[sel & cand["family"].isin(list(families))
+                     & cand["truth"].isin(["cmb", "none"])]
             y = c["truth"] == "cmb"
             out[f"{band}, {group}"] = {"n_cmb": int(y.sum()), "n_none": int((~y).sum()),
                                       **{f: float(roc_auc_score(y, c[f]))

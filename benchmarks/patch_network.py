@@ -116,8 +116,8 @@ def protocol_augment(patches, rng):
 
 def stack_scores(p_tree, p_net):
     """Mean of the trees' and the network's logits."""
-    logit = lambda p: np.log(np.clip(p, 1e-6, 1 - 1e-6) / (1 - np.clip(p, 1e-6, 1 - 1e-6)))  # noqa: E731
-    return (logit(p_tree) + logit(p_net)) / 2
+    p = np.clip(np.stack([p_tree, p_net]), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p)).mean(axis=0)
 
 
 def lesion_level(net, trees, cache, rng, unseen):
