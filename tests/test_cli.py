@@ -68,6 +68,16 @@ def test_config_file_choices_are_checked_as_the_flags_are(tmp_path, key, value):
     assert Settings.from_toml(path).megre_echoes == "fit"
 
 
+def test_detector_choices_are_the_detectors_that_exist():
+    # the parser keeps its own copy so that ``--help`` does not import the detectors
+    from cmbprep.algorithms.detection import DETECTORS
+    from cmbprep.cli.parser import DETECTORS as CHOICES
+
+    assert CHOICES == DETECTORS
+    for name in DETECTORS:
+        assert parse_args(["in", "out", "participant", "--detector", name]).detector == name
+
+
 def test_version_flag(capsys):
     with pytest.raises(SystemExit) as exc:
         parse_args(["--version"])
