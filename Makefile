@@ -44,7 +44,7 @@ test-slow: install
 benchmarks: install
 	for b in benchmarks/*.py; do \
 		case $$b in */classifier_ablation.py|*/classifier_settings.py|*/detection_ceiling.py|\
-			*/false_positive_sources.py|\
+			*/false_positive_sources.py|*/megre_blooming.py|\
 			*/patch_network.py|*/phase_sign_calibration.py) \
 			args="--cache $(TRAIN_CACHE)";; \
 		*) args="";; esac; \
