@@ -23,13 +23,15 @@ and 1 false-positive candidate per scan, for the trees (the model given with
 network, and their mean rank. Candidate level, not lesion level: several candidates can
 lie on one microbleed. With ``--lesion-level``, also the lesion-level measures of the
 stack (:func:`lesion_level`: thresholds set on the validation scans of the seen
-families) beside the trees alone. Reads the candidate tables and volumes of a training
-cache (``python -m cmbprep.testing.detector_training --cache DIR --collect-only``; what
-is missing is simulated and detected first); about 5 minutes, 6 with
-``--lesion-level``::
+families) beside the trees alone; ``--leave-one-family-out`` gives instead the
+lesion-level table of both for each family A-F left out of trees, network and
+thresholds (:func:`leave_one_family_out`). Reads the candidate tables and volumes of a
+training cache (``python -m cmbprep.testing.detector_training --cache DIR
+--collect-only``; what is missing is simulated and detected first); about 5 minutes,
+6 with ``--lesion-level``, 21 for ``--leave-one-family-out`` (one core)::
 
     python benchmarks/patch_network.py --cache /work/train/cache9 [--augment-protocol] \
-        [--lesion-level]
+        [--lesion-level | --leave-one-family-out]
 """
 
 from __future__ import annotations
@@ -120,48 +122,49 @@ def stack_scores(p_tree, p_net):
     return np.log(p / (1 - p)).mean(axis=0)
 
 
-def lesion_level(net, trees, cache, rng, unseen):
-    """Lesion-level measures of the stack (mean logit of trees and network, Platt-mapped
-    and thresholded per part on the validation scans of the seen families, as
-    :func:`cmbprep.testing.detector_training.fit_model` does for the trees) beside the
-    trees alone, on those validation scans and on all scans of each ``unseen`` family."""
-    from sklearn.linear_model import LogisticRegression
+def network_scores(net, patches):
+    """The network's probability averaged over the four views of each patch."""
+    return np.mean([net.predict_proba(flat(v))[:, 1] for v in views(patches)], axis=0)
 
-    val_specs = [s for s in dt.scan_list("validation") if s.family not in unseen]
-    test_specs = [s for c in ("train", "validation") for s in dt.scan_list(c)
-                  if s.family in unseen]
-    specs = val_specs + test_specs
-    cand, truths = dt.collect(specs, cache)
-    cand = cand.reset_index(drop=True)
-    p_net = np.zeros(len(cand))
+
+def analysed_patches(cache, specs, cand, rng):
+    """Patches of every analysed (not screened out) candidate of ``cand`` (the candidate
+    tables of ``specs``, index 0..N-1) and the rows of ``cand`` they belong to."""
+    out, where = [], []
     for spec in specs:
         patches, rows = scan_patches(cache, dt._tag(spec), rng, keep_all=True, analysed=True)
         sel = np.flatnonzero(((cand["family"] == spec.family) & (cand["seed"] == spec.seed)
                               & ~cand["screened_out"]).to_numpy())
         order = pd.Index(cand.loc[sel, "candidate_id"]).get_indexer(rows["candidate_id"])
-        p_net[sel[order]] = np.mean([net.predict_proba(flat(v))[:, 1]
-                                     for v in views(patches)], axis=0)
-    in_val = pd.Series(list(zip(cand["family"], cand["seed"]))).isin(
-        {(s.family, s.seed) for s in val_specs}).to_numpy()
+        out.append(patches)
+        where.append(sel[order])
+    return np.concatenate(out), np.concatenate(where)
+
+
+def fit_stack(cand, truths, trees, p_net, in_val):
+    """Per part, the Platt map of the stack's logit (:func:`stack_scores`) and its accept
+    threshold, fitted on the validation rows ``in_val`` of ``cand`` by the shipped rule
+    (:func:`cmbprep.testing.detector_training.choose_accept_threshold`)."""
+    from sklearn.linear_model import LogisticRegression
+
     grid = np.round(np.concatenate([np.arange(0.05, 0.3, 0.025),
                                     np.arange(0.3, 0.96, 0.02)]), 4)
+    screened = cand["screened_out"].to_numpy(bool)
     stack = {}
     for name, use_phase in (("phase", True), ("no_phase", False)):
         as_part = cand.assign(has_phase=use_phase)
         z = stack_scores(dt.system_scores(as_part, trees), p_net)
-        fit_rows = in_val & ~cand["screened_out"].to_numpy() & (
-            cand["truth"] != "invisible_cmb").to_numpy()
-        if use_phase:
-            fit_rows &= cand["has_phase"].to_numpy(bool)
+        val = in_val & (cand["has_phase"].to_numpy(bool) if use_phase else True)
+        fit_rows = val & ~screened & (cand["truth"] != "invisible_cmb").to_numpy()
         platt = LogisticRegression(C=1e6, max_iter=1000).fit(
             z[fit_rows, None], (cand["truth"] == "cmb").to_numpy(int)[fit_rows])
-        score = np.where(cand["screened_out"], 0.0, platt.predict_proba(z[:, None])[:, 1])
-        val = in_val & (cand["has_phase"].to_numpy(bool) if use_phase else True)
-        val_c = as_part[val]
-        part = {"review_score": dt.REVIEW_PROBABILITY}
+        part = {"slope": float(platt.coef_[0, 0]), "intercept": float(platt.intercept_[0]),
+                "review_score": dt.REVIEW_PROBABILITY}
+        score = np.where(screened, 0.0, 1 / (1 + np.exp(-(part["slope"] * z
+                                                           + part["intercept"]))))
         curve = []
         for t in grid:
-            m = dt.evaluate_system(val_c, truths, {name: {**part, "accept_score": t}},
+            m = dt.evaluate_system(as_part[val], truths, {name: {**part, "accept_score": t}},
                                    scores=score[val])["all"]
             curve.append({"threshold": float(t), "f1": m["visible"]["f1"],
                           "fp_per_scan": m["fp_per_scan"],
@@ -170,23 +173,125 @@ def lesion_level(net, trees, cache, rng, unseen):
         curve = pd.DataFrame(curve)
         max_calc = ((1 - dt.MIN_CALC_REJECTED) * curve["calcifications"].iloc[0]
                     if use_phase else np.inf)
-        best = dt.choose_accept_threshold(curve, dt.MAX_FP_PER_SCAN, max_calc)
-        stack[name] = {"score": score, "accept_score": float(best["threshold"]),
-                       "review_score": min(dt.REVIEW_PROBABILITY, float(best["threshold"]))}
+        best = float(dt.choose_accept_threshold(curve, dt.MAX_FP_PER_SCAN, max_calc)
+                     ["threshold"])
+        stack[name] = {**part, "accept_score": best,
+                       "review_score": min(dt.REVIEW_PROBABILITY, best)}
+    return stack
+
+
+def stack_probability(cand, trees, p_net, stack):
+    """The stack's calibrated probability of each candidate (its scan's part)."""
     has_phase = cand["has_phase"].to_numpy(bool)
-    score = np.where(has_phase, stack["phase"]["score"], stack["no_phase"]["score"])
-    model = {k: {"accept_score": v["accept_score"], "review_score": v["review_score"]}
-             for k, v in stack.items()}
+    score = np.zeros(len(cand))
+    for name, use_phase in (("phase", True), ("no_phase", False)):
+        part = stack[name]
+        z = stack_scores(dt.system_scores(cand.assign(has_phase=use_phase), trees), p_net)
+        sel = has_phase == use_phase
+        score[sel] = 1 / (1 + np.exp(-(part["slope"] * z[sel] + part["intercept"])))
+    return np.where(cand["screened_out"].to_numpy(bool), 0.0, score)
+
+
+def compare_with_trees(cand, truths, trees, p_net, stack):
+    """Lesion-level measures (:func:`~cmbprep.testing.detector_training._compact`) of the
+    trees alone and of the stack on ``cand``."""
+    score = stack_probability(cand, trees, p_net, stack)
+    return {"trees": dt._compact(dt.evaluate_system(cand, truths, trees)["all"]),
+            "stack": dt._compact(dt.evaluate_system(cand, truths, stack, scores=score)["all"])}
+
+
+def _print_comparison(label, result):
+    for name, r in result.items():
+        print(f"{label}, {name}: F1 {r['f1']:.3f}, sensitivity {r['sensitivity']:.3f}, "
+              f"FP per scan {r['fp_per_scan']:.2f}, calcifications "
+              f"{r['calcifications_as_cmb']}/{r['calcifications']}", flush=True)
+
+
+def lesion_level(net, trees, cache, rng, unseen):
+    """Lesion-level measures of the stack (mean logit of trees and network, Platt-mapped
+    and thresholded per part on the validation scans of the seen families, as
+    :func:`cmbprep.testing.detector_training.fit_model` does for the trees) beside the
+    trees alone, on those validation scans and on all scans of each ``unseen`` family."""
+    val_specs = [s for s in dt.scan_list("validation") if s.family not in unseen]
+    test_specs = [s for c in ("train", "validation") for s in dt.scan_list(c)
+                  if s.family in unseen]
+    cand, truths = dt.collect(val_specs + test_specs, cache)
+    cand = cand.reset_index(drop=True)
+    patches, where = analysed_patches(cache, val_specs + test_specs, cand, rng)
+    p_net = np.zeros(len(cand))
+    p_net[where] = network_scores(net, patches)
+    in_val = pd.Series(list(zip(cand["family"], cand["seed"]))).isin(
+        {(s.family, s.seed) for s in val_specs}).to_numpy()
+    stack = fit_stack(cand, truths, trees, p_net, in_val)
     print("stack thresholds: " + ", ".join(f"{k} {v['accept_score']:.3f}"
-                                            for k, v in model.items()))
+                                            for k, v in stack.items()))
     groups = {"validation scans of the seen families": in_val,
               **{f: (cand["family"] == f).to_numpy() for f in unseen}}
     for label, sel in groups.items():
-        for name, (m, sc) in (("trees", (trees, None)), ("stack", (model, score[sel]))):
-            r = dt._compact(dt.evaluate_system(cand[sel], truths, m, scores=sc)["all"])
-            print(f"{label}, {name}: F1 {r['f1']:.3f}, sensitivity {r['sensitivity']:.3f}, "
-                  f"FP per scan {r['fp_per_scan']:.2f}, calcifications "
-                  f"{r['calcifications_as_cmb']}/{r['calcifications']}", flush=True)
+        _print_comparison(label, compare_with_trees(cand[sel], truths, trees, p_net[sel],
+                                                    stack))
+
+
+def fit_network(x, y, rng, hidden, seed, augment=False):
+    """The MLP on the patches ``x`` (labels ``y``): all negatives, positives resampled to
+    a quarter of the set, the four views (each with a random protocol if ``augment``)."""
+    from sklearn.neural_network import MLPClassifier
+
+    positives, negatives = np.flatnonzero(y), np.flatnonzero(~y)
+    rows = np.concatenate([negatives, rng.choice(positives, len(negatives) // 3)])
+    rng.shuffle(rows)
+    x_aug = np.concatenate([flat(protocol_augment(v, rng) if augment else v)
+                            for v in views(x[rows])])
+    y_aug = np.tile(y[rows], 4)
+    net = MLPClassifier(hidden_layer_sizes=tuple(hidden), alpha=1e-3, batch_size=256,
+                        max_iter=60, early_stopping=True, validation_fraction=0.1,
+                        n_iter_no_change=5, random_state=seed)
+    return net.fit(x_aug, y_aug), len(x_aug)
+
+
+def leave_one_family_out(cache, hidden, seed):
+    """For each family A-F: trees (:func:`cmbprep.testing.detector_training.fit_model`)
+    and network fitted on the other families' training scans (test families never), the
+    stack calibrated and thresholded on their validation scans; the trees alone and the
+    stack measured on all 48 scans of the family left out."""
+    rng = np.random.default_rng(seed)
+    train_c, _ = dt.collect(dt.scan_list("train"), cache)
+    val_c, val_t = dt.collect(dt.scan_list("validation"), cache)
+    families = dt.model_families(train_c["family"].unique())
+    specs = [s for c in ("train", "validation") for s in dt.scan_list(c)
+             if s.family in families]
+    cand, truths = dt.collect(specs, cache)
+    cand = cand.reset_index(drop=True)
+    t0 = time.perf_counter()
+    sampled = {dt._tag(s): scan_patches(cache, dt._tag(s), rng, keep_all=False)
+               for s in dt.scan_list("train") if s.family in families}
+    patches, where = analysed_patches(cache, specs, cand, rng)
+    print(f"patches of {len(specs)} scans in {time.perf_counter() - t0:.0f} s", flush=True)
+    val_scans = {(s.family, s.seed) for s in dt.scan_list("validation")}
+    in_val = pd.Series(list(zip(cand["family"], cand["seed"]))).isin(val_scans).to_numpy()
+    rows = {}
+    for family in families:
+        t0 = time.perf_counter()
+        learn = [f for f in families if f != family]
+        tags = [t for t in sampled if t.split("_")[0] in learn]
+        x = np.concatenate([sampled[t][0] for t in tags])
+        y = np.concatenate([(sampled[t][1]["truth"] == "cmb").to_numpy() for t in tags])
+        net, _ = fit_network(x, y, rng, hidden, seed)
+        parts = dt.fit_model(train_c[train_c["family"].isin(learn)],
+                             val_c[val_c["family"].isin(learn)], val_t)
+        trees = {"phase": parts["phase"], "no_phase": parts["no_phase"]}
+        p_net = np.zeros(len(cand))
+        p_net[where] = network_scores(net, patches)
+        stack = fit_stack(cand, truths, trees, p_net,
+                          in_val & cand["family"].isin(learn).to_numpy())
+        sel = (cand["family"] == family).to_numpy()
+        rows[family] = compare_with_trees(cand[sel], truths, trees, p_net[sel], stack)
+        _print_comparison(f"{family} left out ({time.perf_counter() - t0:.0f} s)",
+                          rows[family])
+    for name in ("trees", "stack"):
+        print(f"leave-one-family-out mean F1, {name}: "
+              f"{np.mean([r[name]['f1'] for r in rows.values()]):.3f}", flush=True)
+    return rows
 
 
 def flat(p):
@@ -202,7 +307,6 @@ def sensitivity_at(y, p, n_scans, fp_per_scan):
 
 def main(argv=None):
     from sklearn.metrics import average_precision_score, roc_auc_score
-    from sklearn.neural_network import MLPClassifier
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", required=True)
@@ -214,7 +318,13 @@ def main(argv=None):
     parser.add_argument("--lesion-level", action="store_true",
                         help="also measure the stack at the lesion level (thresholds set "
                              "on the validation scans)")
+    parser.add_argument("--leave-one-family-out", action="store_true",
+                        help="only the lesion-level leave-one-family-out table of the "
+                             "trees and of the stack (A-F)")
     args = parser.parse_args(argv)
+    if args.leave_one_family_out:
+        leave_one_family_out(args.cache, args.hidden, args.seed)
+        return 0
     rng = np.random.default_rng(args.seed)
     held = dt.HELD_OUT_FAMILY
     unseen = (held, *dt.TEST_FAMILIES)
@@ -229,26 +339,17 @@ def main(argv=None):
           flush=True)
     x = np.concatenate([p for p, _ in train])
     y = np.concatenate([(c["truth"] == "cmb").to_numpy() for _, c in train])
-    positives, negatives = np.flatnonzero(y), np.flatnonzero(~y)
-    rows = np.concatenate([negatives, rng.choice(positives, len(negatives) // 3)])
-    rng.shuffle(rows)
-    x_aug = np.concatenate([flat(protocol_augment(v, rng) if args.augment_protocol else v)
-                            for v in views(x[rows])])
-    y_aug = np.tile(y[rows], 4)
     t0 = time.perf_counter()
-    net = MLPClassifier(hidden_layer_sizes=tuple(args.hidden), alpha=1e-3, batch_size=256,
-                        max_iter=60, early_stopping=True, validation_fraction=0.1,
-                        n_iter_no_change=5, random_state=args.seed)
-    net.fit(x_aug, y_aug)
+    net, n_train = fit_network(x, y, rng, args.hidden, args.seed, args.augment_protocol)
     n_weights = sum(w.size for w in net.coefs_) + sum(b.size for b in net.intercepts_)
-    print(f"network: {len(x_aug)} training patches (with flips), {net.n_iter_} epochs, "
+    print(f"network: {n_train} training patches (with flips), {net.n_iter_} epochs, "
           f"{time.perf_counter() - t0:.0f} s, {n_weights} weights", flush=True)
 
     x_test = np.concatenate([p for p, _ in test])
     cand = pd.concat([c.assign(scan=dt._tag(s), family=s.family)
                       for s, (_, c) in zip(test_specs, test)], ignore_index=True)
     t0 = time.perf_counter()
-    p_net_all = np.mean([net.predict_proba(flat(v))[:, 1] for v in views(x_test)], axis=0)
+    p_net_all = network_scores(net, x_test)
     per_candidate_ms = 1000 * (time.perf_counter() - t0) / len(x_test)
     p_tree_all = dt.system_scores(cand, classifier.load_model(args.model))
     rank = lambda p: pd.Series(p).rank(pct=True).to_numpy()  # noqa: E731
