@@ -147,8 +147,6 @@ def fit_stack(cand, truths, trees, p_net, in_val):
     (:func:`cmbprep.testing.detector_training.choose_accept_threshold`)."""
     from sklearn.linear_model import LogisticRegression
 
-    grid = np.round(np.concatenate([np.arange(0.05, 0.3, 0.025),
-                                    np.arange(0.3, 0.96, 0.02)]), 4)
     screened = cand["screened_out"].to_numpy(bool)
     stack = {}
     for name, use_phase in (("phase", True), ("no_phase", False)):
@@ -162,15 +160,8 @@ def fit_stack(cand, truths, trees, p_net, in_val):
                 "review_score": dt.REVIEW_PROBABILITY}
         score = np.where(screened, 0.0, 1 / (1 + np.exp(-(part["slope"] * z
                                                            + part["intercept"]))))
-        curve = []
-        for t in grid:
-            m = dt.evaluate_system(as_part[val], truths, {name: {**part, "accept_score": t}},
-                                   scores=score[val])["all"]
-            curve.append({"threshold": float(t), "f1": m["visible"]["f1"],
-                          "fp_per_scan": m["fp_per_scan"],
-                          "calcifications_as_cmb": m["calcifications_as_cmb"],
-                          "calcifications": m["calcifications"]})
-        curve = pd.DataFrame(curve)
+        curve = dt._threshold_curve(as_part[val], truths, {name: part}, name,
+                                    scores=score[val])
         max_calc = ((1 - dt.MIN_CALC_REJECTED) * curve["calcifications"].iloc[0]
                     if use_phase else np.inf)
         best = float(dt.choose_accept_threshold(curve, dt.MAX_FP_PER_SCAN, max_calc)

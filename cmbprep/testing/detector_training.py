@@ -494,8 +494,16 @@ def evaluate_system(cand, truths, model, thresholds=None, scores=None):
     return out
 
 
-def _threshold_curve(cand, truths, model, name, grid):
-    scores = system_scores(cand.reset_index(drop=True), model)
+#: Accept thresholds tried on the validation scans (calibrated probabilities).
+THRESHOLD_GRID = np.round(np.concatenate([np.arange(0.05, 0.3, 0.025),
+                                          np.arange(0.3, 0.96, 0.02)]), 4)
+
+
+def _threshold_curve(cand, truths, model, name, grid=THRESHOLD_GRID, scores=None):
+    """Validation measures of part ``name`` at each accept threshold of ``grid``, with
+    ``scores`` (default: :func:`system_scores` of ``model``)."""
+    if scores is None:
+        scores = system_scores(cand.reset_index(drop=True), model)
     rows = []
     for t in grid:
         m = evaluate_system(cand, truths, model, {"phase": t, "no_phase": t}, scores)
@@ -520,8 +528,6 @@ def fit_model(train_c, val_c, val_truths, *, features=None, verbose=False):
 
     features = FEATURES if features is None else tuple(features)
     model = {}
-    grid = np.round(np.concatenate([np.arange(0.05, 0.3, 0.025), np.arange(0.3, 0.96, 0.02)]),
-                    4)
     for name, use_phase in (("phase", True), ("no_phase", False)):
         names = [n for n in features if use_phase or n not in PHASE_FEATURES]
         # the phase part learns from scans with phase; the no-phase part from all scans
@@ -535,7 +541,7 @@ def fit_model(train_c, val_c, val_truths, *, features=None, verbose=False):
         part["calibration"] = _calibrate(va, part)
         part["review_score"] = REVIEW_PROBABILITY
         model[name] = part
-        curve = _threshold_curve(va, val_truths, model, name, grid)
+        curve = _threshold_curve(va, val_truths, model, name)
         n_calc = int(curve["calcifications"].iloc[0])
         max_calc = (1 - MIN_CALC_REJECTED) * n_calc if use_phase else np.inf
         best = choose_accept_threshold(curve, MAX_FP_PER_SCAN, max_calc)
