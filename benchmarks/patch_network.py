@@ -141,10 +141,11 @@ def analysed_patches(cache, specs, cand, rng):
     return np.concatenate(out), np.concatenate(where)
 
 
-def fit_stack(cand, truths, trees, p_net, in_val):
+def fit_stack(cand, truths, trees, p_net, in_val, max_fp_per_scan=dt.MAX_FP_PER_SCAN):
     """Per part, the Platt map of the stack's logit (:func:`stack_scores`) and its accept
     threshold, fitted on the validation rows ``in_val`` of ``cand`` by the shipped rule
-    (:func:`cmbprep.testing.detector_training.choose_accept_threshold`)."""
+    (:func:`cmbprep.testing.detector_training.choose_accept_threshold`), at most
+    ``max_fp_per_scan`` false positives per validation scan."""
     from sklearn.linear_model import LogisticRegression
 
     screened = cand["screened_out"].to_numpy(bool)
@@ -164,7 +165,7 @@ def fit_stack(cand, truths, trees, p_net, in_val):
                                     scores=score[val])
         max_calc = ((1 - dt.MIN_CALC_REJECTED) * curve["calcifications"].iloc[0]
                     if use_phase else np.inf)
-        best = float(dt.choose_accept_threshold(curve, dt.MAX_FP_PER_SCAN, max_calc)
+        best = float(dt.choose_accept_threshold(curve, max_fp_per_scan, max_calc)
                      ["threshold"])
         stack[name] = {**part, "accept_score": best,
                        "review_score": min(dt.REVIEW_PROBABILITY, best)}
@@ -198,7 +199,7 @@ def _print_comparison(label, result):
               f"{r['calcifications_as_cmb']}/{r['calcifications']}", flush=True)
 
 
-def lesion_level(net, trees, cache, rng, unseen):
+def lesion_level(net, trees, cache, rng, unseen, max_fp_per_scan=dt.MAX_FP_PER_SCAN):
     """Lesion-level measures of the stack (mean logit of trees and network, Platt-mapped
     and thresholded per part on the validation scans of the seen families, as
     :func:`cmbprep.testing.detector_training.fit_model` does for the trees) beside the
@@ -213,7 +214,7 @@ def lesion_level(net, trees, cache, rng, unseen):
     p_net[where] = network_scores(net, patches)
     in_val = pd.Series(list(zip(cand["family"], cand["seed"]))).isin(
         {(s.family, s.seed) for s in val_specs}).to_numpy()
-    stack = fit_stack(cand, truths, trees, p_net, in_val)
+    stack = fit_stack(cand, truths, trees, p_net, in_val, max_fp_per_scan)
     print("stack thresholds: " + ", ".join(f"{k} {v['accept_score']:.3f}"
                                             for k, v in stack.items()))
     groups = {"validation scans of the seen families": in_val,
@@ -240,7 +241,7 @@ def fit_network(x, y, rng, hidden, seed, augment=False):
     return net.fit(x_aug, y_aug), len(x_aug)
 
 
-def leave_one_family_out(cache, hidden, seed):
+def leave_one_family_out(cache, hidden, seed, max_fp_per_scan=dt.MAX_FP_PER_SCAN):
     """For each family A-F: trees (:func:`cmbprep.testing.detector_training.fit_model`)
     and network fitted on the other families' training scans (test families never), the
     stack calibrated and thresholded on their validation scans; the trees alone and the
@@ -274,7 +275,7 @@ def leave_one_family_out(cache, hidden, seed):
         p_net = np.zeros(len(cand))
         p_net[where] = network_scores(net, patches)
         stack = fit_stack(cand, truths, trees, p_net,
-                          in_val & cand["family"].isin(learn).to_numpy())
+                          in_val & cand["family"].isin(learn).to_numpy(), max_fp_per_scan)
         sel = (cand["family"] == family).to_numpy()
         rows[family] = compare_with_trees(cand[sel], truths, trees, p_net[sel], stack)
         _print_comparison(f"{family} left out ({time.perf_counter() - t0:.0f} s)",
@@ -309,12 +310,15 @@ def main(argv=None):
     parser.add_argument("--lesion-level", action="store_true",
                         help="also measure the stack at the lesion level (thresholds set "
                              "on the validation scans)")
+    parser.add_argument("--stack-max-fp", type=float, default=dt.MAX_FP_PER_SCAN,
+                        help="false positives per validation scan the stack's accept "
+                             "threshold may give (default: the trees' limit)")
     parser.add_argument("--leave-one-family-out", action="store_true",
                         help="only the lesion-level leave-one-family-out table of the "
                              "trees and of the stack (A-F)")
     args = parser.parse_args(argv)
     if args.leave_one_family_out:
-        leave_one_family_out(args.cache, args.hidden, args.seed)
+        leave_one_family_out(args.cache, args.hidden, args.seed, args.stack_max_fp)
         return 0
     rng = np.random.default_rng(args.seed)
     held = dt.HELD_OUT_FAMILY
@@ -360,7 +364,8 @@ def main(argv=None):
                   f"sensitivity at 0.5 FP/scan {sensitivity_at(y_test, p, n_scans, 0.5):.3f}, "
                   f"at 1 FP/scan {sensitivity_at(y_test, p, n_scans, 1.0):.3f}", flush=True)
     if args.lesion_level:
-        lesion_level(net, classifier.load_model(args.model), args.cache, rng, unseen)
+        lesion_level(net, classifier.load_model(args.model), args.cache, rng, unseen,
+                     args.stack_max_fp)
     return 0
 
 
