@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from cmbprep.algorithms.arrays import b0_direction, voxel_sizes
+from cmbprep.algorithms.arrays import b0_direction, box_around, voxel_sizes
 from cmbprep.algorithms.detection import CMBPREP_PARAMETERS
 from cmbprep.algorithms.detection.classifier import load_model
 from cmbprep.algorithms.detection.cmbprep_detector import magnitude_relative_intensity
@@ -58,14 +58,13 @@ def darkness_integrals(relative, center_vox, radius_mm, voxel_size, b0):
     voxel_size = np.asarray(voxel_size, float)
     outer = radius_mm + REACH_MM
     center = np.asarray(center_vox, float)
-    lo = np.maximum(np.rint(center).astype(int) - np.ceil(outer / voxel_size).astype(int), 0)
-    hi = np.minimum(np.rint(center).astype(int) + np.ceil(outer / voxel_size).astype(int) + 1,
-                    relative.shape)
-    axes = [(np.arange(a, b) - c) * v for a, b, c, v in zip(lo, hi, center, voxel_size)]
+    box = box_around(np.rint(center).astype(int), np.ceil(outer / voxel_size).astype(int),
+                     relative.shape)
+    axes = [(np.arange(b.start, b.stop) - c) * v for b, c, v in zip(box, center, voxel_size)]
     offsets = np.stack([g.ravel() for g in np.meshgrid(*axes, indexing="ij")], axis=1)
     r = np.linalg.norm(offsets, axis=1)
     cos_b0 = np.abs(offsets @ b0) / np.maximum(r, 1e-6)
-    dark = np.clip(1.0 - relative[tuple(slice(a, b) for a, b in zip(lo, hi))].ravel(), 0, 1)
+    dark = np.clip(1.0 - relative[box].ravel(), 0, 1)
     volume = float(np.prod(voxel_size))
     within = r <= outer
     ring = within & (r > radius_mm) & (cos_b0 < 0.5)
