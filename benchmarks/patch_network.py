@@ -157,10 +157,10 @@ def fit_stack(cand, truths, trees, p_net, in_val, max_fp_per_scan=dt.MAX_FP_PER_
         fit_rows = val & ~screened & (cand["truth"] != "invisible_cmb").to_numpy()
         platt = LogisticRegression(C=1e6, max_iter=1000).fit(
             z[fit_rows, None], (cand["truth"] == "cmb").to_numpy(int)[fit_rows])
-        part = {"slope": float(platt.coef_[0, 0]), "intercept": float(platt.intercept_[0]),
+        part = {"calibration": {"method": "logistic", "slope": float(platt.coef_[0, 0]),
+                                "intercept": float(platt.intercept_[0])},
                 "review_score": dt.REVIEW_PROBABILITY}
-        score = np.where(screened, 0.0, 1 / (1 + np.exp(-(part["slope"] * z
-                                                           + part["intercept"]))))
+        score = np.where(screened, 0.0, classifier.calibrate(1 / (1 + np.exp(-z)), part))
         curve = dt._threshold_curve(as_part[val], truths, {name: part}, name,
                                     scores=score[val])
         max_calc = ((1 - dt.MIN_CALC_REJECTED) * curve["calcifications"].iloc[0]
@@ -177,10 +177,9 @@ def stack_probability(cand, trees, p_net, stack):
     has_phase = cand["has_phase"].to_numpy(bool)
     score = np.zeros(len(cand))
     for name, use_phase in (("phase", True), ("no_phase", False)):
-        part = stack[name]
         z = stack_scores(dt.system_scores(cand.assign(has_phase=use_phase), trees), p_net)
         sel = has_phase == use_phase
-        score[sel] = 1 / (1 + np.exp(-(part["slope"] * z[sel] + part["intercept"])))
+        score[sel] = classifier.calibrate(1 / (1 + np.exp(-z[sel])), stack[name])
     return np.where(cand["screened_out"].to_numpy(bool), 0.0, score)
 
 
