@@ -198,11 +198,12 @@ def _print_comparison(label, result):
               f"{r['calcifications_as_cmb']}/{r['calcifications']}", flush=True)
 
 
-def lesion_level(net, trees, cache, rng, unseen, max_fp_per_scan=dt.MAX_FP_PER_SCAN):
+def lesion_level(net, trees, cache, rng, unseen, budgets=(dt.MAX_FP_PER_SCAN,)):
     """Lesion-level measures of the stack (mean logit of trees and network, Platt-mapped
     and thresholded per part on the validation scans of the seen families, as
-    :func:`cmbprep.testing.detector_training.fit_model` does for the trees) beside the
-    trees alone, on those validation scans and on all scans of each ``unseen`` family."""
+    :func:`cmbprep.testing.detector_training.fit_model` does for the trees, at each
+    false-positive budget of ``budgets``) beside the trees alone, on those validation
+    scans and on all scans of each ``unseen`` family."""
     val_specs = [s for s in dt.scan_list("validation") if s.family not in unseen]
     test_specs = [s for c in ("train", "validation") for s in dt.scan_list(c)
                   if s.family in unseen]
@@ -213,14 +214,15 @@ def lesion_level(net, trees, cache, rng, unseen, max_fp_per_scan=dt.MAX_FP_PER_S
     p_net[where] = network_scores(net, patches)
     in_val = pd.Series(list(zip(cand["family"], cand["seed"]))).isin(
         {(s.family, s.seed) for s in val_specs}).to_numpy()
-    stack = fit_stack(cand, truths, trees, p_net, in_val, max_fp_per_scan)
-    print("stack thresholds: " + ", ".join(f"{k} {v['accept_score']:.3f}"
-                                            for k, v in stack.items()))
     groups = {"validation scans of the seen families": in_val,
               **{f: (cand["family"] == f).to_numpy() for f in unseen}}
-    for label, sel in groups.items():
-        _print_comparison(label, compare_with_trees(cand[sel], truths, trees, p_net[sel],
-                                                    stack))
+    for budget in budgets:
+        stack = fit_stack(cand, truths, trees, p_net, in_val, budget)
+        print(f"stack at {budget} FP per validation scan, thresholds: "
+              + ", ".join(f"{k} {v['accept_score']:.3f}" for k, v in stack.items()))
+        for label, sel in groups.items():
+            _print_comparison(label, compare_with_trees(cand[sel], truths, trees,
+                                                        p_net[sel], stack))
 
 
 def fit_network(x, y, rng, hidden, seed, augment=False):
@@ -240,11 +242,13 @@ def fit_network(x, y, rng, hidden, seed, augment=False):
     return net.fit(x_aug, y_aug), len(x_aug)
 
 
-def leave_one_family_out(cache, hidden, seed, max_fp_per_scan=dt.MAX_FP_PER_SCAN):
+def leave_one_family_out(cache, hidden, seed, budgets=(dt.MAX_FP_PER_SCAN,)):
     """For each family A-F: trees (:func:`cmbprep.testing.detector_training.fit_model`)
     and network fitted on the other families' training scans (test families never), the
-    stack calibrated and thresholded on their validation scans; the trees alone and the
-    stack measured on all 48 scans of the family left out."""
+    stack calibrated and thresholded on their validation scans at each false-positive
+    budget of ``budgets``; the trees alone and the stack measured on all 48 scans of the
+    family left out, and on those validation scans (the figure a budget may be chosen
+    by, since it involves no family left out)."""
     rng = np.random.default_rng(seed)
     train_c, _ = dt.collect(dt.scan_list("train"), cache)
     val_c, val_t = dt.collect(dt.scan_list("validation"), cache)
@@ -260,7 +264,7 @@ def leave_one_family_out(cache, hidden, seed, max_fp_per_scan=dt.MAX_FP_PER_SCAN
     print(f"patches of {len(specs)} scans in {time.perf_counter() - t0:.0f} s", flush=True)
     val_scans = {(s.family, s.seed) for s in dt.scan_list("validation")}
     in_val = pd.Series(list(zip(cand["family"], cand["seed"]))).isin(val_scans).to_numpy()
-    rows = {}
+    rows = {budget: {} for budget in budgets}
     for family in families:
         t0 = time.perf_counter()
         learn = [f for f in families if f != family]
@@ -273,15 +277,23 @@ def leave_one_family_out(cache, hidden, seed, max_fp_per_scan=dt.MAX_FP_PER_SCAN
         trees = {"phase": parts["phase"], "no_phase": parts["no_phase"]}
         p_net = np.zeros(len(cand))
         p_net[where] = network_scores(net, patches)
-        stack = fit_stack(cand, truths, trees, p_net,
-                          in_val & cand["family"].isin(learn).to_numpy(), max_fp_per_scan)
-        sel = (cand["family"] == family).to_numpy()
-        rows[family] = compare_with_trees(cand[sel], truths, trees, p_net[sel], stack)
-        _print_comparison(f"{family} left out ({time.perf_counter() - t0:.0f} s)",
-                          rows[family])
-    for name in ("trees", "stack"):
-        print(f"leave-one-family-out mean F1, {name}: "
-              f"{np.mean([r[name]['f1'] for r in rows.values()]):.3f}", flush=True)
+        seen_val = in_val & cand["family"].isin(learn).to_numpy()
+        out = (cand["family"] == family).to_numpy()
+        for budget in budgets:
+            stack = fit_stack(cand, truths, trees, p_net, seen_val, budget)
+            rows[budget][family] = {
+                "left out": compare_with_trees(cand[out], truths, trees, p_net[out], stack),
+                "validation": compare_with_trees(cand[seen_val], truths, trees,
+                                                 p_net[seen_val], stack)}
+            for where_, result in rows[budget][family].items():
+                _print_comparison(f"{family} left out, budget {budget}, {where_} "
+                                  f"({time.perf_counter() - t0:.0f} s)", result)
+    for budget in budgets:
+        for where_ in ("left out", "validation"):
+            for name in ("trees", "stack"):
+                print(f"budget {budget}, {where_}, mean F1 over the folds, {name}: "
+                      f"{np.mean([r[where_][name]['f1'] for r in rows[budget].values()]):.3f}",
+                      flush=True)
     return rows
 
 
@@ -309,9 +321,11 @@ def main(argv=None):
     parser.add_argument("--lesion-level", action="store_true",
                         help="also measure the stack at the lesion level (thresholds set "
                              "on the validation scans)")
-    parser.add_argument("--stack-max-fp", type=float, default=dt.MAX_FP_PER_SCAN,
+    parser.add_argument("--stack-max-fp", type=float, nargs="+",
+                        default=[dt.MAX_FP_PER_SCAN],
                         help="false positives per validation scan the stack's accept "
-                             "threshold may give (default: the trees' limit)")
+                             "threshold may give; several values are each measured "
+                             "(default: the trees' limit)")
     parser.add_argument("--leave-one-family-out", action="store_true",
                         help="only the lesion-level leave-one-family-out table of the "
                              "trees and of the stack (A-F)")
