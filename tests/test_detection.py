@@ -242,14 +242,14 @@ def test_chunked_analysis_gives_the_same_result(cmb_and_vein, n_chunks):
     for chunk in reversed(range(n_chunks)):
         part = analyse_candidates(context, range(chunk, len(context.peaks), n_chunks))
         analysed.update(pickle.loads(pickle.dumps(part)))
-    staged = merge_and_score(context, analysed)
+    staged = merge_and_score(context, analysed, images=(mag, None, _mask(mag.shape)))
     assert len(one.candidates) > 3
     pd.testing.assert_frame_equal(one.candidates, staged.candidates)
     np.testing.assert_array_equal(one.labels, staged.labels)
     assert json.dumps(one.parameters) == json.dumps(staged.parameters)
     del analysed[len(context.peaks) - 1]
     with pytest.raises(ValueError, match="not analysed"):
-        merge_and_score(context, analysed)
+        merge_and_score(context, analysed, images=(mag, None, _mask(mag.shape)))
 
 
 def test_tables_regions_and_labels(cmb_and_vein):

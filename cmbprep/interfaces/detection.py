@@ -87,7 +87,7 @@ def _load_scan(inputs):
         _, minip = _load(inputs.minip, "minIP", swi_img)
         minip = np.asarray(minip, np.float32)
     phase = None
-    if _given(inputs.filtered_phase):
+    if _given(getattr(inputs, "filtered_phase", None)):
         _, phase = _load(inputs.filtered_phase, "filtered phase", swi_img)
         phase = np.asarray(phase, np.float32)
     swi = np.asarray(swi, dtype=np.float32)
@@ -287,6 +287,11 @@ class _ScoreInputSpec(_OutputsInputSpec):
     context = File(exists=True, mandatory=True, desc="output of FindCandidates")
     analysed = InputMultiObject(File(exists=True), mandatory=True,
                                 desc="outputs of AnalyseCandidates (every chunk)")
+    magnitude = traits.Str(
+        "n/a", usedefault=True,
+        desc="bias-corrected magnitude the SWI was made from (the classifier's patch "
+             "network) or n/a")
+    brain_mask = File(exists=True, mandatory=True, desc="brain mask on the SWI grid")
 
 
 class ScoreCandidates(SimpleInterface):
@@ -297,13 +302,14 @@ class ScoreCandidates(SimpleInterface):
     output_spec = _DetectOutputSpec
 
     def _run_interface(self, runtime):
-        swi_img = nib.load(str(self.inputs.swi))
+        swi_img, swi, brain, _, _ = _load_scan(self.inputs)
         context = _load_pickle(self.inputs.context)
         analysed = {}
         for path in self.inputs.analysed:
             analysed.update(_load_pickle(path))
         try:
-            result = merge_and_score(context, analysed)
+            images = (swi, _load_magnitude(self.inputs, swi_img), brain)
+            result = merge_and_score(context, analysed, images=images)
         except ValueError as exc:
             raise DataError(f"{self.inputs.swi}: {exc}") from exc
         _write_outputs(self, runtime, swi_img, result)

@@ -105,7 +105,8 @@ def init_detection_wf(*, detector, seed, omp_nthreads, model=None, handedness="a
         (find, detect, [("context", "context")]),
         (analyse, detect, [("analysed", "analysed")]),
         (inputnode, detect, [("swi", "swi"), ("dseg", "dseg"), ("dseg_tsv", "dseg_tsv"),
-                             ("template_to_swi_xfm", "template_to_swi_xfm")]),
+                             ("template_to_swi_xfm", "template_to_swi_xfm"),
+                             ("magnitude", "magnitude"), ("brain_mask", "brain_mask")]),
         (detect, outputnode, [(f, f) for f in OUTPUT_FIELDS]),
     ])
     return workflow

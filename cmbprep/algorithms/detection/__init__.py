@@ -9,7 +9,9 @@ Two detectors are available by name (:data:`DETECTORS`):
     growing, geometric rules. Its candidates are meant for a rater.
 ``"cmbprep"`` (default, :mod:`.cmbprep_detector`)
     3D multi-scale Laplacian-of-Gaussian candidates on the SWI, half-depth segmentation
-    of each candidate, shape/contrast/context/phase features and a learned score.
+    of each candidate, shape/contrast/context/phase features and a learned score (boosted
+    trees on the features; a model file may stack them with a small network on each
+    candidate's patches).
 
 Both return a :class:`DetectionResult` holding the candidate table (one row per
 candidate, features, ``score`` and ``status`` in ``cmb``/``review``/``rejected``) and a
@@ -19,7 +21,9 @@ Modules: :mod:`.parameters` (names, versions, default parameters, code id),
 :mod:`.result` (shared input checks and result type), :mod:`.frst`,
 :mod:`.candidates` (seeds), :mod:`.segmentation`, :mod:`.features`, :mod:`.phase`,
 :mod:`.analysis` (the default detector's per-seed analysis),
-:mod:`.classifier` (tree-ensemble evaluation), :mod:`.scoring` (scores, thresholds,
+:mod:`.classifier` (tree-ensemble evaluation), :mod:`.patches` (each candidate's
+neighbourhood on a lattice in mm), :mod:`.network` (the patch network, in numpy),
+:mod:`.scoring` (scores, thresholds,
 status), :mod:`.regions` (atlas regions, template coordinates), :mod:`.tables`
 (CMB table, label image, sidecars, writers), :mod:`.outputs` (a result to the pipeline's
 files).

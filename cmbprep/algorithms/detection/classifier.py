@@ -12,6 +12,13 @@ Two ensembles are stored: ``phase`` (uses :data:`PHASE_FEATURES`) and ``no_phase
 (for inputs without phase, e.g. scanner SWI or magnitude only). Each part carries a
 ``calibration`` (fitted on validation scans) that maps the trees' output to the
 probability that a candidate is a microbleed (:func:`calibrate`; Platt scaling).
+
+A model may also hold a patch ``network`` (:mod:`.network`, on the candidate's
+:mod:`.patches`); each part then has a ``stack`` entry whose ``calibration`` maps the
+mean of the trees' and the network's logits (:func:`.network.stack_logit`) to the
+probability, and the part's ``accept_score``/``review_score`` apply to that probability.
+The candidate table then carries the network's output as ``network_probability``
+(:data:`NETWORK_COLUMN`).
 """
 
 from __future__ import annotations
@@ -23,15 +30,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .network import stack_logit
+
 __all__ = [
     "DEFAULT_MODEL_PATH",
     "FEATURES",
+    "NETWORK_COLUMN",
     "PHASE_FEATURES",
     "calibrate",
     "export_hist_gradient_boosting",
     "load_model",
     "model_frame",
     "predict_proba",
+    "uses_network",
 ]
 
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[2] / "data" / "models" / \
@@ -74,6 +85,14 @@ PHASE_FEATURES = ("paramagnetic_evidence", "dipole_fit_r2", "cylinder_fit_r2",
                   "dipole_phase_at_radius")
 
 MODEL_KIND = "cmbprep-boosted-trees"
+
+#: Candidate-table column with the patch network's probability (models with a network).
+NETWORK_COLUMN = "network_probability"
+
+
+def uses_network(model):
+    """Whether ``model`` combines the trees with a patch network."""
+    return "network" in model
 
 
 def model_frame(features, names=FEATURES):
@@ -134,7 +153,7 @@ def _stack(part):
             np.array(leaf, bool), np.array(value, float), np.array(roots, int))
 
 
-def predict_proba(features, model, *, use_phase):
+def predict_proba(features, model, *, use_phase, network_probability=None):
     """Probability that each candidate is a microbleed.
 
     Parameters
@@ -146,10 +165,19 @@ def predict_proba(features, model, *, use_phase):
     use_phase : bool
         Use the ``phase`` ensemble (``paramagnetic_evidence`` available) or the
         ``no_phase`` one.
+    network_probability : (N,) array_like, optional
+        The patch network's output for each candidate
+        (:func:`.network.network_probability`); needed, and only used, when the model
+        has a network (:func:`uses_network`).
 
     Returns
     -------
     (N,) ndarray in [0, 1]
+
+    Raises
+    ------
+    ValueError
+        When the model has a network and ``network_probability`` is not given.
     """
     part = model["phase" if use_phase else "no_phase"]
     if len(features) == 0:
@@ -166,7 +194,14 @@ def predict_proba(features, model, *, use_phase):
         go_left = np.where(np.isnan(x), missing_left[node], x <= threshold[node])
         node = np.where(active, np.where(go_left, left[node], right[node]), node)
     raw = part["baseline"] + value[node].sum(axis=1)
-    return calibrate(1.0 / (1.0 + np.exp(-raw)), part)
+    trees = calibrate(1.0 / (1.0 + np.exp(-raw)), part)
+    if not uses_network(model):
+        return trees
+    if network_probability is None:
+        raise ValueError("this classifier combines the trees with a patch network: the "
+                         f"candidates' {NETWORK_COLUMN} is needed")
+    z = stack_logit(trees, np.asarray(network_probability, dtype=float))
+    return calibrate(1.0 / (1.0 + np.exp(-z)), part["stack"])
 
 
 def calibrate(probability, part):

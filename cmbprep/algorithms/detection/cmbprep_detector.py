@@ -7,7 +7,7 @@
    shape/contrast/context/phase features of each seed, every seed on its own (so any
    subsets can run in parallel);
 3. :func:`merge_and_score`: candidates deduplicated in seed order, scored (packaged
-   classifier or rules) and given a status.
+   classifier, with its patch network when it has one, or rules) and given a status.
 
 :func:`detect_cmbprep` runs the three in one process. See ``docs/detection.rst``.
 """
@@ -27,6 +27,8 @@ from .candidates import (
     multiscale_dark_blobness,
     relative_intensity,
 )
+from .classifier import NETWORK_COLUMN
+from .network import candidate_network_probability
 from .parameters import CMBPREP_PARAMETERS, DETECTOR_VERSION
 from .phase import paramagnetic_phase_sign, vessel_like_mask
 from .result import (
@@ -36,7 +38,7 @@ from .result import (
     jsonable,
     voxel_size_tuple,
 )
-from .scoring import assign_status, candidate_scores, score_thresholds
+from .scoring import assign_status, candidate_scores, score_thresholds, scoring_network
 from .zones import phase_artefact_zones, zone_detection_image
 
 __all__ = ["CandidateContext", "detect_cmbprep", "find_candidates", "merge_and_score",
@@ -334,9 +336,20 @@ def _paint_accepted(labels_c, table, analysed, seeds):
         labels_c[rbox][result.region()] = cid
 
 
-def merge_and_score(context, analysed):
+def merge_and_score(context, analysed, images=None):
     """Third stage: merged candidates with score, status and reason, label image and the
     parameters used (scorer and thresholds included).
+
+    Parameters
+    ----------
+    context : CandidateContext
+        From :func:`find_candidates`.
+    analysed : dict
+        From :func:`.analysis.analyse_candidates` (every seed).
+    images : tuple, optional
+        ``(swi, magnitude, brain_mask)`` as given to :func:`find_candidates`
+        (``magnitude`` may be None): needed when the classifier has a patch network
+        (:func:`.classifier.uses_network`), which looks at each candidate's patches.
 
     Returns
     -------
@@ -347,6 +360,14 @@ def merge_and_score(context, analysed):
     use_phase = context.phase is not None
     table = candidate_frame(rows, context.affine)
     zone = context.phase_zone
+    network = scoring_network(p)
+    if network is not None:
+        if images is None:
+            raise ValueError("the classifier's patch network needs the SWI, magnitude and "
+                             "brain mask (images)")
+        swi, magnitude, brain_mask = images
+        table[NETWORK_COLUMN] = candidate_network_probability(
+            table, swi, magnitude, brain_mask, context.affine, network)
     if len(table):
         in_zone = None
         if zone is not None:
@@ -432,4 +453,5 @@ def detect_cmbprep(swi, brain_mask, affine, *, filtered_phase=None, magnitude=No
     """
     context = find_candidates(swi, brain_mask, affine, filtered_phase=filtered_phase,
                               magnitude=magnitude, parameters=parameters)
-    return merge_and_score(context, analyse_candidates(context))
+    return merge_and_score(context, analyse_candidates(context),
+                           images=(swi, magnitude, brain_mask))

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .classifier import DEFAULT_MODEL_PATH, load_model, model_frame, predict_proba
+from .classifier import (DEFAULT_MODEL_PATH, NETWORK_COLUMN, load_model, model_frame,
+                         predict_proba, uses_network)
 from .parameters import CMBPREP_PARAMETERS
 
 __all__ = ["assign_status", "candidate_scores", "rule_memberships", "score_candidates",
-           "score_thresholds"]
+           "score_thresholds", "scoring_network"]
 
 
 def _sigmoid(x):
@@ -129,13 +130,23 @@ def score_thresholds(p, use_phase):
     }
 
 
+def scoring_network(p):
+    """The patch network (:mod:`.network`) the scorer of detector parameters ``p`` needs:
+    the classifier's ``network`` when it has one, else None (rules, or trees alone)."""
+    if p["scorer"] != "classifier":
+        return None
+    model = load_model(p["model"])
+    return model["network"] if uses_network(model) else None
+
+
 def candidate_scores(table, p, use_phase, no_phase=None):
     """Score and reason of every candidate; screened-out candidates score 0.
 
     Parameters
     ----------
     table : pandas.DataFrame
-        Candidate features.
+        Candidate features; with a classifier that has a patch network, also its output
+        (:data:`.classifier.NETWORK_COLUMN`, :func:`.network.network_probability`).
     p : dict
         Detector parameters.
     use_phase : bool
@@ -183,11 +194,14 @@ def candidate_scores(table, p, use_phase, no_phase=None):
     else:
         score = np.zeros(n)
         model = load_model(p["model"]) if (~screened).any() else None
+        network = (table[NETWORK_COLUMN].to_numpy(float)
+                   if model is not None and uses_network(model) else None)
         for part_rows, part_phase in ((~screened & ~zone, use_phase),
                                       (~screened & zone, False)):
             if part_rows.any():
-                score[part_rows] = predict_proba(model_frame(table.loc[part_rows]), model,
-                                                 use_phase=part_phase)
+                score[part_rows] = predict_proba(
+                    model_frame(table.loc[part_rows]), model, use_phase=part_phase,
+                    network_probability=None if network is None else network[part_rows])
     score = np.where(screened, 0.0, score)
     reason = [("screened:" + r) if s else r for r, s in zip(reason, screened)]
     return score, reason, scoring, accept, review

@@ -120,6 +120,10 @@ _DESCRIPTIONS = {
     "n_voxels": ("Number of voxels of the segmented region", None),
     "screened_out": ("Whether cheap criteria (region leaves its patch, faint, huge, clearly "
                      "elongated) rejected the candidate before the costly features", None),
+    "network_probability": ("Output of the classifier's patch network (probability, "
+                            "before it is combined with the trees into score; n/a for "
+                            "screened-out candidates or a classifier without network)",
+                            None),
     "phase_artefact_zone": ("Whether the centroid lies in a phase-mask artefact zone (a "
                             "region of at least 1 cm^3 that the SWI's phase mask darkens, "
                             "typically at the skull base): the candidate was found on the "

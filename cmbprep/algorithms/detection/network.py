@@ -1,0 +1,125 @@
+"""Patch network: a small multi-layer perceptron on candidate patches (pure numpy).
+
+The network is fitted at development time with scikit-learn's ``MLPClassifier`` by
+:mod:`cmbprep.testing.detector_training` on the patches (:mod:`.patches`) of generated
+phantoms, and stored inside the classifier's JSON file (:func:`export_mlp`; weights as
+base64 little-endian float32). At run time :func:`network_probability` runs it with
+numpy, averaged over the four mirror images of each patch that keep B0 an axis
+(:func:`.patches.patch_views`).
+
+Its output is combined with the boosted trees' (:func:`stack_logit`): the mean of the two
+logits, then mapped to a calibrated probability (:func:`.classifier.calibrate`).
+"""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+
+from .patches import PATCH_POINTS, PATCH_STEP_MM, candidate_patches, patch_views
+
+__all__ = ["candidate_network_probability", "decode_array", "encode_array", "export_mlp",
+           "network_probability", "stack_logit"]
+
+
+_BATCH = 2048  # patches per forward pass (bounds the memory)
+
+
+def encode_array(array):
+    """``{"shape": [...], "float32_base64": "..."}`` of an array (little-endian)."""
+    a = np.ascontiguousarray(array, dtype="<f4")
+    return {"shape": list(a.shape), "float32_base64": base64.b64encode(a.tobytes()).decode()}
+
+
+def decode_array(entry):
+    """Inverse of :func:`encode_array` (as float64)."""
+    raw = np.frombuffer(base64.b64decode(entry["float32_base64"]), dtype="<f4")
+    return raw.reshape(entry["shape"]).astype(np.float64)
+
+
+def export_mlp(estimator):
+    """A fitted binary ``MLPClassifier`` (ReLU hidden layers, logistic output) as a
+    JSON-serialisable dict: ``layers`` (weights ``(n_in, n_out)`` and biases, float32) and
+    the patch it expects (``patch_points``, ``patch_step_mm``)."""
+    if estimator.activation != "relu" or estimator.out_activation_ != "logistic":
+        raise ValueError("only ReLU networks with one logistic output are supported")
+    return {"kind": "mlp", "activation": "relu", "output": "logistic",
+            "patch_points": PATCH_POINTS, "patch_step_mm": PATCH_STEP_MM,
+            "layers": [{"weights": encode_array(w), "bias": encode_array(b)}
+                       for w, b in zip(estimator.coefs_, estimator.intercepts_)]}
+
+
+def _forward(x, layers):
+    for w, b in layers[:-1]:
+        x = np.maximum(x @ w + b, 0.0)
+    w, b = layers[-1]
+    return 1.0 / (1.0 + np.exp(-(x @ w + b)[:, 0]))
+
+
+def network_probability(patches, network):
+    """The network's probability that each patch shows a microbleed, averaged over the
+    four mirror images of the patch.
+
+    Parameters
+    ----------
+    patches : (N, 2, P, P, P) ndarray
+        From :func:`.patches.candidate_patches`.
+    network : dict
+        From :func:`export_mlp` (the model file's ``network``).
+
+    Returns
+    -------
+    (N,) ndarray in [0, 1]
+    """
+    patches = np.asarray(patches)
+    if int(network["patch_points"]) != patches.shape[-1] or \
+            float(network["patch_step_mm"]) != PATCH_STEP_MM:
+        raise ValueError(f"the network expects {network['patch_points']}-point patches "
+                         f"{network['patch_step_mm']} mm apart")
+    if not len(patches):
+        return np.zeros(0)
+    layers = [(decode_array(layer["weights"]), decode_array(layer["bias"]))
+              for layer in network["layers"]]
+    out = np.empty(len(patches))
+    for start in range(0, len(patches), _BATCH):
+        batch = patches[start:start + _BATCH]
+        out[start:start + len(batch)] = np.mean(
+            [_forward(np.ascontiguousarray(v, dtype=np.float64).reshape(len(batch), -1),
+                      layers) for v in patch_views(batch)], axis=0)
+    return out
+
+
+def candidate_network_probability(table, swi, magnitude, brain_mask, affine, network):
+    """:func:`network_probability` of every candidate of ``table`` that was not screened
+    out (NaN for the others), on patches (:func:`.patches.candidate_patches`) centred on
+    the table's voxel indices ``i j k``.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Candidate table (``i j k screened_out``).
+    swi, magnitude, brain_mask, affine
+        As :func:`.patches.candidate_patches` (``magnitude`` may be None).
+    network : dict
+        The model file's ``network``.
+
+    Returns
+    -------
+    (N,) ndarray
+    """
+    out = np.full(len(table), np.nan)
+    keep = ~table["screened_out"].astype(bool).to_numpy() if len(table) else np.zeros(0, bool)
+    if keep.any():
+        centres = table.loc[keep, ["i", "j", "k"]].to_numpy(float)
+        out[keep] = network_probability(
+            candidate_patches(swi, magnitude, brain_mask, affine, centres), network)
+    return out
+
+
+def stack_logit(p_trees, p_network):
+    """Mean of the trees' and the network's logits (probabilities clipped to [1e-6,
+    1 - 1e-6])."""
+    p = np.clip(np.stack([np.asarray(p_trees, float), np.asarray(p_network, float)]),
+                1e-6, 1.0 - 1e-6)
+    return np.log(p / (1.0 - p)).mean(axis=0)
