@@ -189,3 +189,39 @@ def test_measure_test_families_measures_each_and_touches_nothing_else(cache):
     untouched = measure_test_families(copy.deepcopy(model), cand.assign(family="A"),
                                       {("A", s): truth for s in cand["seed"].unique()})
     assert untouched == model
+
+
+def test_patch_network_is_fitted_the_same_twice_and_stacked(cache, monkeypatch):
+    """The patch network (small settings here) gets the same weights on a second fit;
+    every analysed candidate gets its output (screened-out ones none); a model fitted
+    with it carries a stack calibration per part, thresholds on the stack's probability
+    and the trees' own threshold beside them."""
+    from cmbprep.algorithms.detection.classifier import NETWORK_COLUMN
+    from cmbprep.testing import network_training
+    from cmbprep.testing.detector_training import collect, fit_model, system_scores
+
+    monkeypatch.setattr(network_training, "NETWORK_PARAMETERS",
+                        {**network_training.NETWORK_PARAMETERS, "max_iter": 5,
+                         "hidden_layer_sizes": (8,), "early_stopping": False})
+    cand, truths = collect([fixed_scan("small", FAST, s) for s in (7, 8)], cache)
+    assert (cand["truth"] == "cmb").any()
+    bank = network_training.patch_bank(cand, cache)
+    first = network_training.fit_patch_network(bank, cand)
+    assert network_training.fit_patch_network(bank, cand) == first
+    scored = network_training.with_network_probability(cand, bank, first)
+    kept = ~scored["screened_out"].to_numpy(bool)
+    assert scored.loc[kept, NETWORK_COLUMN].between(0, 1).all()
+    assert scored.loc[~kept, NETWORK_COLUMN].isna().all()
+    assert scored[NETWORK_COLUMN].nunique() > 2
+    scored = scored.assign(family="A")
+    truths = {("A", seed): t for (_, seed), t in truths.items()}
+    parts = fit_model(scored, scored, truths, network=first)
+    for name in ("phase", "no_phase"):
+        part = parts[name]
+        assert part["stack"]["calibration"]["method"] == "logistic"
+        assert 0 < part["accept_score"] < 1 and 0 < part["trees_only"]["accept_score"] < 1
+    model = {**parts, "network": first}
+    trees = system_scores(scored, {k: parts[k] for k in ("phase", "no_phase")})
+    stacked = system_scores(scored, model)
+    assert not np.allclose(stacked[kept], trees[kept])
+    assert np.all(stacked[~kept] == 0)

@@ -33,7 +33,9 @@ ensemble (scikit-learn, one thread, fixed ``random_state``) exported to JSON
 (:mod:`cmbprep.algorithms.detection.classifier`), followed by a logistic (Platt)
 calibration fitted on the validation scans, so that ``score`` is a probability. The run
 also writes a leave-one-family-out table (each family scored by a model fitted and
-calibrated without it) and the test families' measures into the model file.
+calibrated without it) and the test families' measures into the model file. With
+``--network`` the model also holds a patch network (:mod:`.network_training`) stacked with
+the trees (version 7; measured, not the shipped model: ``docs/detection.rst``).
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ from ..utils.io import python_sources_fingerprint, write_text_atomic
 __all__ = ["COHORTS", "HELD_OUT_FAMILY", "TEST_FAMILIES", "candidate_table",
            "detector_fingerprint", "detector_parameters", "evaluate_system", "fixed_scan",
            "main", "measure_test_families", "model_families", "phantom_fingerprint",
-           "prepare_scan", "scan_list", "swi_fingerprint", "system_scores", "train_model"]
+           "prepare_scan", "scan_list", "swi_fingerprint", "system_scores", "train_model",
+           "trees_only"]
 
 #: The family held out of the shipped model (fit, calibration and thresholds; ``--hold-out
 #: D``): the benchmark's held-out figure is measured on it.
@@ -399,6 +402,24 @@ def _fit_part(train, names, calcification_weight=1.0):
     return part
 
 
+def trees_only(model):
+    """The boosted trees of ``model`` alone, with their own calibration and thresholds
+    (``trees_only``) when the model stacks them with a patch network; ``model`` itself
+    otherwise. For comparisons with earlier, trees-only models."""
+    from ..algorithms.detection.classifier import uses_network
+
+    if not uses_network(model):
+        return model
+    out = {k: v for k, v in model.items() if k != "network"}
+    for name in ("phase", "no_phase"):
+        part = {k: v for k, v in model[name].items() if k not in ("stack", "trees_only")}
+        accept = float(model[name]["trees_only"]["accept_score"])
+        out[name] = {**part, "accept_score": accept,
+                     "review_score": min(REVIEW_PROBABILITY, accept),
+                     "validation": model[name]["trees_only"]["validation"]}
+    return out
+
+
 def _raw_scores(cand, part):
     """Uncalibrated probabilities of one part (0 for screened-out candidates)."""
     raw_part = {k: v for k, v in part.items() if k != "calibration"}
@@ -407,16 +428,25 @@ def _raw_scores(cand, part):
 
 def system_scores(cand, model):
     """Scores as the detector gives them: the ``phase`` part for candidates of scans with
-    phase, ``no_phase`` for the others (0 for screened-out candidates)."""
-    from ..algorithms.detection.classifier import model_frame, predict_proba
+    phase, ``no_phase`` for the others (0 for screened-out candidates); with the patch
+    network's output (``NETWORK_COLUMN``) when the model has a network."""
+    from ..algorithms.detection.classifier import (
+        NETWORK_COLUMN,
+        model_frame,
+        predict_proba,
+        uses_network,
+    )
 
     score = np.zeros(len(cand))
     keep = ~cand["screened_out"].to_numpy(bool)
     has_phase = cand["has_phase"].to_numpy(bool)
+    network = cand[NETWORK_COLUMN].to_numpy(float) if uses_network(model) else None
     for use_phase in (True, False):
         sel = keep & (has_phase == use_phase)
         if sel.any():
-            score[sel] = predict_proba(model_frame(cand[sel]), model, use_phase=use_phase)
+            score[sel] = predict_proba(model_frame(cand[sel]), model, use_phase=use_phase,
+                                       network_probability=None if network is None
+                                       else network[sel])
     return score
 
 
@@ -425,17 +455,33 @@ def _calibrate(cand, part):
     output, fitted on ``cand`` (validation candidates). Two numbers, monotone, and stable
     with the few hundred positives a validation cohort has (an isotonic map fitted on the
     first cohort had wide steps)."""
+    data = _usable(cand)
+    raw = np.clip(_raw_scores(data, part), 1e-12, 1.0 - 1e-12)
+    return _platt(np.log(raw / (1.0 - raw)), (data["truth"] == "cmb").to_numpy(int))
+
+
+def _platt(logit, y):
+    """Logistic calibration (``calibration`` entry) of ``logit`` to the labels ``y``."""
     from sklearn.linear_model import LogisticRegression
     from threadpoolctl import threadpool_limits
 
-    data = _usable(cand)
-    raw = np.clip(_raw_scores(data, part), 1e-12, 1.0 - 1e-12)
-    y = (data["truth"] == "cmb").to_numpy(int)
-    logit = np.log(raw / (1.0 - raw))[:, None]
     with threadpool_limits(limits=1):  # one thread, as the trees: the same digits
-        fit = LogisticRegression(C=1e6, max_iter=1000).fit(logit, y)
+        fit = LogisticRegression(C=1e6, max_iter=1000).fit(np.asarray(logit)[:, None], y)
     return {"method": "logistic", "fitted_on": "validation candidates (Platt scaling)",
             "slope": float(fit.coef_[0, 0]), "intercept": float(fit.intercept_[0])}
+
+
+def _calibrate_stack(cand, part):
+    """Platt scaling of the stack's logit (:func:`~cmbprep.algorithms.detection.network.
+    stack_logit` of the calibrated trees and the network), fitted on ``cand``
+    (validation candidates with the network's output)."""
+    from ..algorithms.detection.classifier import NETWORK_COLUMN
+    from ..algorithms.detection.network import stack_logit
+
+    data = _usable(cand)
+    trees = system_scores(data.assign(has_phase=True), {"phase": part})
+    z = stack_logit(trees, data[NETWORK_COLUMN].to_numpy(float))
+    return _platt(z, (data["truth"] == "cmb").to_numpy(int))
 
 
 def evaluate_system(cand, truths, model, thresholds=None, scores=None):
@@ -517,13 +563,26 @@ def _threshold_curve(cand, truths, model, name, grid=THRESHOLD_GRID, scores=None
     return pd.DataFrame(rows)
 
 
-def fit_model(train_c, val_c, val_truths, *, features=None, verbose=False):
+def _choose_threshold(va, val_truths, model, name):
+    """The validation curve of part ``name`` of ``model`` and its chosen row
+    (:func:`choose_accept_threshold` with the targets' limits)."""
+    curve = _threshold_curve(va, val_truths, model, name)
+    n_calc = int(curve["calcifications"].iloc[0])
+    max_calc = (1 - MIN_CALC_REJECTED) * n_calc if name == "phase" else np.inf
+    return curve, choose_accept_threshold(curve, MAX_FP_PER_SCAN, max_calc)
+
+
+def fit_model(train_c, val_c, val_truths, *, features=None, verbose=False, network=None):
     """Fit, calibrate and choose thresholds (training and validation candidates of the
     families to learn from). Returns the ``phase`` and ``no_phase`` parts.
 
     ``features``: the candidate features to learn from (default
     :data:`~cmbprep.algorithms.detection.classifier.FEATURES`; the ``no_phase`` part
-    leaves the phase features out)."""
+    leaves the phase features out). ``network``: a patch network
+    (:func:`~cmbprep.testing.network_training.fit_patch_network`) whose output the
+    validation candidates carry; each part then also gets a ``stack`` calibration, and
+    its thresholds apply to the stack's probability (the trees' own are kept in
+    ``trees_only``)."""
     from ..algorithms.detection.classifier import FEATURES, PHASE_FEATURES
 
     features = FEATURES if features is None else tuple(features)
@@ -541,10 +600,13 @@ def fit_model(train_c, val_c, val_truths, *, features=None, verbose=False):
         part["calibration"] = _calibrate(va, part)
         part["review_score"] = REVIEW_PROBABILITY
         model[name] = part
-        curve = _threshold_curve(va, val_truths, model, name)
-        n_calc = int(curve["calcifications"].iloc[0])
-        max_calc = (1 - MIN_CALC_REJECTED) * n_calc if use_phase else np.inf
-        best = choose_accept_threshold(curve, MAX_FP_PER_SCAN, max_calc)
+        curve, best = _choose_threshold(va, val_truths, model, name)
+        if network is not None:
+            part["trees_only"] = {"accept_score": float(best["threshold"]),
+                                  "validation": {k: float(v) for k, v in best.items()}}
+            part["stack"] = {"calibration": _calibrate_stack(va, part)}
+            curve, best = _choose_threshold(va, val_truths, {name: part, "network": network},
+                                            name)
         part["accept_score"] = float(best["threshold"])
         part["review_score"] = min(REVIEW_PROBABILITY, float(best["threshold"]))
         part["validation"] = {k: float(v) for k, v in best.to_dict().items()}
@@ -582,24 +644,41 @@ def model_families(families, hold_out=None):
     return sorted(set(families) - {hold_out} - set(TEST_FAMILIES))
 
 
-def leave_one_family_out(train, validation):
+def _fit_system(train_c, val_c, val_t, families, patches=None, verbose=False):
+    """The two parts fitted on ``families`` (and with ``patches``, a
+    :class:`~cmbprep.testing.network_training.PatchBank`, the patch network fitted on
+    their training scans and stacked), and the candidate frames with the network's
+    output when there is one."""
+    from .network_training import fit_patch_network, with_network_probability
+
+    seen = lambda c: c[c["family"].isin(families)]  # noqa: E731
+    network = None
+    if patches is not None:
+        network = fit_patch_network(patches, seen(train_c))
+        train_c, val_c = (with_network_probability(c, patches, network)
+                          for c in (train_c, val_c))
+    model = fit_model(seen(train_c), seen(val_c), val_t, verbose=verbose, network=network)
+    if network is not None:
+        model["network"] = network
+    return model, train_c, val_c
+
+
+def leave_one_family_out(train, validation, patches=None):
     """For each family but :data:`TEST_FAMILIES`: fit and calibrate on the others (test
-    families excepted), score all its scans."""
-    (train_c, _), (val_c, val_t) = train, validation
-    all_c, all_t = _pooled(train, validation)
-    present = all_c["family"].unique()
+    families excepted; with ``patches``, the patch network too), score all its scans."""
+    (train_c, train_t), (val_c, val_t) = train, validation
+    present = pd.concat([train_c, val_c])["family"].unique()
     rows = {}
     for family in model_families(present):
         learn = model_families(present, hold_out=family)
-        parts = fit_model(train_c[train_c["family"].isin(learn)],
-                          val_c[val_c["family"].isin(learn)], val_t)
-        model = {"phase": parts["phase"], "no_phase": parts["no_phase"]}
+        model, tr, va = _fit_system(train_c, val_c, val_t, learn, patches)
+        all_c, all_t = _pooled((tr, train_t), (va, val_t))
         rows[family] = _measures(all_c[all_c["family"] == family], all_t, model)
         print(f"held-out family {family}: " + json.dumps(rows[family]["all"]), flush=True)
     return rows
 
 
-def train_model(train, validation, *, hold_out=None, lofo=True):
+def train_model(train, validation, *, hold_out=None, lofo=True, patches=None):
     """Fit on the training scans and calibrate on the validation scans of every family
     but ``hold_out`` and :data:`TEST_FAMILIES`; measure on all scans of ``hold_out``
     when given and of each test family in the data.
@@ -616,6 +695,9 @@ def train_model(train, validation, *, hold_out=None, lofo=True):
         Family left out of fitting, calibration and thresholds.
     lofo : bool
         Add the leave-one-family-out table.
+    patches : PatchBank, optional
+        Patches of every candidate (:func:`~cmbprep.testing.network_training.patch_bank`):
+        the model then also holds a patch network, stacked with the trees.
 
     Returns
     -------
@@ -630,18 +712,22 @@ def train_model(train, validation, *, hold_out=None, lofo=True):
     from ..algorithms.detection.classifier import MODEL_KIND
     from .phantom.randomise import FAMILIES
 
-    train_c, _ = train
+    train_c, train_t = train
     val_c, val_t = validation
     families = model_families(train_c["family"].unique(), hold_out)
     seen = lambda c: c[c["family"].isin(families)]  # noqa: E731
-    parts = fit_model(seen(train_c), seen(val_c), val_t, verbose=True)
-    model = {"kind": MODEL_KIND, "version": "6",
+    parts, train_c, val_c = _fit_system(train_c, val_c, val_t, families, patches,
+                                        verbose=True)
+    train, validation = (train_c, train_t), (val_c, val_t)
+    model = {"kind": MODEL_KIND, "version": "7" if patches is not None else "6",
              "created_with": f"cmbprep {__version__}, scikit-learn {sklearn.__version__}",
              "training": {"seeds": sorted(int(s) for s in seen(train_c)["seed"].unique()),
                           "families": {f: dataclasses.asdict(FAMILIES[f]) for f in families}},
              "validation": {"seeds": sorted(int(s) for s in seen(val_c)["seed"].unique())},
              "selection": ("score = logistic (Platt) calibration on validation candidates of "
-                           "the boosted trees' output; accept_score maximises validation F1 "
+                           + ("the mean of the calibrated trees' and the patch network's "
+                              "logits" if patches is not None else "the boosted trees' output")
+                           + "; accept_score maximises validation F1 "
                            f"(visible-CMB truth; averaged over {F1_SMOOTHING_POINTS} "
                            "neighbouring thresholds) among thresholds with at most "
                            f"{MAX_FP_PER_SCAN} false positives per scan and (phase part) at "
@@ -657,7 +743,7 @@ def train_model(train, validation, *, hold_out=None, lofo=True):
                                                    all_t, model)}
     measure_test_families(model, all_c, all_t)
     if lofo:
-        model["leave_one_family_out"] = leave_one_family_out(train, validation)
+        model["leave_one_family_out"] = leave_one_family_out(train, validation, patches)
     return model
 
 
@@ -689,6 +775,9 @@ def main(argv=None):
                         f"families {', '.join(TEST_FAMILIES)})")
     parser.add_argument("--no-lofo", action="store_true",
                         help="skip the leave-one-family-out table")
+    parser.add_argument("--network", action="store_true",
+                        help="also fit the patch network and stack it with the trees "
+                        "(cmbprep.testing.network_training; not the shipped model)")
     parser.add_argument("--output", default=None, help="model JSON (default: packaged path)")
     parser.add_argument("--measure-test-families", action="store_true",
                         help="only (re)measure the model at --output on the test families "
@@ -699,13 +788,18 @@ def main(argv=None):
         simulate_all(scan_list("train") + scan_list("validation"), args.cache, args.jobs)
         return 0
     from ..algorithms.detection.classifier import DEFAULT_MODEL_PATH
+    from .network_training import patch_bank, with_network_probability
 
     output = args.output or DEFAULT_MODEL_PATH
     if args.measure_test_families:
         specs = [s for c in ("train", "validation") for s in scan_list(c)
                  if s.family in TEST_FAMILIES]
-        model = measure_test_families(json.loads(Path(output).read_text()),
-                                      *collect(specs, args.cache, args.jobs))
+        model = json.loads(Path(output).read_text())
+        cand, truths = collect(specs, args.cache, args.jobs)
+        if "network" in model:
+            cand = with_network_probability(cand, patch_bank(cand, args.cache),
+                                            model["network"])
+        model = measure_test_families(model, cand, truths)
         write_text_atomic(output, json.dumps(model, separators=(",", ":")) + "\n")
         print(json.dumps(model["test_families"], indent=1, default=float))
         return 0
@@ -713,8 +807,12 @@ def main(argv=None):
     if args.collect_only:
         return 0
     hold_out = None if args.hold_out.lower() == "none" else args.hold_out
+    patches = None
+    if args.network:
+        patches = patch_bank(pd.concat([data["train"][0], data["validation"][0]]),
+                             args.cache)
     model = train_model(data["train"], data["validation"], hold_out=hold_out,
-                        lofo=not args.no_lofo)
+                        lofo=not args.no_lofo, patches=patches)
     write_text_atomic(output, json.dumps(model, separators=(",", ":")) + "\n")
     print(json.dumps({k: model[k] for k in ("validation", "held_out", "test_families")
                       if k in model},
