@@ -350,7 +350,7 @@ def timing_mode(args):
                 context, range(chunk, len(context.peaks), n_chunks)))
             t_chunks.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        r = merge_and_score(context, analysed)
+        r = merge_and_score(context, analysed, images=(a["swi"], a["magnitude"], a["brain"]))
         t_merge = time.perf_counter() - t0
         print(f"{protocol} {seed} {'x'.join(map(str, a['swi'].shape))}: find {t_find:.1f} s, "
               f"analyse {sum(t_chunks):.1f} s ({n_chunks} chunks, slowest "

@@ -87,7 +87,8 @@ def main(argv=None):
              if s.family in args.families}
     cand, truths = dt.collect(list(specs.values()), args.cache)
     cand = cand[~cand["screened_out"]].reset_index(drop=True)
-    cand["model_score"] = dt.system_scores(cand, json.loads(Path(args.model).read_text()))
+    cand["model_score"] = dt.system_scores(
+        cand, dt.trees_only(json.loads(Path(args.model).read_text())))
     wrong = cand[(cand["truth"] == "none") & (cand["model_score"] >= args.min_score)]
     per_scan = wrong.groupby(["family", "seed"]).size().sort_values(ascending=False)
     print(f"{len(wrong)} candidates on no lesion score >= {args.min_score} in "

@@ -149,7 +149,7 @@ def main(argv=None):
             for s in specs]
     with Pool(args.jobs) as pool:
         feats = pd.DataFrame([r for rows in pool.map(scan_features, jobs) for r in rows])
-    shipped = load_model()
+    shipped = dt.trees_only(load_model())
     megre = all_c[all_c["input_kind"] == "megre"].reset_index(drop=True)
     megre = megre.assign(score=dt.system_scores(megre, shipped)).merge(
         feats, on=["family", "seed", "candidate_id"], how="inner")

@@ -1,12 +1,14 @@
 """Would a small neural network on candidate patches beat the boosted trees on the
-held-out family? (issue 11; an experiment, nothing here is shipped)
+held-out family? (issue 11; the experiments that led to classifier version 7, which ships
+the stack: ``cmbprep.testing.network_training``)
 
 For every analysed candidate (not screened out, not on an invisible microbleed) of the
-training cache's scans, two 3D patches are sampled: the relative intensity of the SWI and
-of the bias-corrected magnitude (local background 10 mm, as the detector's), 11 x 11 x 11
-points 0.7 mm apart (a 7.7 mm cube), trilinear, in a frame whose third axis is B0, so
-that the patch does not depend on the voxel size, the storage order or an oblique slab.
-A multi-layer perceptron (scikit-learn ``MLPClassifier``; hidden layers of
+training cache's scans, two 3D patches are sampled (as the detector samples them:
+``cmbprep.algorithms.detection.patches.candidate_patches``): the relative intensity of
+the SWI and of the bias-corrected magnitude (local background 10 mm, as the detector's),
+11 x 11 x 11 points 0.7 mm apart (a 7.7 mm cube), trilinear, in a frame whose third axis
+is B0, so that the patch does not depend on the voxel size, the storage order or an
+oblique slab. A multi-layer perceptron (scikit-learn ``MLPClassifier``; hidden layers of
 ``--hidden`` units, ReLU) is fitted on the training scans of the seen families (the same
 scans as the shipped trees; up to 150 random negatives per scan, positives resampled to a
 quarter of the set), with the four flips/swaps that keep B0 an axis as augmentation, and
@@ -44,30 +46,26 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-from cmbprep.algorithms.arrays import voxel_sizes
 from cmbprep.algorithms.detection import classifier
-from cmbprep.algorithms.detection.candidates import relative_intensity
+from cmbprep.algorithms.detection.network import stack_logit
+from cmbprep.algorithms.detection.patches import (
+    PATCH_POINTS,
+    PATCH_STEP_MM,
+    candidate_patches,
+    patch_views,
+)
 from cmbprep.testing import detector_training as dt
 
-POINTS = 11  # per side
-STEP_MM = 0.7
+POINTS = PATCH_POINTS
+STEP_MM = PATCH_STEP_MM
 NEGATIVES_PER_SCAN = 150
-BACKGROUND_MM = 10.0
-
-
-def b0_frame_offsets(angle_rad=0.0):
-    """(POINTS^3, 3) scanner-mm offsets of the patch lattice; its third axis is B0
-    (scanner z), the first two are turned by ``angle_rad`` about it."""
-    o = (np.arange(POINTS) - (POINTS - 1) / 2.0) * STEP_MM
-    grid = np.stack(np.meshgrid(o, o, o, indexing="ij"), axis=-1).reshape(-1, 3)
-    c, s = np.cos(angle_rad), np.sin(angle_rad)
-    return grid @ np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]).T
 
 
 def scan_patches(cache, tag, rng, keep_all, analysed=False):
-    """Patches (N, 2 * POINTS^3) and the candidate rows of one cached scan: the usable
-    candidates (not screened out, not on an invisible microbleed), or with ``analysed``
-    every candidate not screened out."""
+    """Patches (N, 2 * POINTS^3; :func:`cmbprep.algorithms.detection.patches.
+    candidate_patches`, as the detector samples them) and the candidate rows of one
+    cached scan: the usable candidates (not screened out, not on an invisible
+    microbleed), or with ``analysed`` every candidate not screened out."""
     with np.load(Path(cache) / f"{tag}.npz") as d:
         arrays = {k: d[k] for k in ("swi", "magnitude", "brain", "affine")}
     cand = pd.read_csv(Path(cache) / f"cand_{tag}.csv", low_memory=False)
@@ -77,26 +75,14 @@ def scan_patches(cache, tag, rng, keep_all, analysed=False):
     if not keep_all and len(negatives) > NEGATIVES_PER_SCAN:
         negatives = negatives.sample(NEGATIVES_PER_SCAN, random_state=int(rng.integers(1 << 31)))
     cand = pd.concat([cand[cand["truth"] == "cmb"], negatives])
-    affine = arrays["affine"]
-    vs = tuple(float(v) for v in voxel_sizes(affine))
-    brain = arrays["brain"].astype(bool)
-    to_voxels = np.linalg.inv(affine[:3, :3])
-    channels = [np.clip(relative_intensity(arrays[k].astype(np.float32), brain,
-                                           background_mm=BACKGROUND_MM, voxel_size=vs),
-                        0.0, 1.5).astype(np.float32) for k in ("swi", "magnitude")]
-    offsets = b0_frame_offsets()
-    patches = np.empty((len(cand), 2 * POINTS**3), np.float32)
-    for n, centre in enumerate(cand[["i", "j", "k"]].to_numpy(float)):
-        points = centre[:, None] + to_voxels @ offsets.T
-        patches[n] = np.concatenate([ndi.map_coordinates(ch, points, order=1, mode="nearest")
-                                     for ch in channels])
-    return patches - 1.0, cand.reset_index(drop=True)
+    patches = candidate_patches(arrays["swi"], arrays["magnitude"], arrays["brain"],
+                                arrays["affine"], cand[["i", "j", "k"]])
+    return flat(patches), cand.reset_index(drop=True)
 
 
 def views(patches):
     """The patch and its three flips/swaps that keep B0 (third axis) an axis."""
-    p = patches.reshape(len(patches), 2, POINTS, POINTS, POINTS)
-    return [p, p[:, :, :, :, ::-1], p[:, :, ::-1], p.transpose(0, 1, 3, 2, 4)]
+    return patch_views(patches.reshape(len(patches), 2, POINTS, POINTS, POINTS))
 
 
 def protocol_augment(patches, rng):
@@ -114,12 +100,6 @@ def protocol_augment(patches, rng):
         p = ndi.gaussian_filter(patch, (0, across[n], across[n], along[n]), mode="nearest")
         out[n] = p * scale[n] + noise[n] * rng.standard_normal(p.shape, dtype=np.float32)
     return out
-
-
-def stack_scores(p_tree, p_net):
-    """Mean of the trees' and the network's logits."""
-    p = np.clip(np.stack([p_tree, p_net]), 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p)).mean(axis=0)
 
 
 def network_scores(net, patches):
@@ -142,8 +122,9 @@ def analysed_patches(cache, specs, cand, rng):
 
 
 def fit_stack(cand, truths, trees, p_net, in_val, max_fp_per_scan=dt.MAX_FP_PER_SCAN):
-    """Per part, the Platt map of the stack's logit (:func:`stack_scores`) and its accept
-    threshold, fitted on the validation rows ``in_val`` of ``cand`` by the shipped rule
+    """Per part, the Platt map of the stack's logit
+    (:func:`cmbprep.algorithms.detection.network.stack_logit`) and its accept threshold,
+    fitted on the validation rows ``in_val`` of ``cand`` by the shipped rule
     (:func:`cmbprep.testing.detector_training.choose_accept_threshold`), at most
     ``max_fp_per_scan`` false positives per validation scan."""
     from sklearn.linear_model import LogisticRegression
@@ -152,7 +133,7 @@ def fit_stack(cand, truths, trees, p_net, in_val, max_fp_per_scan=dt.MAX_FP_PER_
     stack = {}
     for name, use_phase in (("phase", True), ("no_phase", False)):
         as_part = cand.assign(has_phase=use_phase)
-        z = stack_scores(dt.system_scores(as_part, trees), p_net)
+        z = stack_logit(dt.system_scores(as_part, trees), p_net)
         val = in_val & (cand["has_phase"].to_numpy(bool) if use_phase else True)
         fit_rows = val & ~screened & (cand["truth"] != "invisible_cmb").to_numpy()
         platt = LogisticRegression(C=1e6, max_iter=1000).fit(
@@ -177,7 +158,7 @@ def stack_probability(cand, trees, p_net, stack):
     has_phase = cand["has_phase"].to_numpy(bool)
     score = np.zeros(len(cand))
     for name, use_phase in (("phase", True), ("no_phase", False)):
-        z = stack_scores(dt.system_scores(cand.assign(has_phase=use_phase), trees), p_net)
+        z = stack_logit(dt.system_scores(cand.assign(has_phase=use_phase), trees), p_net)
         sel = has_phase == use_phase
         score[sel] = classifier.calibrate(1 / (1 + np.exp(-z[sel])), stack[name])
     return np.where(cand["screened_out"].to_numpy(bool), 0.0, score)
@@ -359,7 +340,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     p_net_all = network_scores(net, x_test)
     per_candidate_ms = 1000 * (time.perf_counter() - t0) / len(x_test)
-    p_tree_all = dt.system_scores(cand, classifier.load_model(args.model))
+    p_tree_all = dt.system_scores(cand, dt.trees_only(classifier.load_model(args.model)))
     rank = lambda p: pd.Series(p).rank(pct=True).to_numpy()  # noqa: E731
     print(f"network {per_candidate_ms:.2f} ms per candidate and 4 views")
     for family in unseen:
@@ -377,8 +358,8 @@ def main(argv=None):
                   f"sensitivity at 0.5 FP/scan {sensitivity_at(y_test, p, n_scans, 0.5):.3f}, "
                   f"at 1 FP/scan {sensitivity_at(y_test, p, n_scans, 1.0):.3f}", flush=True)
     if args.lesion_level:
-        lesion_level(net, classifier.load_model(args.model), args.cache, rng, unseen,
-                     args.stack_max_fp)
+        lesion_level(net, dt.trees_only(classifier.load_model(args.model)), args.cache, rng,
+                     unseen, args.stack_max_fp)
     return 0
 
 
