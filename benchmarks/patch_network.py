@@ -102,9 +102,11 @@ def protocol_augment(patches, rng):
     return out
 
 
-def network_scores(net, patches):
-    """The network's probability averaged over the four views of each patch."""
-    return np.mean([net.predict_proba(flat(v))[:, 1] for v in views(patches)], axis=0)
+def network_scores(net, patches, clip=0.0):
+    """The network's probability averaged over the four views of each patch, clipped to
+    [``clip``, 1 - ``clip``] (``--network-clip``: how far it may overrule the trees)."""
+    p = np.mean([net.predict_proba(flat(v))[:, 1] for v in views(patches)], axis=0)
+    return np.clip(p, clip, 1.0 - clip)
 
 
 def analysed_patches(cache, specs, cand, rng):
@@ -179,7 +181,7 @@ def _print_comparison(label, result):
               f"{r['calcifications_as_cmb']}/{r['calcifications']}", flush=True)
 
 
-def lesion_level(net, trees, cache, rng, unseen, budgets=(dt.MAX_FP_PER_SCAN,)):
+def lesion_level(net, trees, cache, rng, unseen, budgets=(dt.MAX_FP_PER_SCAN,), clip=0.0):
     """Lesion-level measures of the stack (mean logit of trees and network, Platt-mapped
     and thresholded per part on the validation scans of the seen families, as
     :func:`cmbprep.testing.detector_training.fit_model` does for the trees, at each
@@ -192,7 +194,7 @@ def lesion_level(net, trees, cache, rng, unseen, budgets=(dt.MAX_FP_PER_SCAN,)):
     cand = cand.reset_index(drop=True)
     patches, where = analysed_patches(cache, val_specs + test_specs, cand, rng)
     p_net = np.zeros(len(cand))
-    p_net[where] = network_scores(net, patches)
+    p_net[where] = network_scores(net, patches, clip)
     in_val = pd.Series(list(zip(cand["family"], cand["seed"]))).isin(
         {(s.family, s.seed) for s in val_specs}).to_numpy()
     groups = {"validation scans of the seen families": in_val,
@@ -223,7 +225,7 @@ def fit_network(x, y, rng, hidden, seed, augment=False):
     return net.fit(x_aug, y_aug), len(x_aug)
 
 
-def leave_one_family_out(cache, hidden, seed, budgets=(dt.MAX_FP_PER_SCAN,)):
+def leave_one_family_out(cache, hidden, seed, budgets=(dt.MAX_FP_PER_SCAN,), clip=0.0):
     """For each family A-F: trees (:func:`cmbprep.testing.detector_training.fit_model`)
     and network fitted on the other families' training scans (test families never), the
     stack calibrated and thresholded on their validation scans at each false-positive
@@ -257,7 +259,7 @@ def leave_one_family_out(cache, hidden, seed, budgets=(dt.MAX_FP_PER_SCAN,)):
                              val_c[val_c["family"].isin(learn)], val_t)
         trees = {"phase": parts["phase"], "no_phase": parts["no_phase"]}
         p_net = np.zeros(len(cand))
-        p_net[where] = network_scores(net, patches)
+        p_net[where] = network_scores(net, patches, clip)
         seen_val = in_val & cand["family"].isin(learn).to_numpy()
         out = (cand["family"] == family).to_numpy()
         for budget in budgets:
@@ -307,12 +309,17 @@ def main(argv=None):
                         help="false positives per validation scan the stack's accept "
                              "threshold may give; several values are each measured "
                              "(default: the trees' limit)")
+    parser.add_argument("--network-clip", type=float, default=0.0,
+                        help="clip the network's probability to [P, 1 - P] before it is "
+                             "stacked (lesion-level measures), so that it cannot overrule "
+                             "the trees with a confident mistake")
     parser.add_argument("--leave-one-family-out", action="store_true",
                         help="only the lesion-level leave-one-family-out table of the "
                              "trees and of the stack (A-F)")
     args = parser.parse_args(argv)
     if args.leave_one_family_out:
-        leave_one_family_out(args.cache, args.hidden, args.seed, args.stack_max_fp)
+        leave_one_family_out(args.cache, args.hidden, args.seed, args.stack_max_fp,
+                             args.network_clip)
         return 0
     rng = np.random.default_rng(args.seed)
     held = dt.HELD_OUT_FAMILY
@@ -359,7 +366,7 @@ def main(argv=None):
                   f"at 1 FP/scan {sensitivity_at(y_test, p, n_scans, 1.0):.3f}", flush=True)
     if args.lesion_level:
         lesion_level(net, dt.trees_only(classifier.load_model(args.model)), args.cache, rng,
-                     unseen, args.stack_max_fp)
+                     unseen, args.stack_max_fp, args.network_clip)
     return 0
 
 
