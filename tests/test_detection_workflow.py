@@ -11,6 +11,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from cmbprep.algorithms.detection import CMB_COLUMNS
+from cmbprep.algorithms.detection.classifier import load_model
 from cmbprep.errors import DataError
 from cmbprep.interfaces.detection import DetectMicrobleeds
 from cmbprep.workflows.detection import init_detection_wf
@@ -239,3 +240,37 @@ def test_fixed_handedness_sets_the_detector_phase_sign():
         assert wf.get_node("find_candidates").inputs.parameters == {"phase_sign": sign}
     wf = init_detection_wf(detector="cmbprep", seed=0, omp_nthreads=1, handedness="auto")
     assert not wf.get_node("find_candidates").inputs.parameters  # calibrated on veins
+
+
+def test_workflow_with_a_patch_network_model(nifti_inputs, tmp_path):
+    """A classifier file with a patch network through the pipeline's three nodes: the
+    scoring node reads the volumes the network needs, writes ``network_probability``
+    (described in the sidecar) and what one node writes."""
+    from cmbprep.algorithms.detection.network import export_mlp
+
+    from .test_patch_network import _stacked, small_network_fit
+
+    model = tmp_path / "stacked.json"
+    model.write_text(json.dumps(_stacked(load_model(), export_mlp(small_network_fit()[0]))))
+    wf = init_detection_wf(detector="cmbprep", seed=3, omp_nthreads=2, model=str(model))
+    wf.base_dir = str(tmp_path / "wf")
+    inputs = wf.get_node("inputnode").inputs
+    for name, key in (("swi", "swi"), ("filtered_phase", "phase"), ("brain_mask", "mask"),
+                      ("dseg", "dseg"), ("dseg_tsv", "dseg_tsv")):
+        setattr(inputs, name, nifti_inputs[key])
+    inputs.template_to_swi_xfm = "n/a"
+    graph = wf.run()
+    staged = [n for n in graph.nodes() if n.name == "detect"][0].result.outputs
+    cand = pd.read_csv(staged.candidates_tsv, sep="\t", na_values="n/a")
+    kept = ~cand["screened_out"].astype(bool)
+    assert cand.loc[kept, "network_probability"].between(0, 1).all() and kept.sum() >= 2
+    with open(staged.candidates_sidecar) as fobj:
+        assert "network_probability" in json.load(fobj)
+    (tmp_path / "one").mkdir()
+    one = DetectMicrobleeds(
+        swi=nifti_inputs["swi"], filtered_phase=nifti_inputs["phase"],
+        brain_mask=nifti_inputs["mask"], dseg=nifti_inputs["dseg"],
+        dseg_tsv=nifti_inputs["dseg_tsv"], seed=3, parameters={"model": str(model)},
+    ).run(cwd=str(tmp_path / "one")).outputs
+    with open(one.candidates_tsv, "rb") as a, open(staged.candidates_tsv, "rb") as b:
+        assert a.read() == b.read()

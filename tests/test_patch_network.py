@@ -99,9 +99,9 @@ def test_patch_views_keep_b0_the_last_axis():
         assert np.ptp(np.diff(column)) == 0 and abs(np.diff(column)[0]) == 1
 
 
-@pytest.fixture(scope="module")
-def small_network():
-    """A small MLP fitted on random patches (labels from the centre's darkness)."""
+def small_network_fit():
+    """A small MLP fitted on random patches (labels from the centre's darkness), and the
+    patches."""
     from sklearn.neural_network import MLPClassifier
 
     rng = np.random.default_rng(0)
@@ -109,6 +109,11 @@ def small_network():
     y = x[:, (N**3) // 2] < 0
     net = MLPClassifier((8, 4), max_iter=50, random_state=0).fit(x, y)
     return net, x
+
+
+@pytest.fixture(scope="module")
+def small_network():
+    return small_network_fit()
 
 
 def test_numpy_forward_pass_matches_scikit_learn(small_network):

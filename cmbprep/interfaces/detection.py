@@ -35,6 +35,7 @@ from ..algorithms.detection import (
     merge_and_score,
     write_detection_tables,
 )
+from ..algorithms.detection.scoring import scoring_network
 from ..errors import DataError
 
 __all__ = ["AnalyseCandidates", "DetectMicrobleeds", "FindCandidates", "ScoreCandidates",
@@ -302,13 +303,16 @@ class ScoreCandidates(SimpleInterface):
     output_spec = _DetectOutputSpec
 
     def _run_interface(self, runtime):
-        swi_img, swi, brain, _, _ = _load_scan(self.inputs)
         context = _load_pickle(self.inputs.context)
         analysed = {}
         for path in self.inputs.analysed:
             analysed.update(_load_pickle(path))
+        swi_img, images = nib.load(str(self.inputs.swi)), None
         try:
-            images = (swi, _load_magnitude(self.inputs, swi_img), brain)
+            # the volumes only for a classifier with a patch network
+            if scoring_network(context.parameters) is not None:
+                swi_img, swi, brain, _, _ = _load_scan(self.inputs)
+                images = (swi, _load_magnitude(self.inputs, swi_img), brain)
             result = merge_and_score(context, analysed, images=images)
         except ValueError as exc:
             raise DataError(f"{self.inputs.swi}: {exc}") from exc
