@@ -68,8 +68,8 @@ def patch_bank(cand, cache_dir):
     index = pd.MultiIndex.from_frame(pd.concat(keys, ignore_index=True))
     if not index.is_unique:
         raise ValueError("candidates of one scan were given twice")
-    print(f"patches of {len(index)} candidates in {kept.groupby(['family', 'seed']).ngroups}"
-          f" scans: {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"patches of {len(index)} candidates in {len(keys)} scans: "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)
     return PatchBank(np.concatenate(patches), index)
 
 
