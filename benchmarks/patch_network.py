@@ -1,6 +1,6 @@
 """Would a small neural network on candidate patches beat the boosted trees on the
-held-out family? (issue 11; the experiments that led to classifier version 7, which ships
-the stack: ``cmbprep.testing.network_training``)
+held-out family? (issue 11; the experiments behind the stacked models that
+``cmbprep.testing.network_training`` fits; none is shipped)
 
 For every analysed candidate (not screened out, not on an invisible microbleed) of the
 training cache's scans, two 3D patches are sampled (as the detector samples them:
@@ -25,7 +25,10 @@ and 1 false-positive candidate per scan, for the trees (the model given with
 network, and their mean rank. Candidate level, not lesion level: several candidates can
 lie on one microbleed. With ``--lesion-level``, also the lesion-level measures of the
 stack (:func:`lesion_level`: thresholds set on the validation scans of the seen
-families) beside the trees alone; ``--leave-one-family-out`` gives instead the
+families) beside the trees alone, for each false-positive budget (``--stack-max-fp``)
+and each bound on the network's say (``--network-shift``: the trees' logit moved toward
+the network's by at most S, as ``detector_training --network`` stacks them; default
+the mean of the two logits, the first stack measured); ``--leave-one-family-out`` gives instead the
 lesion-level table of both for each family A-F left out of trees, network and
 thresholds (:func:`leave_one_family_out`). Reads the candidate tables and volumes of a
 training cache (``python -m cmbprep.testing.detector_training --cache DIR
@@ -33,7 +36,7 @@ training cache (``python -m cmbprep.testing.detector_training --cache DIR
 6 with ``--lesion-level``, 21 for ``--leave-one-family-out`` (one core)::
 
     python benchmarks/patch_network.py --cache /work/train/cache9 [--augment-protocol] \
-        [--lesion-level | --leave-one-family-out]
+        [--lesion-level | --leave-one-family-out] [--network-shift 0.25 0.5 1.0]
 """
 
 from __future__ import annotations
@@ -123,11 +126,23 @@ def analysed_patches(cache, specs, cand, rng):
     return np.concatenate(out), np.concatenate(where)
 
 
-def fit_stack(cand, truths, trees, p_net, in_val, max_fp_per_scan=dt.MAX_FP_PER_SCAN):
-    """Per part, the Platt map of the stack's logit
-    (:func:`cmbprep.algorithms.detection.network.stack_logit`) and its accept threshold,
-    fitted on the validation rows ``in_val`` of ``cand`` by the shipped rule
-    (:func:`cmbprep.testing.detector_training.choose_accept_threshold`), at most
+def combined_logit(p_trees, p_net, shift=None):
+    """The stack's logit: the mean of the trees' and the network's logits
+    (:func:`cmbprep.algorithms.detection.network.stack_logit`), or with ``shift`` the
+    trees' logit moved toward the network's by at most ``shift`` (``--network-shift``)."""
+    if shift is None:
+        return stack_logit(p_trees, p_net)
+    p = np.clip(np.stack([np.asarray(p_trees, float), np.asarray(p_net, float)]),
+                1e-6, 1.0 - 1e-6)
+    trees, net = np.log(p / (1.0 - p))
+    return trees + np.clip(net - trees, -shift, shift)
+
+
+def fit_stack(cand, truths, trees, p_net, in_val, max_fp_per_scan=dt.MAX_FP_PER_SCAN,
+              shift=None):
+    """Per part, the Platt map of the stack's logit (:func:`combined_logit`) and its
+    accept threshold, fitted on the validation rows ``in_val`` of ``cand`` by the shipped
+    rule (:func:`cmbprep.testing.detector_training.choose_accept_threshold`), at most
     ``max_fp_per_scan`` false positives per validation scan."""
     from sklearn.linear_model import LogisticRegression
 
@@ -135,7 +150,7 @@ def fit_stack(cand, truths, trees, p_net, in_val, max_fp_per_scan=dt.MAX_FP_PER_
     stack = {}
     for name, use_phase in (("phase", True), ("no_phase", False)):
         as_part = cand.assign(has_phase=use_phase)
-        z = stack_logit(dt.system_scores(as_part, trees), p_net)
+        z = combined_logit(dt.system_scores(as_part, trees), p_net, shift)
         val = in_val & (cand["has_phase"].to_numpy(bool) if use_phase else True)
         fit_rows = val & ~screened & (cand["truth"] != "invisible_cmb").to_numpy()
         platt = LogisticRegression(C=1e6, max_iter=1000).fit(
@@ -151,7 +166,7 @@ def fit_stack(cand, truths, trees, p_net, in_val, max_fp_per_scan=dt.MAX_FP_PER_
         best = float(dt.choose_accept_threshold(curve, max_fp_per_scan, max_calc)
                      ["threshold"])
         stack[name] = {**part, "accept_score": best,
-                       "review_score": min(dt.REVIEW_PROBABILITY, best)}
+                       "review_score": min(dt.REVIEW_PROBABILITY, best), "shift": shift}
     return stack
 
 
@@ -160,7 +175,8 @@ def stack_probability(cand, trees, p_net, stack):
     has_phase = cand["has_phase"].to_numpy(bool)
     score = np.zeros(len(cand))
     for name, use_phase in (("phase", True), ("no_phase", False)):
-        z = stack_logit(dt.system_scores(cand.assign(has_phase=use_phase), trees), p_net)
+        z = combined_logit(dt.system_scores(cand.assign(has_phase=use_phase), trees), p_net,
+                           stack[name]["shift"])
         sel = has_phase == use_phase
         score[sel] = classifier.calibrate(1 / (1 + np.exp(-z[sel])), stack[name])
     return np.where(cand["screened_out"].to_numpy(bool), 0.0, score)
@@ -181,7 +197,14 @@ def _print_comparison(label, result):
               f"{r['calcifications_as_cmb']}/{r['calcifications']}", flush=True)
 
 
-def lesion_level(net, trees, cache, rng, unseen, budgets=(dt.MAX_FP_PER_SCAN,), clip=0.0):
+def _settings(budgets, shifts):
+    """``(label, budget, shift)`` of every stack measured."""
+    return [(f"budget {b}" + ("" if s is None else f", shift {s}"), b, s)
+            for b in budgets for s in shifts]
+
+
+def lesion_level(net, trees, cache, rng, unseen, budgets=(dt.MAX_FP_PER_SCAN,), clip=0.0,
+                 shifts=(None,)):
     """Lesion-level measures of the stack (mean logit of trees and network, Platt-mapped
     and thresholded per part on the validation scans of the seen families, as
     :func:`cmbprep.testing.detector_training.fit_model` does for the trees, at each
@@ -199,9 +222,9 @@ def lesion_level(net, trees, cache, rng, unseen, budgets=(dt.MAX_FP_PER_SCAN,), 
         {(s.family, s.seed) for s in val_specs}).to_numpy()
     groups = {"validation scans of the seen families": in_val,
               **{f: (cand["family"] == f).to_numpy() for f in unseen}}
-    for budget in budgets:
-        stack = fit_stack(cand, truths, trees, p_net, in_val, budget)
-        print(f"stack at {budget} FP per validation scan, thresholds: "
+    for label, budget, shift in _settings(budgets, shifts):
+        stack = fit_stack(cand, truths, trees, p_net, in_val, budget, shift)
+        print(f"stack at {label} (FP per validation scan), thresholds: "
               + ", ".join(f"{k} {v['accept_score']:.3f}" for k, v in stack.items()))
         for label, sel in groups.items():
             _print_comparison(label, compare_with_trees(cand[sel], truths, trees,
@@ -225,7 +248,8 @@ def fit_network(x, y, rng, hidden, seed, augment=False):
     return net.fit(x_aug, y_aug), len(x_aug)
 
 
-def leave_one_family_out(cache, hidden, seed, budgets=(dt.MAX_FP_PER_SCAN,), clip=0.0):
+def leave_one_family_out(cache, hidden, seed, budgets=(dt.MAX_FP_PER_SCAN,), clip=0.0,
+                         shifts=(None,)):
     """For each family A-F: trees (:func:`cmbprep.testing.detector_training.fit_model`)
     and network fitted on the other families' training scans (test families never), the
     stack calibrated and thresholded on their validation scans at each false-positive
@@ -247,7 +271,8 @@ def leave_one_family_out(cache, hidden, seed, budgets=(dt.MAX_FP_PER_SCAN,), cli
     print(f"patches of {len(specs)} scans in {time.perf_counter() - t0:.0f} s", flush=True)
     val_scans = {(s.family, s.seed) for s in dt.scan_list("validation")}
     in_val = pd.Series(list(zip(cand["family"], cand["seed"]))).isin(val_scans).to_numpy()
-    rows = {budget: {} for budget in budgets}
+    settings = _settings(budgets, shifts)
+    rows = {label: {} for label, _, _ in settings}
     for family in families:
         t0 = time.perf_counter()
         learn = [f for f in families if f != family]
@@ -262,20 +287,20 @@ def leave_one_family_out(cache, hidden, seed, budgets=(dt.MAX_FP_PER_SCAN,), cli
         p_net[where] = network_scores(net, patches, clip)
         seen_val = in_val & cand["family"].isin(learn).to_numpy()
         out = (cand["family"] == family).to_numpy()
-        for budget in budgets:
-            stack = fit_stack(cand, truths, trees, p_net, seen_val, budget)
-            rows[budget][family] = {
+        for label, budget, shift in settings:
+            stack = fit_stack(cand, truths, trees, p_net, seen_val, budget, shift)
+            rows[label][family] = {
                 "left out": compare_with_trees(cand[out], truths, trees, p_net[out], stack),
                 "validation": compare_with_trees(cand[seen_val], truths, trees,
                                                  p_net[seen_val], stack)}
-            for where_, result in rows[budget][family].items():
-                _print_comparison(f"{family} left out, budget {budget}, {where_} "
+            for where_, result in rows[label][family].items():
+                _print_comparison(f"{family} left out, {label}, {where_} "
                                   f"({time.perf_counter() - t0:.0f} s)", result)
-    for budget in budgets:
+    for label, _, _ in settings:
         for where_ in ("left out", "validation"):
             for name in ("trees", "stack"):
-                print(f"budget {budget}, {where_}, mean F1 over the folds, {name}: "
-                      f"{np.mean([r[where_][name]['f1'] for r in rows[budget].values()]):.3f}",
+                print(f"{label}, {where_}, mean F1 over the folds, {name}: "
+                      f"{np.mean([r[where_][name]['f1'] for r in rows[label].values()]):.3f}",
                       flush=True)
     return rows
 
@@ -313,13 +338,18 @@ def main(argv=None):
                         help="clip the network's probability to [P, 1 - P] before it is "
                              "stacked (lesion-level measures), so that it cannot overrule "
                              "the trees with a confident mistake")
+    parser.add_argument("--network-shift", type=float, nargs="+", default=[None],
+                        help="stack by moving the trees' logit toward the network's by at "
+                             "most S (instead of their mean), so that the network cannot "
+                             "reverse a confident verdict of the trees; several values are "
+                             "each measured")
     parser.add_argument("--leave-one-family-out", action="store_true",
                         help="only the lesion-level leave-one-family-out table of the "
                              "trees and of the stack (A-F)")
     args = parser.parse_args(argv)
     if args.leave_one_family_out:
         leave_one_family_out(args.cache, args.hidden, args.seed, args.stack_max_fp,
-                             args.network_clip)
+                             args.network_clip, args.network_shift)
         return 0
     rng = np.random.default_rng(args.seed)
     held = dt.HELD_OUT_FAMILY
@@ -366,7 +396,7 @@ def main(argv=None):
                   f"at 1 FP/scan {sensitivity_at(y_test, p, n_scans, 1.0):.3f}", flush=True)
     if args.lesion_level:
         lesion_level(net, dt.trees_only(classifier.load_model(args.model)), args.cache, rng,
-                     unseen, args.stack_max_fp, args.network_clip)
+                     unseen, args.stack_max_fp, args.network_clip, args.network_shift)
     return 0
 
 
