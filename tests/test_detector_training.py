@@ -7,6 +7,7 @@ import pytest
 from cmbprep.testing.detector_training import (
     COHORTS,
     HELD_OUT_FAMILY,
+    NETWORK_MAX_LOGIT_SHIFT,
     TEST_FAMILIES,
     candidate_table,
     choose_accept_threshold,
@@ -219,6 +220,7 @@ def test_patch_network_is_fitted_the_same_twice_and_stacked(cache, monkeypatch):
     for name in ("phase", "no_phase"):
         part = parts[name]
         assert part["stack"]["calibration"]["method"] == "logistic"
+        assert part["stack"]["max_logit_shift"] == NETWORK_MAX_LOGIT_SHIFT
         assert 0 < part["accept_score"] < 1 and 0 < part["trees_only"]["accept_score"] < 1
     model = {**parts, "network": first}
     trees = system_scores(scored, {k: parts[k] for k in ("phase", "no_phase")})

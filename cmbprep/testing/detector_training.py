@@ -330,6 +330,12 @@ MIN_CALC_REJECTED = 0.9
 #: Lowest calibrated probability shown to a rater (``review``): one chance in ten.
 REVIEW_PROBABILITY = 0.10
 
+#: How far a stacked patch network (``--network``) may move the trees' logit
+#: (:func:`~cmbprep.algorithms.detection.network.stack_logit`; the odds by a factor of
+#: e = 2.7 at most): of 0.25, 0.5 and 1, the one with the highest mean validation F1 over
+#: the leave-one-family-out folds and two network seeds (docs/detection.rst).
+NETWORK_MAX_LOGIT_SHIFT = 1.0
+
 #: The validation F1 curve over thresholds is averaged over this many neighbouring grid
 #: points (centred; about +-0.04) before its maximum is taken.
 F1_SMOOTHING_POINTS = 5
@@ -473,14 +479,16 @@ def _platt(logit, y):
 
 def _calibrate_stack(cand, part):
     """Platt scaling of the stack's logit (:func:`~cmbprep.algorithms.detection.network.
-    stack_logit` of the calibrated trees and the network), fitted on ``cand``
-    (validation candidates with the network's output)."""
+    stack_logit` of the calibrated trees and the network, at most the ``stack`` entry's
+    ``max_logit_shift`` apart), fitted on ``cand`` (validation candidates with the
+    network's output)."""
     from ..algorithms.detection.classifier import NETWORK_COLUMN
     from ..algorithms.detection.network import stack_logit
 
     data = _usable(cand)
     trees = system_scores(data.assign(has_phase=True), {"phase": part})
-    z = stack_logit(trees, data[NETWORK_COLUMN].to_numpy(float))
+    z = stack_logit(trees, data[NETWORK_COLUMN].to_numpy(float),
+                    part["stack"]["max_logit_shift"])
     return _platt(z, (data["truth"] == "cmb").to_numpy(int))
 
 
@@ -604,7 +612,8 @@ def fit_model(train_c, val_c, val_truths, *, features=None, verbose=False, netwo
         if network is not None:
             part["trees_only"] = {"accept_score": float(best["threshold"]),
                                   "validation": {k: float(v) for k, v in best.items()}}
-            part["stack"] = {"calibration": _calibrate_stack(va, part)}
+            part["stack"] = {"max_logit_shift": NETWORK_MAX_LOGIT_SHIFT}
+            part["stack"]["calibration"] = _calibrate_stack(va, part)
             curve, best = _choose_threshold(va, val_truths, {name: part, "network": network},
                                             name)
         part["accept_score"] = float(best["threshold"])
@@ -725,8 +734,9 @@ def train_model(train, validation, *, hold_out=None, lofo=True, patches=None):
                           "families": {f: dataclasses.asdict(FAMILIES[f]) for f in families}},
              "validation": {"seeds": sorted(int(s) for s in seen(val_c)["seed"].unique())},
              "selection": ("score = logistic (Platt) calibration on validation candidates of "
-                           + ("the mean of the calibrated trees' and the patch network's "
-                              "logits" if patches is not None else "the boosted trees' output")
+                           + ("the calibrated trees' logit moved toward the patch "
+                              "network's by at most max_logit_shift" if patches is not None
+                              else "the boosted trees' output")
                            + "; accept_score maximises validation F1 "
                            f"(visible-CMB truth; averaged over {F1_SMOOTHING_POINTS} "
                            "neighbouring thresholds) among thresholds with at most "

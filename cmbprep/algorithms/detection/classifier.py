@@ -15,8 +15,9 @@ probability that a candidate is a microbleed (:func:`calibrate`; Platt scaling).
 
 A model may also hold a patch ``network`` (:mod:`.network`, on the candidate's
 :mod:`.patches`); each part then has a ``stack`` entry whose ``calibration`` maps the
-mean of the trees' and the network's logits (:func:`.network.stack_logit`) to the
-probability, and the part's ``accept_score``/``review_score`` apply to that probability.
+trees' logit, moved toward the network's by at most the entry's ``max_logit_shift``
+(:func:`.network.stack_logit`), to the probability, and the part's
+``accept_score``/``review_score`` apply to that probability.
 The candidate table then carries the network's output as ``network_probability``
 (:data:`NETWORK_COLUMN`).
 """
@@ -200,7 +201,8 @@ def predict_proba(features, model, *, use_phase, network_probability=None):
     if network_probability is None:
         raise ValueError("this classifier combines the trees with a patch network: the "
                          f"candidates' {NETWORK_COLUMN} is needed")
-    z = stack_logit(trees, np.asarray(network_probability, dtype=float))
+    z = stack_logit(trees, np.asarray(network_probability, dtype=float),
+                    part["stack"]["max_logit_shift"])
     return calibrate(1.0 / (1.0 + np.exp(-z)), part["stack"])
 
 
