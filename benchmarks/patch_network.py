@@ -130,12 +130,11 @@ def combined_logit(p_trees, p_net, shift=None):
     """The stack's logit: the mean of the trees' and the network's logits
     (:func:`cmbprep.algorithms.detection.network.stack_logit`), or with ``shift`` the
     trees' logit moved toward the network's by at most ``shift`` (``--network-shift``)."""
-    if shift is None:
-        return stack_logit(p_trees, p_net)
+    if shift is not None:
+        return stack_logit(p_trees, p_net, shift)
     p = np.clip(np.stack([np.asarray(p_trees, float), np.asarray(p_net, float)]),
                 1e-6, 1.0 - 1e-6)
-    trees, net = np.log(p / (1.0 - p))
-    return trees + np.clip(net - trees, -shift, shift)
+    return np.log(p / (1.0 - p)).mean(axis=0)
 
 
 def fit_stack(cand, truths, trees, p_net, in_val, max_fp_per_scan=dt.MAX_FP_PER_SCAN,
