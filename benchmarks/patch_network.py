@@ -28,8 +28,8 @@ stack (:func:`lesion_level`: thresholds set on the validation scans of the seen
 families) beside the trees alone, for each false-positive budget (``--stack-max-fp``)
 and each bound on the network's say (``--network-shift``: the trees' logit moved toward
 the network's by at most S, as ``detector_training --network`` stacks them; default
-the mean of the two logits, the first stack measured); ``--leave-one-family-out`` gives instead the
-lesion-level table of both for each family A-F left out of trees, network and
+the mean of the two logits, the first stack measured); ``--leave-one-family-out`` gives
+instead the lesion-level table of both for each family A-F left out of trees, network and
 thresholds (:func:`leave_one_family_out`). Reads the candidate tables and volumes of a
 training cache (``python -m cmbprep.testing.detector_training --cache DIR
 --collect-only``; what is missing is simulated and detected first); about 5 minutes,
@@ -127,9 +127,10 @@ def analysed_patches(cache, specs, cand, rng):
 
 
 def combined_logit(p_trees, p_net, shift=None):
-    """The stack's logit: the mean of the trees' and the network's logits
-    (:func:`cmbprep.algorithms.detection.network.stack_logit`), or with ``shift`` the
-    trees' logit moved toward the network's by at most ``shift`` (``--network-shift``)."""
+    """The stack's logit: the mean of the trees' and the network's logits (the first
+    stack, detector 0.8.0), or with ``shift`` the trees' logit moved toward the network's
+    by at most ``shift`` (``--network-shift``;
+    :func:`cmbprep.algorithms.detection.network.stack_logit`, as the detector does)."""
     if shift is not None:
         return stack_logit(p_trees, p_net, shift)
     p = np.clip(np.stack([np.asarray(p_trees, float), np.asarray(p_net, float)]),
@@ -204,11 +205,11 @@ def _settings(budgets, shifts):
 
 def lesion_level(net, trees, cache, rng, unseen, budgets=(dt.MAX_FP_PER_SCAN,), clip=0.0,
                  shifts=(None,)):
-    """Lesion-level measures of the stack (mean logit of trees and network, Platt-mapped
-    and thresholded per part on the validation scans of the seen families, as
+    """Lesion-level measures of the stack (:func:`combined_logit` of trees and network,
+    Platt-mapped and thresholded per part on the validation scans of the seen families, as
     :func:`cmbprep.testing.detector_training.fit_model` does for the trees, at each
-    false-positive budget of ``budgets``) beside the trees alone, on those validation
-    scans and on all scans of each ``unseen`` family."""
+    false-positive budget of ``budgets`` and shift of ``shifts``) beside the trees alone,
+    on those validation scans and on all scans of each ``unseen`` family."""
     val_specs = [s for s in dt.scan_list("validation") if s.family not in unseen]
     test_specs = [s for c in ("train", "validation") for s in dt.scan_list(c)
                   if s.family in unseen]
@@ -225,8 +226,8 @@ def lesion_level(net, trees, cache, rng, unseen, budgets=(dt.MAX_FP_PER_SCAN,), 
         stack = fit_stack(cand, truths, trees, p_net, in_val, budget, shift)
         print(f"stack at {label} (FP per validation scan), thresholds: "
               + ", ".join(f"{k} {v['accept_score']:.3f}" for k, v in stack.items()))
-        for label, sel in groups.items():
-            _print_comparison(label, compare_with_trees(cand[sel], truths, trees,
+        for group, sel in groups.items():
+            _print_comparison(group, compare_with_trees(cand[sel], truths, trees,
                                                         p_net[sel], stack))
 
 
