@@ -131,17 +131,22 @@ def test_both_block_microbleeds_are_accepted(nifti_inputs):
         assert _truth_distance(accepted, centre) < 1.5
 
 
-def test_workflow_chunks_equal_one_node(nifti_inputs, tmp_path):
-    """Three nodes with the analysis in two chunks write what one node writes."""
-    wf = init_detection_wf(detector="cmbprep", seed=3, omp_nthreads=2)
-    wf.base_dir = str(tmp_path / "wf")
+def _run_detection_wf(nifti_inputs, base_dir, **options):
+    """The ``cmbprep`` detection workflow (seed 3, two threads, ``options``) run on the
+    block scene; its nodes by name."""
+    wf = init_detection_wf(detector="cmbprep", seed=3, omp_nthreads=2, **options)
+    wf.base_dir = str(base_dir)
     inputs = wf.get_node("inputnode").inputs
     for name, key in (("swi", "swi"), ("filtered_phase", "phase"), ("brain_mask", "mask"),
                       ("dseg", "dseg"), ("dseg_tsv", "dseg_tsv")):
         setattr(inputs, name, nifti_inputs[key])
     inputs.template_to_swi_xfm = "n/a"
-    graph = wf.run()
-    nodes = {n.name: n for n in graph.nodes()}
+    return {n.name: n for n in wf.run().nodes()}
+
+
+def test_workflow_chunks_equal_one_node(nifti_inputs, tmp_path):
+    """Three nodes with the analysis in two chunks write what one node writes."""
+    nodes = _run_detection_wf(nifti_inputs, tmp_path / "wf")
     assert {"find_candidates", "analyse_candidates", "detect"} <= set(nodes)
     staged = nodes["detect"].result.outputs
     assert len(nodes["analyse_candidates"].result.outputs.analysed) == 2
@@ -252,15 +257,8 @@ def test_workflow_with_a_patch_network_model(nifti_inputs, tmp_path):
 
     model = tmp_path / "stacked.json"
     model.write_text(json.dumps(_stacked(load_model(), export_mlp(small_network_fit()[0]))))
-    wf = init_detection_wf(detector="cmbprep", seed=3, omp_nthreads=2, model=str(model))
-    wf.base_dir = str(tmp_path / "wf")
-    inputs = wf.get_node("inputnode").inputs
-    for name, key in (("swi", "swi"), ("filtered_phase", "phase"), ("brain_mask", "mask"),
-                      ("dseg", "dseg"), ("dseg_tsv", "dseg_tsv")):
-        setattr(inputs, name, nifti_inputs[key])
-    inputs.template_to_swi_xfm = "n/a"
-    graph = wf.run()
-    staged = [n for n in graph.nodes() if n.name == "detect"][0].result.outputs
+    nodes = _run_detection_wf(nifti_inputs, tmp_path / "wf", model=str(model))
+    staged = nodes["detect"].result.outputs
     cand = pd.read_csv(staged.candidates_tsv, sep="\t", na_values="n/a")
     kept = ~cand["screened_out"].astype(bool)
     assert cand.loc[kept, "network_probability"].between(0, 1).all() and kept.sum() >= 2
