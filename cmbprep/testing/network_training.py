@@ -75,8 +75,9 @@ def patch_bank(cand, cache_dir):
 
 def _training_rows(bank, train_c):
     """Bank positions of the network's training candidates of ``train_c`` and labels."""
-    usable = train_c[~train_c["screened_out"].to_numpy(bool)
-                     & (train_c["truth"] != "invisible_cmb").to_numpy()]
+    from .detector_training import _usable
+
+    usable = _usable(train_c)
     chosen = []
     for (_, seed), rows in usable.groupby(["family", "seed"], sort=True):
         negatives = rows[rows["truth"] != "cmb"]
