@@ -1,7 +1,11 @@
 """Boosted-tree classifier (cmbprep.algorithms.detection.classifier) and the packaged model."""
 
+import copy
+import json
+
 import numpy as np
 import pandas as pd
+import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from cmbprep.algorithms.detection.classifier import (
@@ -113,3 +117,69 @@ def test_calibration_maps_raw_output_through_the_knots():
     platt = {"calibration": {"method": "logistic", "slope": 2.0, "intercept": -1.0}}
     logit = np.log(raw / (1 - raw))
     np.testing.assert_allclose(calibrate(raw, platt), 1 / (1 + np.exp(-(2 * logit - 1))))
+
+
+def _drop_accept_score(model):
+    del model["phase"]["accept_score"]
+
+
+def _review_score_above_one(model):
+    model["no_phase"]["review_score"] = 1.5
+
+
+def _unknown_feature(model):
+    model["phase"]["features"][-1] = "voxel_count_raw"
+
+
+def _child_out_of_range(model):
+    tree = model["phase"]["trees"][3]
+    tree["left"][0] = len(tree["left"]) + 5
+
+
+def _short_node_array(model):
+    model["no_phase"]["trees"][0]["value"].pop()
+
+
+def _stack_without_network(model):
+    model["phase"]["stack"] = {"max_logit_shift": 1.0}
+
+
+def _decreasing_calibration(model):
+    model["phase"]["calibration"]["slope"] = -1.0
+
+
+def _calibration_not_an_object(model):
+    model["no_phase"]["calibration"] = [0.5, 1.0]
+
+
+def _infinite_baseline(model):
+    model["phase"]["baseline"] = float("inf")
+
+
+@pytest.mark.parametrize("change, message", [
+    (_drop_accept_score, "phase has no 'accept_score'"),
+    (_review_score_above_one, "no_phase 'review_score' must be a number in [0, 1], not 1.5"),
+    (_unknown_feature, "features this version does not compute: voxel_count_raw"),
+    (_child_out_of_range, "phase tree 3 is malformed"),
+    (_short_node_array, "no_phase tree 0 is malformed"),
+    (_stack_without_network, "phase has a 'stack' entry but the model has no network"),
+    (_decreasing_calibration, "phase calibration 'slope' must be a number >= 0"),
+    (_calibration_not_an_object, "no_phase 'calibration' is not an object"),
+    (_infinite_baseline, "phase 'baseline' must be a number, not inf"),
+])
+def test_load_model_names_what_is_wrong_with_a_model_file(tmp_path, change, message):
+    """A damaged or incompatible model file fails when it is loaded, in one line naming
+    the file and the entry, not later inside the detector with a bare KeyError."""
+    model = copy.deepcopy(load_model())
+    change(model)
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(model))
+    with pytest.raises(ValueError) as info:
+        load_model(path)
+    text = str(info.value)
+    assert text.startswith(f"{path}: not a usable cmbprep classifier model: ")
+    assert message in text and "\n" not in text, text
+    # the untouched model, written the same way, loads
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(load_model()))
+    assert load_model(good)["version"] == load_model()["version"]

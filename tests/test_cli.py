@@ -135,10 +135,22 @@ def test_exit_64_bad_flags(tiny_gre, tmp_path, capsys, args):
 
 
 def test_exit_64_unusable_detector_model(tiny_gre, tmp_path, capsys):
+    from cmbprep.algorithms.detection.classifier import load_model
+
     not_a_model = tmp_path / "model.json"
     not_a_model.write_text('{"kind": "something else"}')
+    not_json = tmp_path / "truncated.json"
+    not_json.write_text('{"kind": "cmbprep-boosted-trees", "phase": ')
+    damaged = tmp_path / "damaged.json"  # a stack entry without the network it needs
+    model = load_model()
+    damaged.write_text(json.dumps(dict(model, phase=dict(model["phase"], stack={}))))
     for args, what in ((["--detector-model", tmp_path / "missing.json"], "missing.json"),
                        (["--detector-model", not_a_model], "not a cmbprep classifier"),
+                       (["--detector-model", not_json], "truncated.json: not a cmbprep "
+                        "classifier model (not JSON"),
+                       (["--detector-model", damaged], f"--detector-model {damaged}: not a "
+                        "usable cmbprep classifier model: phase has a 'stack' entry but the "
+                        "model has no network"),
                        (["--detector-model", not_a_model, "--detector", "bian2013"],
                         "needs --detector cmbprep")):
         code, err = _main(capsys, tiny_gre, tmp_path / "out", "participant", *args)

@@ -155,6 +155,35 @@ def _stacked(model, network, max_logit_shift=20.0):
     return model
 
 
+def test_load_model_checks_the_stack_and_the_network(small_network, tmp_path):
+    """A stacked file must carry each part's ``max_logit_shift`` and a network this
+    version can run; what is wrong is named when the file is loaded."""
+    good = _stacked(load_model(), export_mlp(small_network[0]), max_logit_shift=1.0)
+
+    def loads(model, name):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(model))
+        return load_model(path)
+
+    assert loads(good, "good")["phase"]["stack"]["max_logit_shift"] == 1.0
+    old = copy.deepcopy(good)  # as written before detector 0.8.1
+    del old["no_phase"]["stack"]["max_logit_shift"]
+    with pytest.raises(ValueError, match="no_phase stack has no 'max_logit_shift'"):
+        loads(old, "old")
+    coarse = copy.deepcopy(good)
+    coarse["network"]["patch_points"] = 9
+    with pytest.raises(ValueError, match="expects 9-point patches"):
+        loads(coarse, "coarse")
+    cut = copy.deepcopy(good)
+    cut["network"]["layers"] = cut["network"]["layers"][1:]
+    with pytest.raises(ValueError, match="network layer 0 has weights"):
+        loads(cut, "cut")
+    unstacked = copy.deepcopy(good)
+    del unstacked["phase"]["stack"]
+    with pytest.raises(ValueError, match="phase has no 'stack' entry"):
+        loads(unstacked, "unstacked")
+
+
 def test_stacked_model_needs_and_uses_the_network(small_network):
     trees_only = _trees_only(load_model())
     model = _stacked(trees_only, export_mlp(small_network[0]))

@@ -117,9 +117,11 @@ def check_paths(settings) -> None:
                              "--detector cmbprep")
         try:
             load_model(settings.detector_model)
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"{settings.detector_model}: --detector-model is not a "
-                             f"cmbprep classifier ({exc})") from exc
+        except FileNotFoundError:
+            raise UsageError(f"{settings.detector_model}: --detector-model file does not "
+                             "exist") from None
+        except (OSError, ValueError) as exc:  # the message starts with the file's name
+            raise UsageError(f"--detector-model {exc}") from None
 
 
 def check_writable(path: Path, what: str) -> None:

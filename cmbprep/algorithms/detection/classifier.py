@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .network import stack_logit
+from .network import check_network, stack_logit
 
 __all__ = [
     "DEFAULT_MODEL_PATH",
@@ -39,6 +39,7 @@ __all__ = [
     "NETWORK_COLUMN",
     "PHASE_FEATURES",
     "calibrate",
+    "check_model",
     "export_hist_gradient_boosting",
     "load_model",
     "model_frame",
@@ -227,8 +228,20 @@ def calibrate(probability, part):
 
 @lru_cache(maxsize=4)
 def _load(path):
+    """The model at ``path``, checked (:func:`check_model`) once per path."""
     with open(path) as fobj:
-        return json.load(fobj)
+        try:
+            model = json.load(fobj)
+        except ValueError as exc:
+            raise ValueError(f"{path}: not a cmbprep classifier model (not JSON: "
+                             f"{exc})") from None
+    if not isinstance(model, dict) or model.get("kind") != MODEL_KIND:
+        raise ValueError(f"{path}: not a cmbprep classifier model")
+    try:
+        check_model(model)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a usable cmbprep classifier model: {exc}") from None
+    return model
 
 
 def load_model(path=None):
@@ -241,8 +254,89 @@ def load_model(path=None):
     ValueError
         When it is not a cmbprep classifier.
     """
-    path = str(Path(path or DEFAULT_MODEL_PATH))
-    model = _load(path)
-    if model.get("kind") != MODEL_KIND or "phase" not in model or "no_phase" not in model:
-        raise ValueError(f"{path}: not a cmbprep classifier model")
-    return model
+    return _load(str(Path(path or DEFAULT_MODEL_PATH)))
+
+
+_TREE_ARRAYS = ("feature", "threshold", "missing_left", "left", "right", "leaf", "value")
+
+
+def _number(part, key, name, low=-np.inf, high=np.inf):
+    if key not in part:
+        raise ValueError(f"{name} has no {key!r}")
+    value = part[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not np.isfinite(value) or not low <= value <= high:
+        bounds = (f" in [{low:g}, {high:g}]" if np.isfinite(high) else
+                  f" >= {low:g}" if np.isfinite(low) else "")
+        raise ValueError(f"{name} {key!r} must be a number{bounds}, not {value!r}")
+
+
+def _check_calibration(calibration, name):
+    if not calibration:
+        return
+    if not isinstance(calibration, dict):
+        raise ValueError(f"{name} 'calibration' is not an object")
+    if calibration.get("method") == "logistic":
+        _number(calibration, "slope", f"{name} calibration", 0.0)
+        _number(calibration, "intercept", f"{name} calibration")
+        return
+    x, y = calibration.get("x"), calibration.get("y")
+    if not isinstance(x, list) or not isinstance(y, list) or len(x) != len(y) or not x:
+        raise ValueError(f"{name} 'calibration' is neither logistic nor knots x, y")
+
+
+def _check_trees(trees, n_features, name):
+    if not isinstance(trees, list) or not trees:
+        raise ValueError(f"{name} 'trees' must be a non-empty list")
+    for t, tree in enumerate(trees):
+        try:
+            arrays = {k: np.asarray(tree[k], float) for k in _TREE_ARRAYS}
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{name} tree {t} lacks one of {', '.join(_TREE_ARRAYS)}") \
+                from None
+        n = len(arrays["feature"])
+        split = arrays["leaf"] == 0
+        if n == 0 or any(a.shape != (n,) for a in arrays.values()) or not (
+                np.all(arrays["feature"][split] >= 0)
+                and np.all(arrays["feature"][split] < n_features)
+                and all(np.all((arrays[k][split] > 0) & (arrays[k][split] < n))
+                        for k in ("left", "right"))):
+            raise ValueError(f"{name} tree {t} is malformed (node arrays of different "
+                             "lengths, or a feature or child index out of range)")
+
+
+def check_model(model):
+    """Raise ``ValueError`` naming the first missing or malformed entry of a classifier
+    ``model`` (a loaded JSON file); return None when :func:`predict_proba` can use it.
+
+    Both parts (``phase``, ``no_phase``) need known ``features``, a ``baseline``, well-
+    formed ``trees``, ``accept_score`` and ``review_score`` in [0, 1], and any
+    ``calibration`` they carry must be readable. A model with a ``network``
+    (:func:`.network.check_network`) needs a ``stack`` entry with a ``max_logit_shift``
+    of at least 0 in both parts, and a ``stack`` entry needs the network.
+    """
+    for name in ("phase", "no_phase"):
+        part = model.get(name)
+        if not isinstance(part, dict):
+            raise ValueError(f"the {name!r} part is missing")
+        features = part.get("features")
+        if not isinstance(features, list) or not features:
+            raise ValueError(f"{name} 'features' must be a non-empty list")
+        unknown = sorted(set(map(str, features)) - set(FEATURES))
+        if unknown:
+            raise ValueError(f"{name} uses features this version does not compute: "
+                             f"{', '.join(unknown)}")
+        _number(part, "baseline", name)
+        _check_trees(part.get("trees"), len(features), name)
+        _number(part, "accept_score", name, 0.0, 1.0)
+        _number(part, "review_score", name, 0.0, 1.0)
+        _check_calibration(part.get("calibration"), name)
+        if uses_network(model):
+            if not isinstance(part.get("stack"), dict):
+                raise ValueError(f"the model has a network but {name} has no 'stack' entry")
+            _number(part["stack"], "max_logit_shift", f"{name} stack", 0.0)
+            _check_calibration(part["stack"].get("calibration"), f"{name} stack")
+        elif "stack" in part:
+            raise ValueError(f"{name} has a 'stack' entry but the model has no network")
+    if uses_network(model):
+        check_network(model["network"])

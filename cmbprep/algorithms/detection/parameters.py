@@ -12,7 +12,7 @@ __all__ = ["BIAN2013_PARAMETERS", "CMBPREP_PARAMETERS", "DETECTORS", "DETECTOR_V
            "detector_code_id"]
 
 DETECTORS = ("cmbprep", "bian2013")
-DETECTOR_VERSION = {"cmbprep": "0.8.1", "bian2013": "0.2.0"}
+DETECTOR_VERSION = {"cmbprep": "0.8.2", "bian2013": "0.2.0"}
 
 #: Parameters of the reference method (Bian et al. 2013; CMB_labeler's ``cmb_threshold``
 #: file, Morrison et al. 2018). Published values are for images rescaled to 0-255 with

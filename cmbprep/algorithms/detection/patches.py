@@ -83,10 +83,12 @@ def candidate_patches(swi, magnitude, brain_mask, affine, centres_vox):
     affine = np.asarray(affine, dtype=float)
     brain = np.asarray(brain_mask, dtype=bool)
     vs = tuple(float(v) for v in voxel_sizes(affine))
-    images = (swi, swi if magnitude is None else magnitude)
-    channels = [relative_channel(image, brain, vs) for image in images]
     lattice_vox = np.linalg.inv(affine[:3, :3]) @ b0_lattice_mm().T  # (3, n**3)
-    for c, channel in enumerate(channels):
+    for c, image in enumerate((swi, magnitude)):
+        if image is None:  # no magnitude: the SWI's channel again
+            out[:, c] = out[:, 0]
+            continue
+        channel = relative_channel(image, brain, vs)
         for row, centre in enumerate(centres):
             out[row, c] = ndi.map_coordinates(channel, centre[:, None] + lattice_vox,
                                               order=1, mode="nearest").reshape(n, n, n)
