@@ -58,7 +58,7 @@ os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
 import numpy as np
 import pandas as pd
 
-from cmbprep.testing.scoring import sensitivity_at_fp_rate, summarise
+from cmbprep.testing.scoring import scan_bootstrap, sensitivity_at_fp_rate, summarise
 
 #: (protocol, overrides, seeds). Controls have no CMBs. In-family: the default vein model
 #: (``surface_walk``, that of training family A) and fixed protocols.
@@ -219,12 +219,21 @@ def print_summary(name, m):
               f"candidates): sensitivity {a['sensitivity']:.3f} ({a['true_positives']}/"
               f"{a['n_cmbs']}) at score >= {a['threshold']:.2f}, {a['fp_per_scan']:.2f} "
               "FP/scan", flush=True)
+    if "ci95" in m:
+        ci = m["ci95"]
+        print(f"  95 % interval over {ci['n_scans']} scans ({ci['n_resamples']} scan "
+              "resamples): " + ", ".join(
+                  f"{name} {ci[key][0]:.2f}-{ci[key][1]:.2f}" for key, name in (
+                      ("f1", "F1"), ("sensitivity_ge3mm", ">= 3 mm"),
+                      ("fp_per_scan", "FP/scan"), ("fp_per_control_scan", "FP/control"))),
+              flush=True)
 
 
 def cohort_measures(per_scan):
-    """``cmbprep <group>`` measures (with ``review_per_scan`` and the FROC point
-    ``at_1_fp_per_scan``) of the in-family, held-out and test-family cohorts, and of the
-    last two by input kind."""
+    """``cmbprep <group>`` measures (with ``review_per_scan``, the FROC point
+    ``at_1_fp_per_scan`` and ``ci95``, 95 % intervals with the scan as unit,
+    :func:`~cmbprep.testing.scoring.scan_bootstrap`) of the in-family, held-out and
+    test-family cohorts, and of the last two by input kind."""
     groups = {}
     for entry in per_scan:
         groups.setdefault(entry["cohort"], []).append(entry)
@@ -236,6 +245,7 @@ def cohort_measures(per_scan):
         results[f"cmbprep {name}"]["review_per_scan"] = float(np.mean(
             [e["review"] for e in group]))
         results[f"cmbprep {name}"]["at_1_fp_per_scan"] = sensitivity_at_fp_rate(group, 1.0)
+        results[f"cmbprep {name}"]["ci95"] = scan_bootstrap(group)
     return results
 
 

@@ -8,6 +8,7 @@ from cmbprep.testing.scoring import (
     label_detections,
     match_detections,
     matching_radius_mm,
+    scan_bootstrap,
     sensitivity_at_fp_rate,
     summarise,
 )
@@ -96,3 +97,43 @@ def test_sensitivity_at_a_false_positive_rate_is_the_best_threshold_within_it():
     assert everything["true_positives"] == 3 and everything["threshold"] == 0.3
     none = sensitivity_at_fp_rate(scans, 0.0)
     assert none["true_positives"] == 1 and none["fp_per_scan"] == 0.0
+
+
+def _bootstrap_cohort():
+    """Six scans: four with microbleeds found or missed and some false positives, two
+    controls (one clean, one with a false positive)."""
+    big, small = ("cmb", 0, 0, 0, 4.0, "lobar"), ("cmb", 30, 0, 0, 2.0, "deep")
+    hit = pd.DataFrame({"x": [0.2], "y": 0.0, "z": 0.0})
+    stray = pd.DataFrame({"x": [80.0], "y": 0.0, "z": 0.0})
+    return [
+        {"truth": _truth([big, small]), "detections": hit},
+        {"truth": _truth([big, small]), "detections": pd.concat([hit, stray])},
+        {"truth": _truth([big]), "detections": hit},
+        {"truth": _truth([big, small]), "detections": hit.iloc[:0]},
+        {"truth": _truth([]), "detections": hit.iloc[:0]},
+        {"truth": _truth([]), "detections": stray},
+    ]
+
+
+def test_scan_bootstrap_brackets_the_figure_and_narrows_with_more_scans():
+    scans = _bootstrap_cohort()
+    m = summarise(scans)
+    ci = scan_bootstrap(scans, n_resamples=3000, seed=1)
+    assert ci["n_scans"] == 6 and ci["level"] == 0.95
+    for key, value in (("f1", m["visible"]["f1"]),
+                       ("sensitivity", m["visible"]["sensitivity"]),
+                       ("sensitivity_ge3mm", m["sensitivity_ge3mm"]),
+                       ("fp_per_scan", m["fp_per_scan"]),
+                       ("fp_per_control_scan", m["fp_per_control_scan"])):
+        low, high = ci[key]
+        assert low < value < high, (key, low, value, high)
+    # same seed, same interval
+    assert scan_bootstrap(scans, n_resamples=3000, seed=1) == ci
+    # four times the scans of the same kind: about half as wide (1/sqrt(4))
+    wide = np.diff(ci["f1"])[0]
+    narrow = np.diff(scan_bootstrap(scans * 4, n_resamples=3000, seed=1)["f1"])[0]
+    assert 0.3 * wide < narrow < 0.75 * wide
+    # scans that all score the same leave no doubt
+    same = scan_bootstrap([scans[2]] * 5, n_resamples=200)
+    assert same["f1"] == [1.0, 1.0] and same["fp_per_scan"] == [0.0, 0.0]
+    assert np.isnan(same["fp_per_control_scan"]).all()  # no control was drawn

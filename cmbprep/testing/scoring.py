@@ -15,7 +15,7 @@ import pandas as pd
 from ..algorithms.longitudinal import match_one_to_one
 
 __all__ = ["label_detections", "match_detections", "matching_radius_mm",
-           "sensitivity_at_fp_rate", "summarise"]
+           "scan_bootstrap", "sensitivity_at_fp_rate", "summarise"]
 
 #: Matching tolerance: max(MIN_RADIUS_MM, apparent radius + MARGIN_MM).
 MIN_RADIUS_MM = 3.0
@@ -244,3 +244,61 @@ def sensitivity_at_fp_rate(per_scan, max_fp_per_scan):
                     "true_positives": tp, "n_cmbs": n_cmbs, "threshold": float(threshold),
                     "fp_per_scan": fp / n_scans}
     return best
+
+
+def scan_bootstrap(per_scan, *, n_resamples=2000, seed=0, level=0.95):
+    """Percentile intervals of the main measures of :func:`summarise`, with the scan as
+    the unit: the scans are drawn with replacement ``n_resamples`` times and the measures
+    recomputed from their counts (matching as in :func:`summarise`, once per scan).
+
+    Microbleeds of one scan are not independent (same protocol, same veins), so the scan,
+    not the lesion, is resampled; on 17 scans the interval says how far a figure could
+    move on another 17 scans of the same kind.
+
+    Parameters
+    ----------
+    per_scan : list of dict
+        As for :func:`summarise`.
+    n_resamples : int
+    seed : int
+        Seed of the resampling (same inputs and seed, same interval).
+    level : float
+        Coverage of the interval (0.95: the 2.5th and 97.5th percentiles).
+
+    Returns
+    -------
+    dict
+        ``f1``, ``sensitivity`` (visible microbleeds), ``sensitivity_ge3mm``,
+        ``fp_per_scan`` and ``fp_per_control_scan``: each ``[low, high]`` (NaN when no
+        resample defines it), with ``n_scans``, ``n_resamples`` and ``level``.
+    """
+    rows = []
+    for scan in per_scan:
+        les, counts, _ = _match_scans([scan])
+        visible = les["apparent_diameter_mm"] > 0
+        big = les["apparent_diameter_mm"] >= 3
+        rows.append((visible.sum(), (les["found"] & visible).sum(), big.sum(),
+                     (les["found"] & big).sum(), counts["fp_total"], len(les) == 0))
+    c = np.asarray(rows, dtype=float).reshape(-1, 6)
+    n_scans = len(c)
+    out = {"n_scans": n_scans, "n_resamples": int(n_resamples), "level": float(level)}
+    keys = ("f1", "sensitivity", "sensitivity_ge3mm", "fp_per_scan", "fp_per_control_scan")
+    if not n_scans:
+        return dict(out, **{k: [float("nan")] * 2 for k in keys})
+    draw = np.random.default_rng(seed).integers(0, n_scans, size=(int(n_resamples), n_scans))
+    n_vis, tp, n_big, tp_big, fp, control = (c[draw, j].sum(axis=1) for j in range(6))
+    fp_control = (c[draw, 4] * c[draw, 5]).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = {
+            "f1": np.where(n_vis > 0, 2 * tp / (n_vis + tp + fp), np.nan),
+            "sensitivity": tp / n_vis,
+            "sensitivity_ge3mm": tp_big / n_big,
+            "fp_per_scan": fp / n_scans,
+            "fp_per_control_scan": fp_control / control,
+        }
+    tail = 100 * (1 - level) / 2
+    for key in keys:
+        v = values[key][np.isfinite(values[key])]
+        out[key] = ([float(x) for x in np.percentile(v, [tail, 100 - tail])] if len(v)
+                    else [float("nan")] * 2)
+    return out
