@@ -28,7 +28,8 @@ stack (:func:`lesion_level`: thresholds set on the validation scans of the seen
 families) beside the trees alone, for each false-positive budget (``--stack-max-fp``)
 and each bound on the network's say (``--network-shift``: the trees' logit moved toward
 the network's by at most S, as ``detector_training --network`` stacks them; default
-the mean of the two logits, the first stack measured); ``--leave-one-family-out`` gives
+the mean of the two logits, the first stack measured; with ``--network-lower-only`` the
+network may only lower the trees' logit, a veto); ``--leave-one-family-out`` gives
 instead the lesion-level table of both for each family A-F left out of trees, network and
 thresholds (:func:`leave_one_family_out`). Reads the candidate tables and volumes of a
 training cache (``python -m cmbprep.testing.detector_training --cache DIR
@@ -36,7 +37,8 @@ training cache (``python -m cmbprep.testing.detector_training --cache DIR
 6 with ``--lesion-level``, 21 for ``--leave-one-family-out`` (one core)::
 
     python benchmarks/patch_network.py --cache /work/train/cache9 [--augment-protocol] \
-        [--lesion-level | --leave-one-family-out] [--network-shift 0.25 0.5 1.0]
+        [--lesion-level | --leave-one-family-out] [--network-shift 0.25 0.5 1.0] \
+        [--network-lower-only]
 """
 
 from __future__ import annotations
@@ -126,20 +128,26 @@ def analysed_patches(cache, specs, cand, rng):
     return np.concatenate(out), np.concatenate(where)
 
 
-def combined_logit(p_trees, p_net, shift=None):
+def combined_logit(p_trees, p_net, shift=None, lower_only=False):
     """The stack's logit: the mean of the trees' and the network's logits (the first
     stack, detector 0.8.0), or with ``shift`` the trees' logit moved toward the network's
     by at most ``shift`` (``--network-shift``;
-    :func:`cmbprep.algorithms.detection.network.stack_logit`, as the detector does)."""
+    :func:`cmbprep.algorithms.detection.network.stack_logit`, as the detector does); with
+    ``lower_only`` too, only downward (``--network-lower-only``: the network may veto,
+    never raise)."""
     if shift is not None:
-        return stack_logit(p_trees, p_net, shift)
+        z = stack_logit(p_trees, p_net, shift)
+        if lower_only:
+            trees = np.clip(np.asarray(p_trees, float), 1e-6, 1.0 - 1e-6)
+            z = np.minimum(z, np.log(trees / (1.0 - trees)))
+        return z
     p = np.clip(np.stack([np.asarray(p_trees, float), np.asarray(p_net, float)]),
                 1e-6, 1.0 - 1e-6)
     return np.log(p / (1.0 - p)).mean(axis=0)
 
 
 def fit_stack(cand, truths, trees, p_net, in_val, max_fp_per_scan=dt.MAX_FP_PER_SCAN,
-              shift=None):
+              shift=None, lower_only=False):
     """Per part, the Platt map of the stack's logit (:func:`combined_logit`) and its
     accept threshold, fitted on the validation rows ``in_val`` of ``cand`` by the shipped
     rule (:func:`cmbprep.testing.detector_training.choose_accept_threshold`), at most
@@ -150,7 +158,7 @@ def fit_stack(cand, truths, trees, p_net, in_val, max_fp_per_scan=dt.MAX_FP_PER_
     stack = {}
     for name, use_phase in (("phase", True), ("no_phase", False)):
         as_part = cand.assign(has_phase=use_phase)
-        z = combined_logit(dt.system_scores(as_part, trees), p_net, shift)
+        z = combined_logit(dt.system_scores(as_part, trees), p_net, shift, lower_only)
         val = in_val & (cand["has_phase"].to_numpy(bool) if use_phase else True)
         fit_rows = val & ~screened & (cand["truth"] != "invisible_cmb").to_numpy()
         platt = LogisticRegression(C=1e6, max_iter=1000).fit(
@@ -166,7 +174,8 @@ def fit_stack(cand, truths, trees, p_net, in_val, max_fp_per_scan=dt.MAX_FP_PER_
         best = float(dt.choose_accept_threshold(curve, max_fp_per_scan, max_calc)
                      ["threshold"])
         stack[name] = {**part, "accept_score": best,
-                       "review_score": min(dt.REVIEW_PROBABILITY, best), "shift": shift}
+                       "review_score": min(dt.REVIEW_PROBABILITY, best), "shift": shift,
+                       "lower_only": lower_only}
     return stack
 
 
@@ -176,7 +185,7 @@ def stack_probability(cand, trees, p_net, stack):
     score = np.zeros(len(cand))
     for name, use_phase in (("phase", True), ("no_phase", False)):
         z = combined_logit(dt.system_scores(cand.assign(has_phase=use_phase), trees), p_net,
-                           stack[name]["shift"])
+                           stack[name]["shift"], stack[name]["lower_only"])
         sel = has_phase == use_phase
         score[sel] = classifier.calibrate(1 / (1 + np.exp(-z[sel])), stack[name])
     return np.where(cand["screened_out"].to_numpy(bool), 0.0, score)
@@ -197,14 +206,15 @@ def _print_comparison(label, result):
               f"{r['calcifications_as_cmb']}/{r['calcifications']}", flush=True)
 
 
-def _settings(budgets, shifts):
+def _settings(budgets, shifts, lower_only=False):
     """``(label, budget, shift)`` of every stack measured."""
-    return [(f"budget {b}" + ("" if s is None else f", shift {s}"), b, s)
+    down = ", lowering only" if lower_only else ""
+    return [(f"budget {b}" + ("" if s is None else f", shift {s}{down}"), b, s)
             for b in budgets for s in shifts]
 
 
 def lesion_level(net, trees, cache, rng, unseen, budgets=(dt.MAX_FP_PER_SCAN,), clip=0.0,
-                 shifts=(None,)):
+                 shifts=(None,), lower_only=False):
     """Lesion-level measures of the stack (:func:`combined_logit` of trees and network,
     Platt-mapped and thresholded per part on the validation scans of the seen families, as
     :func:`cmbprep.testing.detector_training.fit_model` does for the trees, at each
@@ -222,8 +232,8 @@ def lesion_level(net, trees, cache, rng, unseen, budgets=(dt.MAX_FP_PER_SCAN,), 
         {(s.family, s.seed) for s in val_specs}).to_numpy()
     groups = {"validation scans of the seen families": in_val,
               **{f: (cand["family"] == f).to_numpy() for f in unseen}}
-    for label, budget, shift in _settings(budgets, shifts):
-        stack = fit_stack(cand, truths, trees, p_net, in_val, budget, shift)
+    for label, budget, shift in _settings(budgets, shifts, lower_only):
+        stack = fit_stack(cand, truths, trees, p_net, in_val, budget, shift, lower_only)
         print(f"stack at {label} (FP per validation scan), thresholds: "
               + ", ".join(f"{k} {v['accept_score']:.3f}" for k, v in stack.items()))
         for group, sel in groups.items():
@@ -249,7 +259,7 @@ def fit_network(x, y, rng, hidden, seed, augment=False):
 
 
 def leave_one_family_out(cache, hidden, seed, budgets=(dt.MAX_FP_PER_SCAN,), clip=0.0,
-                         shifts=(None,)):
+                         shifts=(None,), lower_only=False):
     """For each family A-F: trees (:func:`cmbprep.testing.detector_training.fit_model`)
     and network fitted on the other families' training scans (test families never), the
     stack calibrated and thresholded on their validation scans at each false-positive
@@ -271,7 +281,7 @@ def leave_one_family_out(cache, hidden, seed, budgets=(dt.MAX_FP_PER_SCAN,), cli
     print(f"patches of {len(specs)} scans in {time.perf_counter() - t0:.0f} s", flush=True)
     val_scans = {(s.family, s.seed) for s in dt.scan_list("validation")}
     in_val = pd.Series(list(zip(cand["family"], cand["seed"]))).isin(val_scans).to_numpy()
-    settings = _settings(budgets, shifts)
+    settings = _settings(budgets, shifts, lower_only)
     rows = {label: {} for label, _, _ in settings}
     for family in families:
         t0 = time.perf_counter()
@@ -288,7 +298,8 @@ def leave_one_family_out(cache, hidden, seed, budgets=(dt.MAX_FP_PER_SCAN,), cli
         seen_val = in_val & cand["family"].isin(learn).to_numpy()
         out = (cand["family"] == family).to_numpy()
         for label, budget, shift in settings:
-            stack = fit_stack(cand, truths, trees, p_net, seen_val, budget, shift)
+            stack = fit_stack(cand, truths, trees, p_net, seen_val, budget, shift,
+                              lower_only)
             rows[label][family] = {
                 "left out": compare_with_trees(cand[out], truths, trees, p_net[out], stack),
                 "validation": compare_with_trees(cand[seen_val], truths, trees,
@@ -343,13 +354,16 @@ def main(argv=None):
                              "most S (instead of their mean), so that the network cannot "
                              "reverse a confident verdict of the trees; several values are "
                              "each measured")
+    parser.add_argument("--network-lower-only", action="store_true",
+                        help="with --network-shift: the network may only lower the trees' "
+                             "logit (a veto by at most S), never raise it")
     parser.add_argument("--leave-one-family-out", action="store_true",
                         help="only the lesion-level leave-one-family-out table of the "
                              "trees and of the stack (A-F)")
     args = parser.parse_args(argv)
     if args.leave_one_family_out:
         leave_one_family_out(args.cache, args.hidden, args.seed, args.stack_max_fp,
-                             args.network_clip, args.network_shift)
+                             args.network_clip, args.network_shift, args.network_lower_only)
         return 0
     rng = np.random.default_rng(args.seed)
     held = dt.HELD_OUT_FAMILY
@@ -396,7 +410,8 @@ def main(argv=None):
                   f"at 1 FP/scan {sensitivity_at(y_test, p, n_scans, 1.0):.3f}", flush=True)
     if args.lesion_level:
         lesion_level(net, dt.trees_only(classifier.load_model(args.model)), args.cache, rng,
-                     unseen, args.stack_max_fp, args.network_clip, args.network_shift)
+                     unseen, args.stack_max_fp, args.network_clip, args.network_shift,
+                     args.network_lower_only)
     return 0
 
 
