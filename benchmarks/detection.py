@@ -219,7 +219,7 @@ def print_summary(name, m):
               f"candidates): sensitivity {a['sensitivity']:.3f} ({a['true_positives']}/"
               f"{a['n_cmbs']}) at score >= {a['threshold']:.2f}, {a['fp_per_scan']:.2f} "
               "FP/scan", flush=True)
-    if "ci95" in m:
+    if "ci95" in m and np.isfinite(m["ci95"]["f1"][0]):
         ci = m["ci95"]
         print(f"  95 % interval over {ci['n_scans']} scans ({ci['n_resamples']} scan "
               "resamples): " + ", ".join(
@@ -232,7 +232,7 @@ def print_summary(name, m):
 def cohort_measures(per_scan):
     """``cmbprep <group>`` measures (with ``review_per_scan``, the FROC point
     ``at_1_fp_per_scan`` and ``ci95``, 95 % intervals with the scan as unit,
-    :func:`~cmbprep.testing.scoring.scan_bootstrap`) of the in-family, held-out and
+    :func:`~cmbprep.testing.scoring.scan_bootstrap`, from 10 scans up) of the in-family, held-out and
     test-family cohorts, and of the last two by input kind."""
     groups = {}
     for entry in per_scan:

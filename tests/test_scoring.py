@@ -118,7 +118,7 @@ def _bootstrap_cohort():
 def test_scan_bootstrap_brackets_the_figure_and_narrows_with_more_scans():
     scans = _bootstrap_cohort()
     m = summarise(scans)
-    ci = scan_bootstrap(scans, n_resamples=3000, seed=1)
+    ci = scan_bootstrap(scans, n_resamples=3000, seed=1, min_scans=6)
     assert ci["n_scans"] == 6 and ci["level"] == 0.95
     for key, value in (("f1", m["visible"]["f1"]),
                        ("sensitivity", m["visible"]["sensitivity"]),
@@ -128,12 +128,14 @@ def test_scan_bootstrap_brackets_the_figure_and_narrows_with_more_scans():
         low, high = ci[key]
         assert low < value < high, (key, low, value, high)
     # same seed, same interval
-    assert scan_bootstrap(scans, n_resamples=3000, seed=1) == ci
+    assert scan_bootstrap(scans, n_resamples=3000, seed=1, min_scans=6) == ci
+    # too few scans for an interval
+    assert np.isnan(scan_bootstrap(scans, n_resamples=3000, seed=1)["f1"]).all()
     # four times the scans of the same kind: about half as wide (1/sqrt(4))
     wide = np.diff(ci["f1"])[0]
     narrow = np.diff(scan_bootstrap(scans * 4, n_resamples=3000, seed=1)["f1"])[0]
     assert 0.3 * wide < narrow < 0.75 * wide
     # scans that all score the same leave no doubt
-    same = scan_bootstrap([scans[2]] * 5, n_resamples=200)
+    same = scan_bootstrap([scans[2]] * 10, n_resamples=200)
     assert same["f1"] == [1.0, 1.0] and same["fp_per_scan"] == [0.0, 0.0]
     assert np.isnan(same["fp_per_control_scan"]).all()  # no control was drawn

@@ -246,7 +246,7 @@ def sensitivity_at_fp_rate(per_scan, max_fp_per_scan):
     return best
 
 
-def scan_bootstrap(per_scan, *, n_resamples=2000, seed=0, level=0.95):
+def scan_bootstrap(per_scan, *, n_resamples=2000, seed=0, level=0.95, min_scans=10):
     """Percentile intervals of the main measures of :func:`summarise`, with the scan as
     the unit: the scans are drawn with replacement ``n_resamples`` times and the measures
     recomputed from their counts (matching as in :func:`summarise`, once per scan).
@@ -264,13 +264,17 @@ def scan_bootstrap(per_scan, *, n_resamples=2000, seed=0, level=0.95):
         Seed of the resampling (same inputs and seed, same interval).
     level : float
         Coverage of the interval (0.95: the 2.5th and 97.5th percentiles).
+    min_scans : int
+        Fewer scans give no interval (NaN): resampling a handful of scans understates
+        the spread.
 
     Returns
     -------
     dict
         ``f1``, ``sensitivity`` (visible microbleeds), ``sensitivity_ge3mm``,
         ``fp_per_scan`` and ``fp_per_control_scan``: each ``[low, high]`` (NaN when no
-        resample defines it), with ``n_scans``, ``n_resamples`` and ``level``.
+        resample defines it, or with fewer than ``min_scans`` scans), with ``n_scans``,
+        ``n_resamples`` and ``level``.
     """
     rows = []
     for scan in per_scan:
@@ -283,7 +287,7 @@ def scan_bootstrap(per_scan, *, n_resamples=2000, seed=0, level=0.95):
     n_scans = len(c)
     out = {"n_scans": n_scans, "n_resamples": int(n_resamples), "level": float(level)}
     keys = ("f1", "sensitivity", "sensitivity_ge3mm", "fp_per_scan", "fp_per_control_scan")
-    if not n_scans:
+    if n_scans < max(int(min_scans), 1):
         return dict(out, **{k: [float("nan")] * 2 for k in keys})
     draw = np.random.default_rng(seed).integers(0, n_scans, size=(int(n_resamples), n_scans))
     n_vis, tp, n_big, tp_big, fp, control = (c[draw, j].sum(axis=1) for j in range(6))
