@@ -232,8 +232,8 @@ def print_summary(name, m):
 def cohort_measures(per_scan):
     """``cmbprep <group>`` measures (with ``review_per_scan``, the FROC point
     ``at_1_fp_per_scan`` and ``ci95``, 95 % intervals with the scan as unit,
-    :func:`~cmbprep.testing.scoring.scan_bootstrap`, from 10 scans up) of the in-family, held-out and
-    test-family cohorts, and of the last two by input kind."""
+    :func:`~cmbprep.testing.scoring.scan_bootstrap`, from 10 scans up) of the in-family,
+    held-out and test-family cohorts, and of the last two by input kind."""
     groups = {}
     for entry in per_scan:
         groups.setdefault(entry["cohort"], []).append(entry)
