@@ -20,6 +20,8 @@ __all__ = ["label_detections", "match_detections", "matching_radius_mm",
 #: Matching tolerance: max(MIN_RADIUS_MM, apparent radius + MARGIN_MM).
 MIN_RADIUS_MM = 3.0
 MARGIN_MM = 1.5
+#: Apparent diameter (mm) from which a microbleed counts as large (``sensitivity_ge3mm``).
+LARGE_DIAMETER_MM = 3.0
 
 
 def matching_radius_mm(apparent_diameter_mm):
@@ -137,6 +139,13 @@ def _match_scans(per_scan):
     return les, counts, mars_pairs
 
 
+def _visible_and_large(les):
+    """Boolean rows of ``les`` (:func:`_match_scans`): visible microbleeds, and those
+    of at least :data:`LARGE_DIAMETER_MM` apparent diameter."""
+    diameter = les["apparent_diameter_mm"]
+    return diameter > 0, diameter >= LARGE_DIAMETER_MM
+
+
 def _detection_block(les, sel, fp_total):
     """Sensitivity, precision and F1 with the microbleeds ``sel`` as truth."""
     n = int(sel.sum())
@@ -168,8 +177,7 @@ def summarise(per_scan):
     """
     les, counts, mars_pairs = _match_scans(per_scan)
     fp_total, fp_control = counts["fp_total"], counts["fp_control"]
-    visible = les["apparent_diameter_mm"] > 0
-    big = les["apparent_diameter_mm"] >= 3
+    visible, big = _visible_and_large(les)
     small = visible & ~big
 
     def rate(sel):
@@ -229,7 +237,7 @@ def sensitivity_at_fp_rate(per_scan, max_fp_per_scan):
             {"truth": s["truth"],
              "detections": s["candidates"][s["candidates"]["score"] >= threshold]}
             for s in per_scan])
-        visible = les["apparent_diameter_mm"] > 0
+        visible, _ = _visible_and_large(les)
         return int((les["found"] & visible).sum()), int(visible.sum()), counts["fp_total"]
 
     _, n_cmbs, _ = point(np.inf)
@@ -279,8 +287,7 @@ def scan_bootstrap(per_scan, *, n_resamples=2000, seed=0, level=0.95, min_scans=
     rows = []
     for scan in per_scan:
         les, counts, _ = _match_scans([scan])
-        visible = les["apparent_diameter_mm"] > 0
-        big = les["apparent_diameter_mm"] >= 3
+        visible, big = _visible_and_large(les)
         rows.append((visible.sum(), (les["found"] & visible).sum(), big.sum(),
                      (les["found"] & big).sum(), counts["fp_total"], len(les) == 0))
     c = np.asarray(rows, dtype=float).reshape(-1, 6)
