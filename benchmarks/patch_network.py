@@ -137,10 +137,8 @@ def combined_logit(p_trees, p_net, shift=None, lower_only=False):
     never raise)."""
     if shift is not None:
         z = stack_logit(p_trees, p_net, shift)
-        if lower_only:
-            trees = np.clip(np.asarray(p_trees, float), 1e-6, 1.0 - 1e-6)
-            z = np.minimum(z, np.log(trees / (1.0 - trees)))
-        return z
+        # shift 0 is the trees' own logit (clipped as the detector clips it)
+        return np.minimum(z, stack_logit(p_trees, p_net, 0.0)) if lower_only else z
     p = np.clip(np.stack([np.asarray(p_trees, float), np.asarray(p_net, float)]),
                 1e-6, 1.0 - 1e-6)
     return np.log(p / (1.0 - p)).mean(axis=0)
