@@ -78,6 +78,8 @@ QUICK = [
 HELD_OUT_SEEDS = list(range(1051, 1068))  # 11 gre, 2 megre, 4 scanner SWI
 #: Test families (never used by any fit, not even leave-one-family-out).
 TEST_FAMILY_SEEDS = list(range(1071, 1088))  # of each test family
+#: Input kinds written with phase (scanner SWI, ``swi``, comes without).
+PHASE_INPUT_KINDS = ("gre", "megre")
 
 
 def scans(cohort, held_out=False, test_families=()):
@@ -205,6 +207,10 @@ def print_summary(name, m):
           f"{m['fp_per_control_scan']:.2f}/control scan ({m['n_control_scans']} controls)")
     print(f"  calcifications reported as CMB: {m['calcifications_as_cmb']}/"
           f"{m['calcifications']}")
+    if "with_phase" in m:
+        w = m["with_phase"]
+        print(f"  calcifications reported as CMB on the {w['n_scans']} scans with phase "
+              f"(target <= 10 %): {w['calcifications_as_cmb']}/{w['calcifications']}")
     print(f"  sensitivity by MARS category: "
           f"{ {k: round(x, 3) for k, x in m['sensitivity_by_mars'].items()} }")
     print(f"  sensitivity by protocol: "
@@ -213,6 +219,12 @@ def print_summary(name, m):
           f"({m['n_mars_pairs']})", flush=True)
     if "review_per_scan" in m:
         print(f"  left for review: {m['review_per_scan']:.2f} candidates per scan", flush=True)
+    if "offered_to_rater" in m:
+        o = m["offered_to_rater"]
+        print(f"  offered to a rater (accepted or review): {o['per_scan']:.2f} candidates per "
+              f"scan, {o['no_microbleed_per_scan']:.2f} of them on no microbleed; they hold "
+              f"{o['true_positives']}/{o['n_cmbs']} visible microbleeds "
+              f"({o['sensitivity']:.3f}; >= 3 mm {o['sensitivity_ge3mm']:.3f})", flush=True)
     if "at_1_fp_per_scan" in m:
         a = m["at_1_fp_per_scan"]
         print(f"  best threshold with <= 1 FP/scan (FROC point over accepted and review "
@@ -231,9 +243,12 @@ def print_summary(name, m):
 
 def cohort_measures(per_scan):
     """``cmbprep <group>`` measures (with ``review_per_scan``, the FROC point
-    ``at_1_fp_per_scan`` and ``ci95``, 95 % intervals with the scan as unit,
-    :func:`~cmbprep.testing.scoring.scan_bootstrap`, from 10 scans up) of the in-family,
-    held-out and test-family cohorts, and of the last two by input kind."""
+    ``at_1_fp_per_scan``, ``ci95``, 95 % intervals with the scan as unit,
+    :func:`~cmbprep.testing.scoring.scan_bootstrap`, from 10 scans up; ``offered_to_rater``,
+    what a rater who checks every accepted and review candidate is shown and can find;
+    ``with_phase``, the calcifications reported on the scans with phase, which is what the
+    calcification target is about) of the in-family, held-out and test-family cohorts, and
+    of the last two by input kind."""
     groups = {}
     for entry in per_scan:
         groups.setdefault(entry["cohort"], []).append(entry)
@@ -246,6 +261,18 @@ def cohort_measures(per_scan):
             [e["review"] for e in group]))
         results[f"cmbprep {name}"]["at_1_fp_per_scan"] = sensitivity_at_fp_rate(group, 1.0)
         results[f"cmbprep {name}"]["ci95"] = scan_bootstrap(group)
+        offered = summarise([dict(e, detections=e["candidates"]) for e in group])
+        results[f"cmbprep {name}"]["offered_to_rater"] = {
+            **{k: offered["visible"][k] for k in ("n_cmbs", "true_positives", "sensitivity")},
+            "sensitivity_ge3mm": offered["sensitivity_ge3mm"],
+            "per_scan": float(np.mean([len(e["candidates"]) for e in group])),
+            "no_microbleed_per_scan": offered["fp_per_scan"]}
+        with_phase = [e for e in group if e["input_kind"] in PHASE_INPUT_KINDS]
+        if with_phase:
+            calcs = summarise(with_phase)
+            results[f"cmbprep {name}"]["with_phase"] = {
+                "n_scans": len(with_phase), "calcifications": calcs["calcifications"],
+                "calcifications_as_cmb": calcs["calcifications_as_cmb"]}
     return results
 
 
