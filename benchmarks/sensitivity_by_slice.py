@@ -3,9 +3,10 @@ a measurement for docs/outputs.rst, "How far to trust the counts")
 
 Every visible microbleed (noise-free signal below half at the longest echo) of the cached
 training-cache scans is followed to the fate of its best candidate under a classifier
-model: ``cmb`` (accepted), ``review``, ``rejected``, or ``none`` (no candidate, or
-screened out). Scans are grouped as the project validates: ``held-out D``, ``test G, H``
-(never in a fit), ``validation`` (new seeds of the training families), ``training``.
+model, as ``benchmarks/detection_ceiling.py`` does (its ``fate_of_visible_microbleeds``):
+accepted, left for review, rejected, or no candidate / screened out. Scans are grouped as
+the project validates: ``held-out D``, ``test G, H`` (never in a fit), ``validation`` (new
+seeds of the training families), ``training``.
 Direct mode (the detector on the cached SWIs, as ``cmbprep.testing.detector_training``
 scores), not the CLI. Reads the cache (``python -m cmbprep.testing.detector_training
 --cache DIR``); about 20 s::
@@ -16,71 +17,56 @@ scores), not the CLI. Reads the cache (``python -m cmbprep.testing.detector_trai
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from cmbprep.algorithms.arrays import voxel_sizes
-from cmbprep.algorithms.detection import CMBPREP_PARAMETERS, assign_status
-from cmbprep.algorithms.detection.classifier import DEFAULT_MODEL_PATH
+from cmbprep.algorithms.detection.classifier import load_model
 from cmbprep.testing import detector_training as dt
+from detection_ceiling import fate_of_visible_microbleeds  # the sibling benchmark
 
 SLICE_BINS_MM = [0.0, 1.25, 1.75, 2.25, 3.5]
-FATES = ("cmb", "review", "rejected", "none")
+FATES = ("accepted", "review", "rejected", "no candidate or screened out")
 
 
 def scan_group(family, seed, validation):
     if family == dt.HELD_OUT_FAMILY:
         return f"held-out {family}"
-    if family in ("G", "H"):
-        return "test G, H"
+    if family in dt.TEST_FAMILIES:
+        return "test " + ", ".join(dt.TEST_FAMILIES)
     return "validation" if (family, seed) in validation else "training"
 
 
 def lesion_fates(cache, model):
-    """One row per visible microbleed: group, slice thickness, apparent size, fate."""
+    """One row per visible microbleed: group, slice thickness, apparent size and fate
+    (:func:`detection_ceiling.fate_of_visible_microbleeds`)."""
     validation = {(s.family, s.seed) for s in dt.scan_list("validation")}
-    specs = dt.scan_list("train") + dt.scan_list("validation")
-    cand, truths = dt.collect(specs, cache, 1)
-    cand = cand.reset_index(drop=True)
-    scores = dt.system_scores(cand, model)
-    rows = []
-    for (family, seed), index in cand.groupby(["family", "seed"]).groups.items():
-        scan = cand.loc[index].reset_index(drop=True)
-        part = model["phase" if scan["has_phase"].iloc[0] else "no_phase"]
-        assign_status(scan, scores[np.asarray(index)], ["n/a"] * len(scan),
-                      part["accept_score"], min(part["review_score"], part["accept_score"]),
-                      CMBPREP_PARAMETERS["max_accept_diameter_mm"])
+    cand, truths = dt._pooled(dt.collect(dt.scan_list("train"), cache),
+                              dt.collect(dt.scan_list("validation"), cache))
+    fates = fate_of_visible_microbleeds(cand, truths, model)
+    slice_mm = {}
+    for family, seed in set(zip(fates["family"], fates["seed"])):
         with np.load(Path(cache) / f"{family}_{seed}.npz") as d:
-            slice_mm = float(np.max(voxel_sizes(d["affine"])))
-        for r, lesion in truths[(family, seed)].iterrows():
-            if lesion["kind"] != "cmb" or not lesion["apparent_diameter_mm"] > 0:
-                continue
-            on = scan[(scan["truth_row"] == r) & (scan["truth"] == "cmb")
-                      & ~scan["screened_out"]]
-            fate = next((f for f in FATES[:3] if (on["status"] == f).any()), "none")
-            rows.append({"group": scan_group(family, seed, validation), "family": family,
-                         "slice_mm": slice_mm,
-                         "apparent_diameter_mm": float(lesion["apparent_diameter_mm"]),
-                         "fate": fate})
-    return pd.DataFrame(rows)
+            slice_mm[(family, seed)] = float(np.max(voxel_sizes(d["affine"])))
+    return fates.assign(
+        group=[scan_group(f, s, validation) for f, s in zip(fates["family"], fates["seed"])],
+        slice_mm=[slice_mm[k] for k in zip(fates["family"], fates["seed"])],
+        fate=fates["fate"].where(fates["fate"].isin(FATES[:3]), FATES[3]))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", required=True)
-    parser.add_argument("--model", default=str(DEFAULT_MODEL_PATH))
+    parser.add_argument("--model", help="classifier file (default: the packaged one)")
     parser.add_argument("--csv", help="write the per-microbleed rows here")
     args = parser.parse_args(argv)
-    model = json.loads(Path(args.model).read_text())
-    df = lesion_fates(args.cache, model)
+    df = lesion_fates(args.cache, dt.trees_only(load_model(args.model)))
     if args.csv:
         df.to_csv(args.csv, index=False)
     df["size"] = np.where(df["apparent_diameter_mm"] >= 3, ">= 3 mm", "< 3 mm")
     df["slices"] = pd.cut(df["slice_mm"], SLICE_BINS_MM).astype(str)
-    pd.set_option("display.width", 160)
     print("Fate of each visible microbleed's best candidate (share of the group):")
     for keys, part in df.groupby(["group", "size"], sort=True):
         counts = part["fate"].value_counts()
@@ -88,8 +74,8 @@ def main(argv=None):
             f"{f} {counts.get(f, 0) / len(part):.2f}" for f in FATES))
     print("Accepted (and accepted or review) by slice thickness (mm):")
     for keys, part in df.groupby(["group", "size", "slices"], sort=True):
-        accepted = (part["fate"] == "cmb").mean()
-        offered = part["fate"].isin(["cmb", "review"]).mean()
+        accepted = (part["fate"] == "accepted").mean()
+        offered = part["fate"].isin(["accepted", "review"]).mean()
         print(f"  {keys[0]:<12} {keys[1]:<8} {keys[2]:<12} n={len(part):4d}  "
               f"accepted {accepted:.2f}  accepted or review {offered:.2f}")
     return 0
