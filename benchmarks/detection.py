@@ -256,13 +256,12 @@ def cohort_measures(per_scan):
             groups.setdefault(f"{entry['cohort']} {entry['input_kind']}", []).append(entry)
     results = {}
     for name, group in groups.items():
-        results[f"cmbprep {name}"] = summarise(group)
-        results[f"cmbprep {name}"]["review_per_scan"] = float(np.mean(
-            [e["review"] for e in group]))
-        results[f"cmbprep {name}"]["at_1_fp_per_scan"] = sensitivity_at_fp_rate(group, 1.0)
-        results[f"cmbprep {name}"]["ci95"] = scan_bootstrap(group)
+        m = results[f"cmbprep {name}"] = summarise(group)
+        m["review_per_scan"] = float(np.mean([e["review"] for e in group]))
+        m["at_1_fp_per_scan"] = sensitivity_at_fp_rate(group, 1.0)
+        m["ci95"] = scan_bootstrap(group)
         offered = summarise([dict(e, detections=e["candidates"]) for e in group])
-        results[f"cmbprep {name}"]["offered_to_rater"] = {
+        m["offered_to_rater"] = {
             **{k: offered["visible"][k] for k in ("n_cmbs", "true_positives", "sensitivity")},
             "sensitivity_ge3mm": offered["sensitivity_ge3mm"],
             "per_scan": float(np.mean([len(e["candidates"]) for e in group])),
@@ -270,9 +269,9 @@ def cohort_measures(per_scan):
         with_phase = [e for e in group if e["input_kind"] in PHASE_INPUT_KINDS]
         if with_phase:
             calcs = summarise(with_phase)
-            results[f"cmbprep {name}"]["with_phase"] = {
-                "n_scans": len(with_phase), "calcifications": calcs["calcifications"],
-                "calcifications_as_cmb": calcs["calcifications_as_cmb"]}
+            m["with_phase"] = {"n_scans": len(with_phase),
+                               "calcifications": calcs["calcifications"],
+                               "calcifications_as_cmb": calcs["calcifications_as_cmb"]}
     return results
 
 
