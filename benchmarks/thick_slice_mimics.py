@@ -79,7 +79,7 @@ def acquire(kind, radius, angle_deg, length, slice_mm, rng):
     return phase.astype(np.float32), np.abs(signal).astype(np.float32)
 
 
-def object_centre(shape, slice_mm):
+def object_centre(slice_mm):
     """Voxel coordinates of the fine grid's centre on the coarse grid."""
     factors = (IN_PLANE_MM / FINE_MM,) * 2 + (slice_mm / FINE_MM,)
     return np.array([N_FINE / 2 / f - 0.5 for f in factors])
@@ -128,7 +128,7 @@ def measure(kind, radius, angle_deg, length, slice_mm, seed):
     rng = np.random.default_rng(seed)
     phase, magnitude = acquire(kind, radius, angle_deg, length, slice_mm, rng)
     voxel_size = np.array([IN_PLANE_MM, IN_PLANE_MM, slice_mm])
-    centre = object_centre(phase.shape, slice_mm)
+    centre = object_centre(slice_mm)
     fit_radius = max(radius, 0.5)
 
     def fit():
