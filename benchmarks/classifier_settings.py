@@ -40,6 +40,14 @@ Variants (``--variants``; default all):
     candidates are scored by trees fitted without that family (one more fit per
     family), so that the operating point is set on families the trees did not see, as
     the held-out family will be. Six to seven times the fits of the others.
+``worst_family_threshold``
+    The trees and Platt map as shipped; the accept threshold maximises the *lowest*
+    smoothed validation F1 of the seen families, each family's curve taken on its own
+    validation scans (the pooled limits on false positives and calcifications as
+    shipped), so that the easiest families cannot pull the threshold down.
+``every_family_fp_threshold``
+    As shipped (pooled smoothed F1), but the limit of 0.5 false positives per scan must
+    hold on each seen family's validation scans, not only on their pool.
 
 Reads the candidate tables of a training cache (``python -m
 cmbprep.testing.detector_training --cache DIR --collect-only``; what is missing is
@@ -75,7 +83,8 @@ ACQUISITION_FEATURES = ("voxel_along_b0_mm", "voxel_across_b0_mm")
 RANK_FEATURES = ("contrast", "magnitude_contrast", "blobness")
 
 VARIANTS = ("regularised", "feature_subsampling", "physics_monotone", "bagged3",
-            "acquisition", "scan_rank", "cross_family_calibration")
+            "acquisition", "scan_rank", "cross_family_calibration",
+            "worst_family_threshold", "every_family_fp_threshold")
 
 
 def voxel_extent_along_and_across_b0(affine):
@@ -137,6 +146,49 @@ def out_of_family_scores(system_scores):
     return scores
 
 
+def per_family_curves(va, val_truths, model, name):
+    """The validation curve of part ``name`` (``dt._threshold_curve``) on the pool of
+    ``va`` and on each family's validation candidates alone, scored once."""
+    va = va.reset_index(drop=True)
+    scores = dt.system_scores(va, model)
+    pooled = dt._threshold_curve(va, val_truths, model, name, scores=scores)
+    families = {}
+    for family, rows in va.groupby("family").groups.items():
+        rows = np.asarray(rows)
+        families[family] = dt._threshold_curve(va.loc[rows], val_truths, model, name,
+                                               scores=scores[rows])
+    return pooled, families
+
+
+def worst_family_threshold(va, val_truths, model, name):
+    """``dt._choose_threshold`` whose objective is the lowest, over the seen families,
+    of each family's smoothed validation F1 (pooled limits as shipped)."""
+    pooled, families = per_family_curves(va, val_truths, model, name)
+    smooth = lambda c: c["f1"].rolling(dt.F1_SMOOTHING_POINTS, center=True,  # noqa: E731
+                                       min_periods=1).mean().to_numpy()
+    worst = np.min([smooth(c) for c in families.values()], axis=0)
+    n_calc = int(pooled["calcifications"].iloc[0])
+    max_calc = (1 - dt.MIN_CALC_REJECTED) * n_calc if name == "phase" else np.inf
+    # the pooled limits, then the worst family's F1 in place of the pooled one
+    limited = pooled.assign(f1=worst)
+    meets = limited[(limited["fp_per_scan"] <= dt.MAX_FP_PER_SCAN)
+                    & (limited["calcifications_as_cmb"] <= max_calc)]
+    pool = meets if len(meets) else limited
+    row = pool[pool["f1"] == pool["f1"].max()].iloc[-1]
+    return pooled, pooled.loc[row.name]
+
+
+def every_family_fp_threshold(va, val_truths, model, name):
+    """``dt._choose_threshold`` with the false-positive limit on every seen family's
+    validation scans (the pooled F1 and calcification limit as shipped)."""
+    pooled, families = per_family_curves(va, val_truths, model, name)
+    worst_fp = np.max([c["fp_per_scan"].to_numpy() for c in families.values()], axis=0)
+    n_calc = int(pooled["calcifications"].iloc[0])
+    max_calc = (1 - dt.MIN_CALC_REJECTED) * n_calc if name == "phase" else np.inf
+    return pooled, dt.choose_accept_threshold(pooled.assign(fp_per_scan=worst_fp),
+                                              dt.MAX_FP_PER_SCAN, max_calc)
+
+
 def monotone_fit(fit_part):
     """``fit_part`` with the :data:`MONOTONE` constraints of its feature list."""
     def fit(train, names, calcification_weight=1.0):
@@ -190,7 +242,7 @@ def fit_and_measure(data, extra_features=(), measure=None):
 
 def run_variant(name, data, cache):
     """Fit one variant with the shipped recipe; the module settings are restored after."""
-    saved = (dict(dt.TREE_PARAMETERS), dt._fit_part, dt.system_scores)
+    saved = (dict(dt.TREE_PARAMETERS), dt._fit_part, dt.system_scores, dt._choose_threshold)
     extra = ()
     try:
         if name == "regularised":
@@ -210,11 +262,15 @@ def run_variant(name, data, cache):
         elif name == "cross_family_calibration":
             dt._fit_part = cross_family_fit(saved[1])
             dt.system_scores = out_of_family_scores(saved[2])
+        elif name == "worst_family_threshold":
+            dt._choose_threshold = worst_family_threshold
+        elif name == "every_family_fp_threshold":
+            dt._choose_threshold = every_family_fp_threshold
         result = fit_and_measure(data, extra)
     finally:
         dt.TREE_PARAMETERS.clear()
         dt.TREE_PARAMETERS.update(saved[0])
-        dt._fit_part, dt.system_scores = saved[1], saved[2]
+        dt._fit_part, dt.system_scores, dt._choose_threshold = saved[1:]
     del result["measured"]
     return result
 
