@@ -1,6 +1,9 @@
 """What happens to the visible microbleeds, by apparent size and slice thickness (issue 11;
 a measurement for docs/outputs.rst, "How far to trust the counts")
 
+Second, per group of scans and slice thickness, the scans' F1, sensitivity, precision,
+false positives and review candidates per scan (the detector's measures of a cohort).
+
 Every visible microbleed (noise-free signal below half at the longest echo) of the cached
 training-cache scans is followed to the fate of its best candidate under a classifier
 model, as ``benchmarks/detection_ceiling.py`` does (its ``fate_of_visible_microbleeds``):
@@ -39,21 +42,56 @@ def scan_group(family, seed, validation):
     return "validation" if (family, seed) in validation else "training"
 
 
-def lesion_fates(cache, model):
-    """One row per visible microbleed: group, slice thickness, apparent size and fate
-    (:func:`detection_ceiling.fate_of_visible_microbleeds`)."""
+def cached_cohorts(cache):
+    """Candidates and truths of the training and validation scans of ``cache``, and the
+    validation scans' ``(family, seed)``."""
     validation = {(s.family, s.seed) for s in dt.scan_list("validation")}
     cand, truths = dt._pooled(dt.collect(dt.scan_list("train"), cache),
                               dt.collect(dt.scan_list("validation"), cache))
-    fates = fate_of_visible_microbleeds(cand, truths, model)
-    slice_mm = {}
-    for family, seed in set(zip(fates["family"], fates["seed"])):
+    return cand, truths, validation
+
+
+def slice_thickness(cache, scans):
+    """``(family, seed)`` -> largest voxel size (mm) of each cached scan of ``scans``."""
+    out = {}
+    for family, seed in scans:
         with np.load(Path(cache) / f"{family}_{seed}.npz") as d:
-            slice_mm[(family, seed)] = float(np.max(voxel_sizes(d["affine"])))
+            out[(family, seed)] = float(np.max(voxel_sizes(d["affine"])))
+    return out
+
+
+def lesion_fates(cand, truths, validation, slice_mm, model):
+    """One row per visible microbleed: group, slice thickness, apparent size and fate
+    (:func:`detection_ceiling.fate_of_visible_microbleeds`)."""
+    fates = fate_of_visible_microbleeds(cand, truths, model)
     return fates.assign(
         group=[scan_group(f, s, validation) for f, s in zip(fates["family"], fates["seed"])],
         slice_mm=[slice_mm[k] for k in zip(fates["family"], fates["seed"])],
         fate=fates["fate"].where(fates["fate"].isin(FATES[:3]), FATES[3]))
+
+
+def scan_measures_by_slice(cand, truths, validation, slice_mm, model):
+    """One row per group and slice-thickness bin: the scans' F1, sensitivity and
+    precision (visible-microbleed truth), false positives per scan and review
+    candidates per scan, as ``dt.evaluate_system`` measures a cohort."""
+    scans = pd.DataFrame(sorted(set(zip(cand["family"], cand["seed"]))),
+                         columns=["family", "seed"])
+    scans["group"] = [scan_group(f, s, validation) for f, s in zip(scans["family"],
+                                                                   scans["seed"])]
+    scans["slices"] = pd.cut([slice_mm[k] for k in zip(scans["family"], scans["seed"])],
+                             SLICE_BINS_MM).astype(str)
+    rows = []
+    for (group, slices), part in scans.groupby(["group", "slices"], sort=True):
+        keys = set(zip(part["family"], part["seed"]))
+        mine = cand[[k in keys for k in zip(cand["family"], cand["seed"])]]
+        m = dt.evaluate_system(mine, truths, model)["all"]
+        rows.append({"group": group, "slices_mm": slices, "n_scans": m["n_scans"],
+                     "n_cmbs": m["visible"]["n_cmbs"], "f1": m["visible"]["f1"],
+                     "sensitivity": m["visible"]["sensitivity"],
+                     "precision": m["visible"]["precision"],
+                     "fp_per_scan": m["fp_per_scan"],
+                     "review_per_scan": m["review_per_scan"]})
+    return pd.DataFrame(rows)
 
 
 def main(argv=None):
@@ -62,7 +100,10 @@ def main(argv=None):
     parser.add_argument("--model", help="classifier file (default: the packaged one)")
     parser.add_argument("--csv", help="write the per-microbleed rows here")
     args = parser.parse_args(argv)
-    df = lesion_fates(args.cache, dt.trees_only(load_model(args.model)))
+    model = dt.trees_only(load_model(args.model))
+    cand, truths, validation = cached_cohorts(args.cache)
+    slice_mm = slice_thickness(args.cache, set(zip(cand["family"], cand["seed"])))
+    df = lesion_fates(cand, truths, validation, slice_mm, model)
     if args.csv:
         df.to_csv(args.csv, index=False)
     df["size"] = np.where(df["apparent_diameter_mm"] >= 3, ">= 3 mm", "< 3 mm")
@@ -78,6 +119,10 @@ def main(argv=None):
         offered = part["fate"].isin(["accepted", "review"]).mean()
         print(f"  {keys[0]:<12} {keys[1]:<8} {keys[2]:<12} n={len(part):4d}  "
               f"accepted {accepted:.2f}  accepted or review {offered:.2f}")
+    print("Scans by slice thickness (mm): F1, sensitivity, precision (visible microbleeds), "
+          "false positives and review candidates per scan:")
+    print(scan_measures_by_slice(cand, truths, validation, slice_mm, model)
+          .round(3).to_string(index=False))
     return 0
 
 
