@@ -164,6 +164,10 @@ def test_report(cohort):
     for external in ('src="http', "src='http", 'href="http', "<script", "<link",
                      "url(http", "@import"):
         assert external not in html  # opens offline, nothing fetched
+    # every unit was counted automatically: the report says how far to trust that
+    n = len(cohort["truth"])
+    assert f"{n} of {n} analysed unit(s) are counted from the automatic detection" in html
+    assert "How far to trust the counts" in html
 
 
 def test_same_inputs_same_outputs(cohort, tmp_path):

@@ -273,11 +273,15 @@ def test_count_sources_reported_and_reviewed_only(tmp_path):
     assert (age_model["n_rater"], age_model["n_automatic"]) == (1, 6)
     notes = json.loads(Path(written["provenance"]).read_text())["notes"]
     assert any("mix counts" in n for n in notes)
+    assert sum("6 of 7 analysed unit(s) are counted from the automatic" in n
+               for n in notes) == 1
 
     written = run_group(out, bids, reviewed_only=True)
     assert _read(written["prevalence"]).iloc[0]["n_participants"] == 1
     models = _read(written["regression_models"])
     assert (models["n_automatic"].fillna(0) == 0).all()
+    notes = json.loads(Path(written["provenance"]).read_text())["notes"]
+    assert not any("counted from the automatic detection without" in n for n in notes)
 
 
 def test_group_options_travel_from_the_command_line(tmp_path):

@@ -32,7 +32,8 @@ from .covariates import join_covariates, parse_prevalence_by, read_covariates
 from .models import COVARIATE_SELECTIONS, SIGNIFICANCE, run_regressions
 from .repeated import run_longitudinal_models
 from .selection import (add_coverage_offset, exclude_failed_registration, list_some,
-                        note_mixed_sources, restrict_to_reviewed, unit_labels)
+                        note_automatic_counts, note_mixed_sources, restrict_to_reviewed,
+                        unit_labels)
 from .units import (LOBES, MARS_CATEGORIES, find_participant_units, normalise_label,
                     review_decisions, summarise_unit)
 
@@ -148,6 +149,7 @@ def _run_group(output_dir, bids_dir, *, covariates_file, group_column, prevalenc
     analysed, failed = exclude_failed_registration(group_cmb, options["keep_failed_qc"],
                                                    notes)
     analysed = restrict_to_reviewed(analysed, options["reviewed_only"], notes)
+    note_automatic_counts(analysed["count_source"], notes)
     data = _analysis_data(analysed, covariates, kinds, cov_path, notes)
     group = _check_columns(data, group_column, bins, cov_path, notes)
     prevalence, tests = run_prevalence(data, group, bins)

@@ -66,6 +66,19 @@ def restrict_to_reviewed(rows, reviewed_only, notes):
     return kept
 
 
+def note_automatic_counts(sources, notes):
+    """A note when units are counted from the automatic detection: how far to trust it
+    (docs/outputs.rst), and what to do about it."""
+    automatic = int((sources == "automatic").sum())
+    if automatic:
+        notes.warn(f"{automatic} of {len(sources)} analysed unit(s) are counted from the "
+                   "automatic detection without a rater's review: it misses many "
+                   "microbleeds under 3 mm and counts some vein pieces (cmbprep "
+                   "documentation, 'How far to trust the counts'); read these counts as a "
+                   "lower bound for small microbleeds, or review the units with "
+                   "cmbprep-review")
+
+
 def note_mixed_sources(sources, what, notes):
     """A note when rater and automatic counts are analysed together."""
     counts = sources.value_counts()
