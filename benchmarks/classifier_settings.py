@@ -9,8 +9,15 @@ all scans of the held-out family D and of the test families G and H (direct mode
 phantom's brain mask). The project decides on the leave-one-family-out mean plus G and H,
 never on D alone.
 
+Every variant also reports, per left-out family, the sensitivity at 0.5, 1 and 2 false
+positives per scan (``lofo_matched_fp``; :func:`cmbprep.testing.detector_training.
+matched_fp_measures`): how it ranks that family's candidates, apart from where its
+threshold lands.
+
 Variants (``--variants``; default all):
 
+``shipped``
+    The shipped recipe unchanged (the baseline of the matched-rate figures).
 ``regularised``
     ``min_samples_leaf`` 100 (shipped 20), ``l2_regularization`` 10 (shipped 1).
 ``feature_subsampling``
@@ -82,7 +89,7 @@ ACQUISITION_FEATURES = ("voxel_along_b0_mm", "voxel_across_b0_mm")
 #: Features whose within-scan percentile the ``scan_rank`` variant adds.
 RANK_FEATURES = ("contrast", "magnitude_contrast", "blobness")
 
-VARIANTS = ("regularised", "feature_subsampling", "physics_monotone", "bagged3",
+VARIANTS = ("shipped", "regularised", "feature_subsampling", "physics_monotone", "bagged3",
             "acquisition", "scan_rank", "cross_family_calibration",
             "worst_family_threshold", "every_family_fp_threshold")
 
@@ -167,12 +174,11 @@ def worst_family_threshold(va, val_truths, model, name):
     smooth = lambda c: c["f1"].rolling(dt.F1_SMOOTHING_POINTS, center=True,  # noqa: E731
                                        min_periods=1).mean().to_numpy()
     worst = np.min([smooth(c) for c in families.values()], axis=0)
-    n_calc = int(pooled["calcifications"].iloc[0])
-    max_calc = (1 - dt.MIN_CALC_REJECTED) * n_calc if name == "phase" else np.inf
     # the pooled limits, then the worst family's F1 in place of the pooled one
     limited = pooled.assign(f1=worst)
     meets = limited[(limited["fp_per_scan"] <= dt.MAX_FP_PER_SCAN)
-                    & (limited["calcifications_as_cmb"] <= max_calc)]
+                    & (limited["calcifications_as_cmb"]
+                       <= dt.calcification_limit(pooled, name))]
     pool = meets if len(meets) else limited
     row = pool[pool["f1"] == pool["f1"].max()].iloc[-1]
     return pooled, pooled.loc[row.name]
@@ -183,10 +189,9 @@ def every_family_fp_threshold(va, val_truths, model, name):
     validation scans (the pooled F1 and calcification limit as shipped)."""
     pooled, families = per_family_curves(va, val_truths, model, name)
     worst_fp = np.max([c["fp_per_scan"].to_numpy() for c in families.values()], axis=0)
-    n_calc = int(pooled["calcifications"].iloc[0])
-    max_calc = (1 - dt.MIN_CALC_REJECTED) * n_calc if name == "phase" else np.inf
     return pooled, dt.choose_accept_threshold(pooled.assign(fp_per_scan=worst_fp),
-                                              dt.MAX_FP_PER_SCAN, max_calc)
+                                              dt.MAX_FP_PER_SCAN,
+                                              dt.calcification_limit(pooled, name))
 
 
 def monotone_fit(fit_part):
@@ -228,13 +233,16 @@ def fit_and_measure(data, extra_features=(), measure=None):
     try:
         classifier.FEATURES = tuple(saved[0]) + tuple(extra_features)
         classifier.model_frame.__defaults__ = (classifier.FEATURES,)
-        model = dt.train_model(data["train"], data["validation"], hold_out=dt.HELD_OUT_FAMILY)
+        model = dt.train_model(data["train"], data["validation"], hold_out=dt.HELD_OUT_FAMILY,
+                               matched_fp=True)
         measured = measure(model) if measure else None
     finally:
         classifier.FEATURES, classifier.model_frame.__defaults__ = saved
     lofo = {f: m["all"]["f1"] for f, m in sorted(model["leave_one_family_out"].items())}
     test = model["test_families"]
+    matched = {f: m["matched_fp"] for f, m in sorted(model["leave_one_family_out"].items())}
     return {"lofo_f1": lofo, "lofo_mean_f1": float(np.mean(list(lofo.values()))),
+            "lofo_matched_fp": matched,
             "G": test["G"]["measured"]["all"], "H": test["H"]["measured"]["all"],
             "D": model["held_out"]["measured"]["all"],
             "validation": model["validation"]["measured"]["all"], "measured": measured}
@@ -292,6 +300,10 @@ def main(argv=None):
               + f"); G {r['G']['f1']:.3f}, H {r['H']['f1']:.3f}, D {r['D']['f1']:.3f} "
               f"(FP/scan {r['D']['fp_per_scan']:.2f}); {time.perf_counter() - t0:.0f} s",
               flush=True)
+        for rate in dt.MATCHED_FP_RATES:
+            key = f"{rate:g}"
+            print(f"  sensitivity at {key} FP/scan: " + " ".join(
+                f"{f} {m[key]:.3f}" for f, m in r["lofo_matched_fp"].items()), flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=1))
     return 0

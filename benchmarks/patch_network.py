@@ -167,9 +167,8 @@ def fit_stack(cand, truths, trees, p_net, in_val, max_fp_per_scan=dt.MAX_FP_PER_
         score = np.where(screened, 0.0, classifier.calibrate(1 / (1 + np.exp(-z)), part))
         curve = dt._threshold_curve(as_part[val], truths, {name: part}, name,
                                     scores=score[val])
-        max_calc = ((1 - dt.MIN_CALC_REJECTED) * curve["calcifications"].iloc[0]
-                    if use_phase else np.inf)
-        best = float(dt.choose_accept_threshold(curve, max_fp_per_scan, max_calc)
+        best = float(dt.choose_accept_threshold(curve, max_fp_per_scan,
+                                                dt.calcification_limit(curve, name))
                      ["threshold"])
         stack[name] = {**part, "accept_score": best,
                        "review_score": min(dt.REVIEW_PROBABILITY, best), "shift": shift,

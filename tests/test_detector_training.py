@@ -16,6 +16,7 @@ from cmbprep.testing.detector_training import (
     phantom_fingerprint,
     prepare_scan,
     scan_list,
+    sensitivity_at_fp_rates,
     swi_fingerprint,
 )
 from cmbprep.testing.phantom.randomise import FAMILIES
@@ -158,6 +159,37 @@ def test_accept_threshold_is_the_peak_of_the_averaged_f1_within_the_limits():
     assert calc["threshold"] == 0.40
     none = choose_accept_threshold(curve.assign(fp_per_scan=9.0), max_fp_per_scan=0.5)
     assert 0.54 <= none["threshold"] <= 0.66
+
+
+def test_sensitivity_at_matched_false_positive_rates():
+    """The best sensitivity among thresholds within each false-positive budget, 0 when
+    none is that strict; what the threshold's own position is does not enter."""
+    curve = pd.DataFrame({"threshold": [0.2, 0.4, 0.6, 0.8],
+                          "sensitivity": [0.9, 0.8, 0.6, 0.3],
+                          "fp_per_scan": [3.0, 1.0, 0.4, 0.1]})
+    assert sensitivity_at_fp_rates(curve) == {"0.5": 0.6, "1": 0.8, "2": 0.8}
+    assert sensitivity_at_fp_rates(curve, rates=(0.05, 5)) == {"0.05": 0.0, "5": 0.9}
+
+
+def test_matched_rates_do_not_depend_on_the_accept_threshold(cache):
+    """On real candidates: moving a model's accept thresholds changes its F1 but not its
+    sensitivity at matched false-positive rates, which rises with the budget."""
+    import copy
+    import json
+
+    from cmbprep.algorithms.detection.classifier import DEFAULT_MODEL_PATH
+    from cmbprep.testing.detector_training import _measures, collect, matched_fp_measures
+
+    model = json.loads(DEFAULT_MODEL_PATH.read_text())
+    cand, truths = collect([fixed_scan("small", FAST, s) for s in (7, 8)], cache)
+    strict = copy.deepcopy(model)
+    for name in ("phase", "no_phase"):
+        strict[name]["accept_score"] = 0.95
+    matched = matched_fp_measures(cand, truths, model, rates=(0.5, 1, 2, 100))
+    assert matched == matched_fp_measures(cand, truths, strict, rates=(0.5, 1, 2, 100))
+    assert list(matched.values()) == sorted(matched.values()) and matched["100"] > 0
+    assert (_measures(cand, truths, strict)["all"]["sensitivity"]
+            < _measures(cand, truths, model)["all"]["sensitivity"])
 
 
 def test_measure_test_families_measures_each_and_touches_nothing_else(cache):

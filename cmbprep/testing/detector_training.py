@@ -571,13 +571,46 @@ def _threshold_curve(cand, truths, model, name, grid=THRESHOLD_GRID, scores=None
     return pd.DataFrame(rows)
 
 
+#: False positives per scan at which ``--matched-fp`` reads each left-out family's
+#: sensitivity (the ranking, apart from where the threshold lands).
+MATCHED_FP_RATES = (0.5, 1.0, 2.0)
+
+
+def sensitivity_at_fp_rates(curve, rates=MATCHED_FP_RATES):
+    """The highest sensitivity of ``curve`` (rows of ``threshold sensitivity
+    fp_per_scan``) among the thresholds with at most ``rate`` false positives per scan,
+    for each of ``rates`` (``{"0.5": s, ...}``; 0 when no threshold is that strict).
+
+    A fixed false-positive budget compares how two models *rank* a cohort's candidates
+    whatever accept threshold each chose: two models with the same ranking get the same
+    figures even when their thresholds differ."""
+    out = {}
+    for rate in rates:
+        within = curve.loc[curve["fp_per_scan"] <= rate, "sensitivity"]
+        out[f"{rate:g}"] = float(within.max()) if len(within) else 0.0
+    return out
+
+
+def matched_fp_measures(cand, truths, model, rates=MATCHED_FP_RATES):
+    """:func:`sensitivity_at_fp_rates` of ``model`` on ``cand`` (all scans; the grid of
+    :data:`THRESHOLD_GRID`, one threshold for both parts' calibrated probabilities)."""
+    return sensitivity_at_fp_rates(_threshold_curve(cand, truths, model, "all"), rates)
+
+
 def _choose_threshold(va, val_truths, model, name):
     """The validation curve of part ``name`` of ``model`` and its chosen row
     (:func:`choose_accept_threshold` with the targets' limits)."""
     curve = _threshold_curve(va, val_truths, model, name)
-    n_calc = int(curve["calcifications"].iloc[0])
-    max_calc = (1 - MIN_CALC_REJECTED) * n_calc if name == "phase" else np.inf
-    return curve, choose_accept_threshold(curve, MAX_FP_PER_SCAN, max_calc)
+    return curve, choose_accept_threshold(curve, MAX_FP_PER_SCAN,
+                                          calcification_limit(curve, name))
+
+
+def calcification_limit(curve, name):
+    """The most calcifications part ``name`` may accept on the validation scans of
+    ``curve`` (:func:`_threshold_curve`): 10 % of them for ``phase``, no limit without."""
+    if name != "phase":
+        return np.inf
+    return (1 - MIN_CALC_REJECTED) * int(curve["calcifications"].iloc[0])
 
 
 def fit_model(train_c, val_c, val_truths, *, features=None, verbose=False, network=None):
@@ -672,9 +705,11 @@ def _fit_system(train_c, val_c, val_t, families, patches=None, verbose=False):
     return model, train_c, val_c
 
 
-def leave_one_family_out(train, validation, patches=None):
+def leave_one_family_out(train, validation, patches=None, matched_fp=False):
     """For each family but :data:`TEST_FAMILIES`: fit and calibrate on the others (test
-    families excepted; with ``patches``, the patch network too), score all its scans."""
+    families excepted; with ``patches``, the patch network too), score all its scans;
+    with ``matched_fp``, also its sensitivity at fixed false-positive rates
+    (:func:`matched_fp_measures`, key ``matched_fp``)."""
     (train_c, train_t), (val_c, val_t) = train, validation
     present = pd.concat([train_c, val_c])["family"].unique()
     rows = {}
@@ -682,12 +717,16 @@ def leave_one_family_out(train, validation, patches=None):
         learn = model_families(present, hold_out=family)
         model, tr, va = _fit_system(train_c, val_c, val_t, learn, patches)
         all_c, all_t = _pooled((tr, train_t), (va, val_t))
-        rows[family] = _measures(all_c[all_c["family"] == family], all_t, model)
+        left_out = all_c[all_c["family"] == family]
+        rows[family] = _measures(left_out, all_t, model)
+        if matched_fp:
+            rows[family]["matched_fp"] = matched_fp_measures(left_out, all_t, model)
         print(f"held-out family {family}: " + json.dumps(rows[family]["all"]), flush=True)
     return rows
 
 
-def train_model(train, validation, *, hold_out=None, lofo=True, patches=None):
+def train_model(train, validation, *, hold_out=None, lofo=True, patches=None,
+                matched_fp=False):
     """Fit on the training scans and calibrate on the validation scans of every family
     but ``hold_out`` and :data:`TEST_FAMILIES`; measure on all scans of ``hold_out``
     when given and of each test family in the data.
@@ -707,6 +746,9 @@ def train_model(train, validation, *, hold_out=None, lofo=True, patches=None):
     patches : PatchBank, optional
         Patches of every candidate (:func:`~cmbprep.testing.network_training.patch_bank`):
         the model then also holds a patch network, stacked with the trees.
+    matched_fp : bool
+        Add each left-out family's sensitivity at fixed false-positive rates to the
+        leave-one-family-out table (:func:`matched_fp_measures`).
 
     Returns
     -------
@@ -753,7 +795,8 @@ def train_model(train, validation, *, hold_out=None, lofo=True, patches=None):
                                                    all_t, model)}
     measure_test_families(model, all_c, all_t)
     if lofo:
-        model["leave_one_family_out"] = leave_one_family_out(train, validation, patches)
+        model["leave_one_family_out"] = leave_one_family_out(train, validation, patches,
+                                                             matched_fp)
     return model
 
 
@@ -785,6 +828,11 @@ def main(argv=None):
                         f"families {', '.join(TEST_FAMILIES)})")
     parser.add_argument("--no-lofo", action="store_true",
                         help="skip the leave-one-family-out table")
+    parser.add_argument("--matched-fp", action="store_true",
+                        help="add each left-out family's sensitivity at "
+                        f"{', '.join(f'{r:g}' for r in MATCHED_FP_RATES)} false positives "
+                        "per scan to the leave-one-family-out table (not in the shipped "
+                        "model)")
     parser.add_argument("--network", action="store_true",
                         help="also fit the patch network and stack it with the trees "
                         "(cmbprep.testing.network_training; not the shipped model)")
@@ -822,7 +870,8 @@ def main(argv=None):
         patches = patch_bank(pd.concat([data["train"][0], data["validation"][0]]),
                              args.cache)
     model = train_model(data["train"], data["validation"], hold_out=hold_out,
-                        lofo=not args.no_lofo, patches=patches)
+                        lofo=not args.no_lofo, patches=patches,
+                        matched_fp=args.matched_fp)
     write_text_atomic(output, json.dumps(model, separators=(",", ":")) + "\n")
     print(json.dumps({k: model[k] for k in ("validation", "held_out", "test_families")
                       if k in model},
