@@ -47,6 +47,10 @@ Variants (``--variants``; default all):
     candidates are scored by trees fitted without that family (one more fit per
     family), so that the operating point is set on families the trees did not see, as
     the held-out family will be. Six to seven times the fits of the others.
+``without_shape``, ``without_surroundings``, ``without_vesselness``, ``without_phase_fits``
+    One group of :data:`FEATURE_GROUPS` left out of both parts' inputs: which groups
+    carry the ranking of families the trees never saw (read at matched false-positive
+    rates), and which only help the families they learned from.
 ``worst_family_threshold``
     The trees and Platt map as shipped; the accept threshold maximises the *lowest*
     smoothed validation F1 of the seen families, each family's curve taken on its own
@@ -89,9 +93,21 @@ ACQUISITION_FEATURES = ("voxel_along_b0_mm", "voxel_across_b0_mm")
 #: Features whose within-scan percentile the ``scan_rank`` variant adds.
 RANK_FEATURES = ("contrast", "magnitude_contrast", "blobness")
 
+#: Feature groups the ``without_<group>`` variants leave out.
+FEATURE_GROUPS = {
+    "shape": ("elongation", "elongation_perp_b0", "b0_aspect", "sphericity", "circularity",
+              "centroid_shift_mm"),
+    "surroundings": ("surrounding_dark_fraction", "attached_depth_ratio",
+                     "continuation_fraction", "continuation_axiality", "tube_length_mm"),
+    "vesselness": ("hessian_ratio", "vesselness_max_shell", "blob_vs_vessel", "blobness",
+                   "scale_mm"),
+    "phase_fits": tuple(classifier.PHASE_FEATURES),
+}
+
 VARIANTS = ("shipped", "regularised", "feature_subsampling", "physics_monotone", "bagged3",
             "acquisition", "scan_rank", "cross_family_calibration",
-            "worst_family_threshold", "every_family_fp_threshold")
+            "worst_family_threshold", "every_family_fp_threshold",
+            *(f"without_{g}" for g in FEATURE_GROUPS))
 
 
 def voxel_extent_along_and_across_b0(affine):
@@ -223,15 +239,16 @@ def bagged_fit(fit_part, n_bags=3):
     return fit
 
 
-def fit_and_measure(data, extra_features=(), measure=None):
+def fit_and_measure(data, extra_features=(), measure=None, drop_features=()):
     """The shipped recipe (D held out, leave-one-family-out table) on ``data``, with the
-    columns ``extra_features`` of its candidate tables as more inputs of both parts;
-    the feature list is restored after. Returns the figures the project decides on, and
-    under ``"measured"`` what ``measure(model)`` returns (called while the extra
-    features are still inputs, so that scoring reads them)."""
+    columns ``extra_features`` of its candidate tables as more inputs of both parts and
+    without ``drop_features``; the feature list is restored after. Returns the figures
+    the project decides on, and under ``"measured"`` what ``measure(model)`` returns
+    (called while the extra features are still inputs, so that scoring reads them)."""
     saved = (classifier.FEATURES, classifier.model_frame.__defaults__)
     try:
-        classifier.FEATURES = tuple(saved[0]) + tuple(extra_features)
+        classifier.FEATURES = tuple(f for f in saved[0] if f not in drop_features) + tuple(
+            extra_features)
         classifier.model_frame.__defaults__ = (classifier.FEATURES,)
         model = dt.train_model(data["train"], data["validation"], hold_out=dt.HELD_OUT_FAMILY,
                                matched_fp=True)
@@ -251,7 +268,7 @@ def fit_and_measure(data, extra_features=(), measure=None):
 def run_variant(name, data, cache):
     """Fit one variant with the shipped recipe; the module settings are restored after."""
     saved = (dict(dt.TREE_PARAMETERS), dt._fit_part, dt.system_scores, dt._choose_threshold)
-    extra = ()
+    extra, drop = (), ()
     try:
         if name == "regularised":
             dt.TREE_PARAMETERS.update(min_samples_leaf=100, l2_regularization=10.0)
@@ -274,7 +291,9 @@ def run_variant(name, data, cache):
             dt._choose_threshold = worst_family_threshold
         elif name == "every_family_fp_threshold":
             dt._choose_threshold = every_family_fp_threshold
-        result = fit_and_measure(data, extra)
+        elif name.startswith("without_"):
+            drop = FEATURE_GROUPS[name.removeprefix("without_")]
+        result = fit_and_measure(data, extra, drop_features=drop)
     finally:
         dt.TREE_PARAMETERS.clear()
         dt.TREE_PARAMETERS.update(saved[0])
