@@ -47,7 +47,8 @@ Variants (``--variants``; default all):
     candidates are scored by trees fitted without that family (one more fit per
     family), so that the operating point is set on families the trees did not see, as
     the held-out family will be. Six to seven times the fits of the others.
-``without_shape``, ``without_surroundings``, ``without_vesselness``, ``without_phase_fits``
+``without_shape``, ``without_surroundings``, ``without_vesselness``, ``without_phase_fits``,
+``without_contrast``
     One group of :data:`FEATURE_GROUPS` left out of both parts' inputs: which groups
     carry the ranking of families the trees never saw (read at matched false-positive
     rates), and which only help the families they learned from.
@@ -102,6 +103,7 @@ FEATURE_GROUPS = {
     "vesselness": ("hessian_ratio", "vesselness_max_shell", "blob_vs_vessel", "blobness",
                    "scale_mm"),
     "phase_fits": tuple(classifier.PHASE_FEATURES),
+    "contrast": ("contrast", "magnitude_contrast"),
 }
 
 VARIANTS = ("shipped", "regularised", "feature_subsampling", "physics_monotone", "bagged3",
