@@ -40,7 +40,8 @@ test: install
 test-slow: install
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
-# The classifier experiments read (and first fill, about 40 min) the training cache.
+# The classifier experiments read (and first fill: 384 scans, 110 min on 2 cores measured
+# 2026-12-02, docs/benchmarks.md) the training cache.
 benchmarks: install
 	for b in benchmarks/*.py; do \
 		case $$b in */classifier_ablation.py|*/classifier_settings.py|*/detection_ceiling.py|\
