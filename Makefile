@@ -44,10 +44,15 @@ test-slow: install
 # 2026-12-02, docs/benchmarks.md) the training cache.
 benchmarks: install
 	for b in benchmarks/*.py; do \
-		case $$b in */classifier_ablation.py|*/classifier_settings.py|*/detection_ceiling.py|\
+		case $$b in */classifier_settings.py) \
+			args="--cache $(TRAIN_CACHE) --extra $(TRAIN_CACHE)/bilateral";; \
+		*/classifier_ablation.py|*/detection_ceiling.py|\
 			*/false_positive_sources.py|*/megre_blooming.py|\
-			*/patch_network.py|*/phase_sign_calibration.py) \
+			*/patch_network.py|*/phase_fit_centre.py|*/phase_sign_calibration.py|\
+			*/sensitivity_by_slice.py) \
 			args="--cache $(TRAIN_CACHE)";; \
+		*/bilateral_continuation.py) \
+			args="--cache $(TRAIN_CACHE) --out $(TRAIN_CACHE)/bilateral --jobs 2";; \
 		*) args="";; esac; \
 		$(BIN)/python $$b $$args || exit 1; done
 

@@ -52,6 +52,17 @@ Variants (``--variants``; default all):
     One group of :data:`FEATURE_GROUPS` left out of both parts' inputs: which groups
     carry the ranking of families the trees never saw (read at matched false-positive
     rates), and which only help the families they learned from.
+``bilateral_continuation``
+    Three more inputs per candidate from ``benchmarks/bilateral_continuation.py`` (run it
+    first; its ``--out`` directory is passed here as ``--extra``): the darkness on both
+    sides of the candidate near (R + 0.5 to R + 2 mm) and far (R + 2.5 to R + 5 mm), gaps
+    allowed, and on one side far; whether a dark structure continues through the
+    candidate beyond the shipped continuation's connected dark runs.
+``bilateral_magnitude``
+    The same three measured on the detector's relative magnitude (the ``mag_`` columns of
+    ``bilateral_continuation.py``'s output, passed as ``--extra``), hidden on the
+    training scans where ``magnitude_contrast`` is: the SWI's phase mask gives a
+    microbleed dark lobes along B0 that read like a vein piece, the magnitude does not.
 ``worst_family_threshold``
     The trees and Platt map as shipped; the accept threshold maximises the *lowest*
     smoothed validation F1 of the seen families, each family's curve taken on its own
@@ -107,9 +118,14 @@ FEATURE_GROUPS = {
 }
 
 VARIANTS = ("shipped", "regularised", "feature_subsampling", "physics_monotone", "bagged3",
-            "acquisition", "scan_rank", "cross_family_calibration",
+            "acquisition", "scan_rank", "cross_family_calibration", "bilateral_continuation",
+            "bilateral_magnitude",
             "worst_family_threshold", "every_family_fp_threshold",
             *(f"without_{g}" for g in FEATURE_GROUPS))
+
+
+#: Variants whose inputs come from ``benchmarks/bilateral_continuation.py`` (``--extra``).
+NEED_EXTRA = ("bilateral_continuation", "bilateral_magnitude")
 
 
 def voxel_extent_along_and_across_b0(affine):
@@ -241,6 +257,16 @@ def bagged_fit(fit_part, n_bags=3):
     return fit
 
 
+def hide_with_magnitude(hide, names):
+    """``hide`` (the recipe's hiding of ``magnitude_contrast`` on some training scans)
+    that also hides ``names`` on the same scans."""
+    def hide_all(data):
+        out = hide(data)
+        hidden = (data["seed"].to_numpy(int) % dt.HIDE_MAGNITUDE_EVERY) == 0
+        return out.assign(**{n: np.where(hidden, np.nan, out[n]) for n in names})
+    return hide_all
+
+
 def fit_and_measure(data, extra_features=(), measure=None, drop_features=()):
     """The shipped recipe (D held out, leave-one-family-out table) on ``data``, with the
     columns ``extra_features`` of its candidate tables as more inputs of both parts and
@@ -267,9 +293,10 @@ def fit_and_measure(data, extra_features=(), measure=None, drop_features=()):
             "validation": model["validation"]["measured"]["all"], "measured": measured}
 
 
-def run_variant(name, data, cache):
+def run_variant(name, data, cache, extra_dir=None):
     """Fit one variant with the shipped recipe; the module settings are restored after."""
-    saved = (dict(dt.TREE_PARAMETERS), dt._fit_part, dt.system_scores, dt._choose_threshold)
+    saved = (dict(dt.TREE_PARAMETERS), dt._fit_part, dt.system_scores, dt._choose_threshold,
+             dt._hide_magnitude_sometimes)
     extra, drop = (), ()
     try:
         if name == "regularised":
@@ -286,6 +313,21 @@ def run_variant(name, data, cache):
         elif name == "scan_rank":
             extra = tuple(f"rank_{n}" for n in RANK_FEATURES)
             data = {k: (add_scan_ranks(c), t) for k, (c, t) in data.items()}
+        elif name == "bilateral_continuation":
+            from bilateral_continuation import BILATERAL_FEATURES, add_bilateral_features
+
+            if extra_dir is None:
+                raise SystemExit("bilateral_continuation needs --extra DIR")
+            extra = BILATERAL_FEATURES
+            data = {k: (add_bilateral_features(c, extra_dir), t) for k, (c, t) in data.items()}
+        elif name == "bilateral_magnitude":
+            from bilateral_continuation import BILATERAL_FEATURES, add_bilateral_features
+
+            if extra_dir is None:
+                raise SystemExit("bilateral_magnitude needs --extra DIR")
+            extra = tuple(f"mag_{n}" for n in BILATERAL_FEATURES)
+            data = {k: (add_bilateral_features(c, extra_dir), t) for k, (c, t) in data.items()}
+            dt._hide_magnitude_sometimes = hide_with_magnitude(saved[4], extra)
         elif name == "cross_family_calibration":
             dt._fit_part = cross_family_fit(saved[1])
             dt.system_scores = out_of_family_scores(saved[2])
@@ -299,7 +341,8 @@ def run_variant(name, data, cache):
     finally:
         dt.TREE_PARAMETERS.clear()
         dt.TREE_PARAMETERS.update(saved[0])
-        dt._fit_part, dt.system_scores, dt._choose_threshold = saved[1:]
+        (dt._fit_part, dt.system_scores, dt._choose_threshold,
+         dt._hide_magnitude_sometimes) = saved[1:]
     del result["measured"]
     return result
 
@@ -307,14 +350,18 @@ def run_variant(name, data, cache):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", required=True)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--variants", nargs="+", default=None, choices=VARIANTS,
+                        help="default: all (those that need --extra only with it)")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--extra", help="directory of benchmarks/bilateral_continuation.py")
     args = parser.parse_args(argv)
+    if args.variants is None:
+        args.variants = [v for v in VARIANTS if args.extra or v not in NEED_EXTRA]
     data = {c: dt.collect(dt.scan_list(c), args.cache) for c in ("train", "validation")}
     results = {}
     for name in args.variants:
         t0 = time.perf_counter()
-        results[name] = run_variant(name, data, args.cache)
+        results[name] = run_variant(name, data, args.cache, args.extra)
         r = results[name]
         print(f"{name}: leave-one-family-out mean F1 {r['lofo_mean_f1']:.3f} ("
               + " ".join(f"{f} {v:.3f}" for f, v in r["lofo_f1"].items())
