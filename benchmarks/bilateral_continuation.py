@@ -173,14 +173,16 @@ def add_bilateral_features(cand, extra_dir):
 
 
 def roc_auc(pos, neg):
-    """Probability that a positive outranks a negative (ties half)."""
+    """ROC AUC of positives against negatives (non-finite values left out; NaN when
+    either side is empty)."""
+    from sklearn.metrics import roc_auc_score
+
     pos, neg = np.asarray(pos, float), np.asarray(neg, float)
     pos, neg = pos[np.isfinite(pos)], neg[np.isfinite(neg)]
     if not len(pos) or not len(neg):
         return np.nan
-    ranks = pd.Series(np.concatenate([pos, neg])).rank().to_numpy()
-    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2)
-                 / (len(pos) * len(neg)))
+    y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+    return float(roc_auc_score(y, np.r_[pos, neg]))
 
 
 def main(argv=None):

@@ -257,16 +257,6 @@ def bagged_fit(fit_part, n_bags=3):
     return fit
 
 
-def hide_with_magnitude(hide, names):
-    """``hide`` (the recipe's hiding of ``magnitude_contrast`` on some training scans)
-    that also hides ``names`` on the same scans."""
-    def hide_all(data):
-        out = hide(data)
-        hidden = (data["seed"].to_numpy(int) % dt.HIDE_MAGNITUDE_EVERY) == 0
-        return out.assign(**{n: np.where(hidden, np.nan, out[n]) for n in names})
-    return hide_all
-
-
 def fit_and_measure(data, extra_features=(), measure=None, drop_features=()):
     """The shipped recipe (D held out, leave-one-family-out table) on ``data``, with the
     columns ``extra_features`` of its candidate tables as more inputs of both parts and
@@ -296,7 +286,7 @@ def fit_and_measure(data, extra_features=(), measure=None, drop_features=()):
 def run_variant(name, data, cache, extra_dir=None):
     """Fit one variant with the shipped recipe; the module settings are restored after."""
     saved = (dict(dt.TREE_PARAMETERS), dt._fit_part, dt.system_scores, dt._choose_threshold,
-             dt._hide_magnitude_sometimes)
+             dt.MAGNITUDE_FEATURES)
     extra, drop = (), ()
     try:
         if name == "regularised":
@@ -313,21 +303,16 @@ def run_variant(name, data, cache, extra_dir=None):
         elif name == "scan_rank":
             extra = tuple(f"rank_{n}" for n in RANK_FEATURES)
             data = {k: (add_scan_ranks(c), t) for k, (c, t) in data.items()}
-        elif name == "bilateral_continuation":
+        elif name in NEED_EXTRA:
             from bilateral_continuation import BILATERAL_FEATURES, add_bilateral_features
 
             if extra_dir is None:
-                raise SystemExit("bilateral_continuation needs --extra DIR")
+                raise SystemExit(f"{name} needs --extra DIR")
+            data = {k: (add_bilateral_features(c, extra_dir), t) for k, (c, t) in data.items()}
             extra = BILATERAL_FEATURES
-            data = {k: (add_bilateral_features(c, extra_dir), t) for k, (c, t) in data.items()}
-        elif name == "bilateral_magnitude":
-            from bilateral_continuation import BILATERAL_FEATURES, add_bilateral_features
-
-            if extra_dir is None:
-                raise SystemExit("bilateral_magnitude needs --extra DIR")
-            extra = tuple(f"mag_{n}" for n in BILATERAL_FEATURES)
-            data = {k: (add_bilateral_features(c, extra_dir), t) for k, (c, t) in data.items()}
-            dt._hide_magnitude_sometimes = hide_with_magnitude(saved[4], extra)
+            if name == "bilateral_magnitude":
+                extra = tuple(f"mag_{n}" for n in BILATERAL_FEATURES)
+                dt.MAGNITUDE_FEATURES = saved[4] + extra  # hidden on the same scans
         elif name == "cross_family_calibration":
             dt._fit_part = cross_family_fit(saved[1])
             dt.system_scores = out_of_family_scores(saved[2])
@@ -342,7 +327,7 @@ def run_variant(name, data, cache, extra_dir=None):
         dt.TREE_PARAMETERS.clear()
         dt.TREE_PARAMETERS.update(saved[0])
         (dt._fit_part, dt.system_scores, dt._choose_threshold,
-         dt._hide_magnitude_sometimes) = saved[1:]
+         dt.MAGNITUDE_FEATURES) = saved[1:]
     del result["measured"]
     return result
 

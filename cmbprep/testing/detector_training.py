@@ -371,14 +371,20 @@ def _usable(cand):
 HIDE_MAGNITUDE_EVERY = 5
 
 
+#: Inputs that come from the magnitude, hidden together by
+#: :func:`_hide_magnitude_sometimes`.
+MAGNITUDE_FEATURES = ("magnitude_contrast",)
+
+
 def _hide_magnitude_sometimes(data):
-    """``data`` with ``magnitude_contrast`` NaN on the scans whose seed is a multiple of
-    :data:`HIDE_MAGNITUDE_EVERY` (deterministic)."""
-    if "magnitude_contrast" not in data:
+    """``data`` with the :data:`MAGNITUDE_FEATURES` it has NaN on the scans whose seed is
+    a multiple of :data:`HIDE_MAGNITUDE_EVERY` (deterministic)."""
+    names = [n for n in MAGNITUDE_FEATURES if n in data]
+    if not names:
         return data
     hide = (data["seed"].to_numpy(int) % HIDE_MAGNITUDE_EVERY) == 0
-    return data.assign(magnitude_contrast=np.where(
-        hide, np.nan, pd.to_numeric(data["magnitude_contrast"], errors="coerce")))
+    return data.assign(**{n: np.where(hide, np.nan, pd.to_numeric(data[n], errors="coerce"))
+                          for n in names})
 
 
 def _fit_part(train, names, calcification_weight=1.0):
