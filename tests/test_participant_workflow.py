@@ -9,7 +9,6 @@ that the group level reads the outputs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -17,16 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cmbprep.cli.run import main
-from cmbprep.testing.phantom import write_example_dataset
+from tests.conftest import checksums
 
 EXPECTED = Path(__file__).parent / "data" / "expected_outputs.txt"
-SINK_PREFIX = "ds_"
-
-
-def _checksums(root: Path) -> dict:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def _listing(out: Path) -> list[str]:
@@ -41,31 +33,12 @@ def _listing(out: Path) -> list[str]:
     return sorted(set(files))
 
 
-def _node_results(work: Path) -> dict:
-    """mtime of every computing node's result file (sinks always rerun by design)."""
-    return {p.relative_to(work).as_posix(): p.stat().st_mtime_ns
-            for p in work.rglob("result_*.pklz") if not p.parent.name.startswith(SINK_PREFIX)}
-
-
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo")
-    bids = write_example_dataset(root / "bids")
-    before = _checksums(bids)
-    out, work = root / "derivatives", root / "work"
-    args = [str(bids), str(out), "participant", "-w", str(work), "--nprocs", "2",
-            "--omp-nthreads", "1"]
-    assert main(args) == 0
-    first_results = _node_results(work)
-    # Same work dir: everything cached. Also exercises --use-plugin and --write-graph.
-    plugin = root / "plugin.yml"
-    plugin.write_text("plugin: Linear\n")
-    assert main(args + ["--use-plugin", str(plugin), "--write-graph"]) == 0
-    second_results = _node_results(work)
-    assert "single_subject_01_wf" in (work / "graph.dot").read_text()
-    assert main([str(bids), str(out), "group"]) == 0
-    return {"bids": bids, "out": out, "work": work, "before": before,
-            "first": first_results, "second": second_results}
+def demo(example_run):
+    """The shared run (tests/conftest.py: participant, cached rerun with ``--use-plugin``
+    and ``--write-graph``, group level)."""
+    assert "single_subject_01_wf" in (example_run["work"] / "graph.dot").read_text()
+    return example_run
 
 
 def test_derivative_file_list_matches_expected(demo):
@@ -93,7 +66,7 @@ def test_every_image_and_table_has_a_sidecar_with_sources(demo):
 
 
 def test_inputs_are_not_modified(demo):
-    assert _checksums(demo["bids"]) == demo["before"]
+    assert checksums(demo["bids"]) == demo["before"]
 
 
 def test_rerun_with_same_work_dir_recomputes_nothing(demo):

@@ -1,8 +1,9 @@
 """The rater's review: ``cmbprep-review`` in a real headless Chromium, its table, and the
 group level reading it (counts of the chosen rater, kappa and ICC between raters).
 
-The participant level runs once (sub-01 of the example dataset) and is shared with
-``tests/test_reports_browser.py`` (:func:`participant_outputs`, a lock lets two xdist
+The participant level runs once per test run (the example dataset, ``example_run`` in
+tests/conftest.py, shared with ``tests/test_participant_workflow.py``,
+``tests/test_offline.py`` and ``tests/test_reports_browser.py``; a lock lets the xdist
 workers wait for one run). Each test works on its own copy of the outputs. The browser
 tests need Debian's ``chromium`` and the Python ``playwright`` package: without them
 they are skipped (CI installs both, and fails instead of skipping).
@@ -10,7 +11,6 @@ they are skipped (CI installs both, and fails instead of skipping).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import http.client
 import json
@@ -40,33 +40,11 @@ CHROMIUM = Path("/usr/bin/chromium")
 # --------------------------------------------------------------------------------------
 # Shared fixtures (also imported by tests/test_reports_browser.py)
 # --------------------------------------------------------------------------------------
-def _shared_root(tmp_path_factory) -> Path:
-    """A folder shared by the xdist workers of this test run (or this run's basetemp)."""
-    base = tmp_path_factory.getbasetemp()
-    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-
-
 @pytest.fixture(scope="module")
-def participant_outputs(tmp_path_factory):
-    """The example dataset and its real participant-level outputs for sub-01."""
-    from cmbprep.cli.run import main
-    from cmbprep.testing.phantom import write_example_dataset
-
-    root = _shared_root(tmp_path_factory) / "review-participant"
-    root.mkdir(exist_ok=True)
-    with open(root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        done = root / ".done"
-        if not done.exists():
-            for name in ("bids", "out", "work"):
-                shutil.rmtree(root / name, ignore_errors=True)
-            bids = write_example_dataset(root / "bids")
-            code = main([str(bids), str(root / "out"), "participant", "--participant-label",
-                         "01", "-w", str(root / "work"), "--nprocs", "2",
-                         "--omp-nthreads", "1"])
-            assert code == 0
-            done.write_text("ok\n")
-    return {"bids": root / "bids", "out": root / "out"}
+def participant_outputs(example_run):
+    """The example dataset and its real participant-level outputs (the shared run of
+    tests/conftest.py: three subjects and the group level)."""
+    return {"bids": example_run["bids"], "out": example_run["out"]}
 
 
 @pytest.fixture
@@ -254,7 +232,7 @@ def test_read_only_output_folder_is_one_clear_error(outputs_copy, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 73 and len(err) == 1
     assert str(anat) in err[0] and "cannot write the review" in err[0]
-    assert main([str(outputs_copy["out"]), "--participant-label", "02", "--port", "0",
+    assert main([str(outputs_copy["out"]), "--participant-label", "09", "--port", "0",
                  "--no-browser"]) == 66
     assert main([str(outputs_copy["out"]), "--participant-label", "01", "--rater",
                  "bad name!"]) == 64

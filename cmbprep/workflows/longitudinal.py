@@ -33,6 +33,9 @@ def init_longitudinal_wf(series, *, output_dir: str, seed: int = 0,
     workflow = pe.Workflow(name=name or f"longitudinal_{_node_name(series.prefix[4:])}_wf")
     register = pe.MapNode(RegisterSession(seed=seed), iterfield=["moving", "moving_mask"],
                           name="register_sessions")
+    # Its inputs are participant outputs, which every run commits again (new mtimes,
+    # same bytes): hash them by content so that a rerun does not register again.
+    register.config = {"execution": {"hash_method": "content"}}
     register.inputs.reference = sessions[0]["swi"]
     register.inputs.reference_mask = sessions[0]["brain_mask"]
     register.inputs.moving = [s["swi"] for s in sessions[1:]]
