@@ -63,6 +63,18 @@ Variants (``--variants``; default all):
     ``bilateral_continuation.py``'s output, passed as ``--extra``), hidden on the
     training scans where ``magnitude_contrast`` is: the SWI's phase mask gives a
     microbleed dark lobes along B0 that read like a vein piece, the magnitude does not.
+``magnitude_context``
+    Five more inputs per candidate from ``benchmarks/magnitude_geometry.py`` (run it
+    first; its ``--out`` directory is passed here as ``--extra``): the shipped context
+    features that describe dark geometry (``continuation_fraction``,
+    ``continuation_axiality``, ``tube_length_mm``, ``vesselness_max_shell``,
+    ``blob_vs_vessel``) measured with the shipped functions on the detector's relative
+    magnitude (columns prefixed ``mag_``), hidden on the training scans where
+    ``magnitude_contrast`` is: a microbleed has no phase-mask lobes along B0 there, a
+    vein piece along B0 stays dark.
+``magnitude_geometry``
+    ``magnitude_context``'s five plus ``bilateral_magnitude``'s three (the ``--extra``
+    directory holds both scripts' files), hidden on the same scans.
 ``worst_family_threshold``
     The trees and Platt map as shipped; the accept threshold maximises the *lowest*
     smoothed validation F1 of the seen families, each family's curve taken on its own
@@ -119,13 +131,15 @@ FEATURE_GROUPS = {
 
 VARIANTS = ("shipped", "regularised", "feature_subsampling", "physics_monotone", "bagged3",
             "acquisition", "scan_rank", "cross_family_calibration", "bilateral_continuation",
-            "bilateral_magnitude",
+            "bilateral_magnitude", "magnitude_context", "magnitude_geometry",
             "worst_family_threshold", "every_family_fp_threshold",
             *(f"without_{g}" for g in FEATURE_GROUPS))
 
 
-#: Variants whose inputs come from ``benchmarks/bilateral_continuation.py`` (``--extra``).
-NEED_EXTRA = ("bilateral_continuation", "bilateral_magnitude")
+#: Variants whose inputs come from ``benchmarks/bilateral_continuation.py`` or
+#: ``benchmarks/magnitude_geometry.py`` (``--extra``).
+NEED_EXTRA = ("bilateral_continuation", "bilateral_magnitude", "magnitude_context",
+              "magnitude_geometry")
 
 
 def voxel_extent_along_and_across_b0(affine):
@@ -304,15 +318,23 @@ def run_variant(name, data, cache, extra_dir=None):
             extra = tuple(f"rank_{n}" for n in RANK_FEATURES)
             data = {k: (add_scan_ranks(c), t) for k, (c, t) in data.items()}
         elif name in NEED_EXTRA:
-            from bilateral_continuation import BILATERAL_FEATURES, add_bilateral_features
+            from bilateral_continuation import ALL_COLUMNS, BILATERAL_FEATURES, \
+                add_bilateral_features
+            from magnitude_geometry import MAG_CONTEXT_FEATURES, add_magnitude_geometry
 
             if extra_dir is None:
                 raise SystemExit(f"{name} needs --extra DIR")
-            data = {k: (add_bilateral_features(c, extra_dir), t) for k, (c, t) in data.items()}
-            extra = BILATERAL_FEATURES
-            if name == "bilateral_magnitude":
-                extra = tuple(f"mag_{n}" for n in BILATERAL_FEATURES)
-                dt.MAGNITUDE_FEATURES = saved[4] + extra  # hidden on the same scans
+            mag_bilateral = tuple(f"mag_{n}" for n in BILATERAL_FEATURES)
+            extra = {"bilateral_continuation": BILATERAL_FEATURES,
+                     "bilateral_magnitude": mag_bilateral,
+                     "magnitude_context": MAG_CONTEXT_FEATURES,
+                     "magnitude_geometry": MAG_CONTEXT_FEATURES + mag_bilateral}[name]
+            for columns, add in ((ALL_COLUMNS, add_bilateral_features),
+                                 (MAG_CONTEXT_FEATURES, add_magnitude_geometry)):
+                if set(extra) & set(columns):
+                    data = {k: (add(c, extra_dir), t) for k, (c, t) in data.items()}
+            if name != "bilateral_continuation":  # magnitude inputs: hidden on the same scans
+                dt.MAGNITUDE_FEATURES = saved[4] + extra
         elif name == "cross_family_calibration":
             dt._fit_part = cross_family_fit(saved[1])
             dt.system_scores = out_of_family_scores(saved[2])
@@ -338,7 +360,8 @@ def main(argv=None):
     parser.add_argument("--variants", nargs="+", default=None, choices=VARIANTS,
                         help="default: all (those that need --extra only with it)")
     parser.add_argument("--json", help="write the results here")
-    parser.add_argument("--extra", help="directory of benchmarks/bilateral_continuation.py")
+    parser.add_argument("--extra", help="output directory of benchmarks/"
+                        "bilateral_continuation.py and/or magnitude_geometry.py")
     args = parser.parse_args(argv)
     if args.variants is None:
         args.variants = [v for v in VARIANTS if args.extra or v not in NEED_EXTRA]
