@@ -44,7 +44,8 @@ def _run_antsregistration(args: list[str]) -> None:
         raise RuntimeError(f"antsRegistration failed with exit code {rc}")
 
 
-def _stage(kind, fixed, moving, *, metric, iterations, shrink, sigmas_mm, masks, step):
+def _stage(kind, fixed, moving, *, metric, iterations, shrink, sigmas_mm, masks, step,
+           threshold=1e-6):
     if kind == "SyN":
         transform = f"SyN[{step},3,0]"
         metric_str = f"{metric}[{fixed},{moving},1,32]"
@@ -54,7 +55,8 @@ def _stage(kind, fixed, moving, *, metric, iterations, shrink, sigmas_mm, masks,
     return [
         "--transform", transform,
         "--metric", metric_str,
-        "--convergence", "[{},1e-6,10]".format("x".join(str(i) for i in iterations)),
+        "--convergence", "[{},{:g},10]".format("x".join(str(i) for i in iterations),
+                                                threshold),
         "--shrink-factors", "x".join(str(s) for s in shrink),
         "--smoothing-sigmas", "x".join(f"{s:g}" for s in sigmas_mm) + "mm",
         "--masks", masks,
@@ -78,7 +80,7 @@ def _write_inputs(folder: Path, fixed, moving, fixed_mask) -> tuple[Path, Path, 
 
 
 def _arguments(fixed_f, moving_f, mask_opt, out_prefix, initial_transform, stages, seed,
-               schedules, mask_linear_stages) -> list[str]:
+               schedules, mask_linear_stages, convergence_threshold=1e-6) -> list[str]:
     """The antsRegistration command line; ``schedules`` maps "linear"/"syn" to
     ``(iterations, shrink factors, smoothing mm)``."""
     args = [
@@ -106,6 +108,7 @@ def _arguments(fixed_f, moving_f, mask_opt, out_prefix, initial_transform, stage
             sigmas_mm=sigmas_mm,
             masks=mask_opt if (syn or mask_linear_stages) else "[NA,NA]",
             step=0.2 if syn else 0.1,
+            threshold=convergence_threshold,
         )
     return args
 
@@ -126,6 +129,7 @@ def register_images(
     syn_shrink_factors=(4, 2, 1),
     syn_smoothing_mm=(4.0, 2.0, 0.0),
     mask_linear_stages: bool = True,
+    convergence_threshold: float = 1e-6,
 ) -> tuple[Path, Path]:
     """Run ``antsRegistration`` (moving -> fixed) and write composite transforms.
 
@@ -149,6 +153,11 @@ def register_images(
         level of the linear stages.
     syn_iterations, syn_shrink_factors, syn_smoothing_mm : sequence
         The same for the SyN stage.
+    mask_linear_stages : bool
+        Use ``fixed_mask`` in the linear stages too.
+    convergence_threshold : float
+        Each level stops when the metric's slope over the last 10 iterations falls below
+        this (``--convergence [N,threshold,10]``).
 
     Returns
     -------
@@ -166,7 +175,7 @@ def register_images(
         fixed_f, moving_f, mask_opt = _write_inputs(tmp, fixed, moving, fixed_mask)
         _run_antsregistration(
             _arguments(fixed_f, moving_f, mask_opt, out_prefix, initial_transform, stages,
-                       seed, schedules, mask_linear_stages)
+                       seed, schedules, mask_linear_stages, convergence_threshold)
         )  # fmt: skip
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

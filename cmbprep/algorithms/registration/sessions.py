@@ -88,7 +88,8 @@ def mask_surface_distance_mm(mask_a, mask_b, voxel_size_mm) -> float:
 
 def register_sessions(reference, reference_mask, moving, moving_mask, out_prefix, *,
                       seed: int = 0, resolution_mm: float = 1.5,
-                      dilate_mm: float = 4.0) -> SessionRegistration:
+                      dilate_mm: float = 4.0,
+                      convergence_threshold: float = 1e-5) -> SessionRegistration:
     """Rigidly register a later session's image (``moving``) onto the reference session.
 
     Parameters
@@ -106,6 +107,11 @@ def register_sessions(reference, reference_mask, moving, moving_mask, out_prefix
         Isotropic working resolution.
     dilate_mm : float
         Dilation of the brain masks before masking the images (keeps the brain edge).
+    convergence_threshold : float
+        Each of the three levels (shrink 4, 2, 1) stops when the metric's slope over 10
+        iterations falls below this. 1e-5 rather than the template registration's 1e-6:
+        as accurate on simulated session pairs and half the time
+        (``benchmarks/session_registration.py``, docs/benchmarks.md).
 
     Returns
     -------
@@ -119,7 +125,8 @@ def register_sessions(reference, reference_mask, moving, moving_mask, out_prefix
         nib.Nifti1Image((np.asarray(reference_mask.dataobj) > 0).astype(np.float32),
                         reference_mask.affine), resolution_mm, interp="nearest")
     forward, inverse = register_images(fixed, mov, out_prefix, stages=("Rigid",),
-                                       seed=seed, mask_linear_stages=False)
+                                       seed=seed, mask_linear_stages=False,
+                                       convergence_threshold=convergence_threshold)
     moved_mask = apply_transform(
         nib.Nifti1Image((np.asarray(moving_mask.dataobj) > 0).astype(np.float32),
                         moving_mask.affine), fixed_mask, forward,
