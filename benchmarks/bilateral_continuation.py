@@ -114,14 +114,22 @@ def bilateral_continuation(image, center_vox, radius_mm, voxel_size):
     return out
 
 
-def scan_features(spec, cache):
-    """:data:`BILATERAL_FEATURES` of every non-screened candidate of one cached scan, on
-    the detector's relative SWI and (columns prefixed ``mag_``, NaN without magnitude) on
-    its relative magnitude."""
+def candidate_centres(spec, cache):
+    """The non-screened candidates of one cached scan, the detector's context (its
+    relative SWI and magnitude) and each candidate's centroid in the context's voxels.
+
+    Returns
+    -------
+    sub : DataFrame
+        The non-screened rows of the scan's candidate table.
+    context : CandidateContext
+        :func:`cmbprep.algorithms.detection.cmbprep_detector.find_candidates`'s output.
+    centres : (N, 3) ndarray
+        Centroids in voxel coordinates of ``context.relative``.
+    """
     from cmbprep.algorithms.detection.cmbprep_detector import find_candidates
 
-    tag = dt._tag(spec)
-    cand = pd.read_csv(Path(cache) / f"cand_{tag}.csv", low_memory=False)
+    cand = pd.read_csv(Path(cache) / f"cand_{dt._tag(spec)}.csv", low_memory=False)
     keep = ~cand["screened_out"].astype(str).str.lower().isin(["true", "1"])
     arrays, _, _ = dt.prepare_scan(spec, cache)
     context = find_candidates(arrays["swi"], arrays["brain"], arrays["affine"],
@@ -133,6 +141,14 @@ def scan_features(spec, cache):
     sub = cand[keep]
     world = np.c_[sub[["x", "y", "z"]].to_numpy(float), np.ones(len(sub))]
     centres = (np.linalg.inv(arrays["affine"]) @ world.T)[:3].T - start
+    return sub, context, centres
+
+
+def scan_features(spec, cache):
+    """:data:`BILATERAL_FEATURES` of every non-screened candidate of one cached scan, on
+    the detector's relative SWI and (columns prefixed ``mag_``, NaN without magnitude) on
+    its relative magnitude."""
+    sub, context, centres = candidate_centres(spec, cache)
     rows = []
     for cid, diameter, centre in zip(sub["candidate_id"], sub["diameter_mm"], centres):
         row = {"candidate_id": cid}
@@ -147,18 +163,31 @@ def scan_features(spec, cache):
 
 
 def _job(args):
-    spec, cache, out = args
-    path = Path(out) / f"bilateral_{dt._tag(spec)}.csv"
+    features, prefix, spec, cache, out = args
+    path = Path(out) / f"{prefix}_{dt._tag(spec)}.csv"
     if path.exists():
         return str(path)
     t0 = time.perf_counter()
-    table = scan_features(spec, cache)
+    table = features(spec, cache)
     tmp = path.with_suffix(".tmp")
     table.to_csv(tmp, index=False)
     tmp.replace(path)
     print(f"{dt._tag(spec)}: {len(table)} candidates, {time.perf_counter() - t0:.1f} s",
           flush=True)
     return str(path)
+
+
+def write_per_scan(features, prefix, cache, out, jobs=1):
+    """``features(spec, cache)`` of every train and validation scan of the cache, each
+    written atomically as ``<out>/<prefix>_<family>_<seed>.csv`` (existing files kept)."""
+    Path(out).mkdir(parents=True, exist_ok=True)
+    specs = [s for c in ("train", "validation") for s in dt.scan_list(c)]
+    todo = [(features, prefix, s, cache, out) for s in specs]
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs) as pool:
+            list(pool.map(_job, todo))
+    else:
+        [_job(t) for t in todo]
 
 
 def add_bilateral_features(cand, extra_dir):
@@ -192,14 +221,7 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--auc", action="store_true")
     args = parser.parse_args(argv)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    specs = [s for c in ("train", "validation") for s in dt.scan_list(c)]
-    todo = [(s, args.cache, args.out) for s in specs]
-    if args.jobs > 1:
-        with ProcessPoolExecutor(args.jobs) as pool:
-            list(pool.map(_job, todo))
-    else:
-        [_job(t) for t in todo]
+    write_per_scan(scan_features, "bilateral", args.cache, args.out, args.jobs)
     if args.auc:
         data = [dt.collect(dt.scan_list(c), args.cache)[0] for c in ("train", "validation")]
         cand = add_bilateral_features(pd.concat(data, ignore_index=True), args.out)

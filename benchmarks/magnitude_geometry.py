@@ -42,15 +42,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-from bilateral_continuation import roc_auc
+from bilateral_continuation import candidate_centres, roc_auc, write_per_scan
 from cmbprep.algorithms.detection import context as ctx
 from cmbprep.testing import detector_training as dt
 
@@ -112,21 +110,7 @@ def scan_features(spec, cache):
     DataFrame
         ``candidate_id``, the :data:`MAG_CONTEXT_FEATURES`, ``family`` and ``seed``.
     """
-    from cmbprep.algorithms.detection.cmbprep_detector import find_candidates
-
-    tag = dt._tag(spec)
-    cand = pd.read_csv(Path(cache) / f"cand_{tag}.csv", low_memory=False)
-    keep = ~cand["screened_out"].astype(str).str.lower().isin(["true", "1"])
-    arrays, _, _ = dt.prepare_scan(spec, cache)
-    context = find_candidates(arrays["swi"], arrays["brain"], arrays["affine"],
-                              filtered_phase=arrays["phase"],
-                              magnitude=arrays.get("magnitude"),
-                              parameters=dt.detector_parameters(arrays, scorer="rules"))
-    start = np.array([b.start for b in context.box], float)
-    # the table's i j k are rounded; its world position is the centroid itself
-    sub = cand[keep]
-    world = np.c_[sub[["x", "y", "z"]].to_numpy(float), np.ones(len(sub))]
-    centres = (np.linalg.inv(arrays["affine"]) @ world.T)[:3].T - start
+    sub, context, centres = candidate_centres(spec, cache)
     image = context.magnitude_relative
     rows = []
     for cid, diameter, centre in zip(sub["candidate_id"], sub["diameter_mm"], centres):
@@ -135,21 +119,6 @@ def scan_features(spec, cache):
         rows.append({"candidate_id": cid, **{f"mag_{k}": v for k, v in values.items()}})
     table = pd.DataFrame(rows, columns=["candidate_id", *MAG_CONTEXT_FEATURES])
     return table.assign(family=spec.family, seed=spec.seed)
-
-
-def _job(args):
-    spec, cache, out = args
-    path = Path(out) / f"magctx_{dt._tag(spec)}.csv"
-    if path.exists():
-        return str(path)
-    t0 = time.perf_counter()
-    table = scan_features(spec, cache)
-    tmp = path.with_suffix(".tmp")
-    table.to_csv(tmp, index=False)
-    tmp.replace(path)
-    print(f"{dt._tag(spec)}: {len(table)} candidates, {time.perf_counter() - t0:.1f} s",
-          flush=True)
-    return str(path)
 
 
 def add_magnitude_geometry(cand, extra_dir):
@@ -186,14 +155,7 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--auc", action="store_true")
     args = parser.parse_args(argv)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    specs = [s for c in ("train", "validation") for s in dt.scan_list(c)]
-    todo = [(s, args.cache, args.out) for s in specs]
-    if args.jobs > 1:
-        with ProcessPoolExecutor(args.jobs) as pool:
-            list(pool.map(_job, todo))
-    else:
-        [_job(t) for t in todo]
+    write_per_scan(scan_features, "magctx", args.cache, args.out, args.jobs)
     if args.auc:
         data = [dt.collect(dt.scan_list(c), args.cache)[0] for c in ("train", "validation")]
         cand = add_magnitude_geometry(pd.concat(data, ignore_index=True), args.out)
