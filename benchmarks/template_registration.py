@@ -26,24 +26,10 @@ import time
 import nibabel as nib
 import numpy as np
 
-from cmbprep.algorithms.registration import points_to_template
-from cmbprep.algorithms.registration import template_to_subject as t2s
-from cmbprep.algorithms.registration.antsregistration import register_images
+from cmbprep.algorithms.registration import points_to_template, register_template_to_subject
 from cmbprep.testing.phantom import PhantomConfig, simulate_subject
 
 THRESHOLDS = (1e-6, 1e-5)
-
-
-def register_with(threshold, subject, head_mask, work_dir, seed=42):
-    """:func:`register_template_to_subject` with every stage stopping at ``threshold``."""
-    original = t2s.register_images
-    t2s.register_images = lambda *a, **k: register_images(
-        *a, **{**k, "convergence_threshold": threshold})
-    try:
-        return t2s.register_template_to_subject(subject, work_dir, head_mask=head_mask,
-                                                seed=seed)
-    finally:
-        t2s.register_images = original
 
 
 def main(argv=None):
@@ -65,7 +51,9 @@ def main(argv=None):
         for threshold in THRESHOLDS:
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.perf_counter()
-                result = register_with(threshold, subject, head, tmp)
+                result = register_template_to_subject(
+                    subject, tmp, head_mask=head, seed=42,
+                    convergence_threshold=threshold)
                 wall = time.perf_counter() - t0
                 xfm = result.template_to_subject_xfm  # maps subject points to template
                 errors = [np.linalg.norm(points_to_template(p, xfm)

@@ -88,7 +88,7 @@ def mask_surface_distance_mm(mask_a, mask_b, voxel_size_mm) -> float:
 
 def register_sessions(reference, reference_mask, moving, moving_mask, out_prefix, *,
                       seed: int = 0, resolution_mm: float = 1.5,
-                      dilate_mm: float = 4.0,
+                      dilate_mm: float = 4.0, iterations=(500, 250, 100),
                       convergence_threshold: float = 1e-5) -> SessionRegistration:
     """Rigidly register a later session's image (``moving``) onto the reference session.
 
@@ -107,6 +107,8 @@ def register_sessions(reference, reference_mask, moving, moving_mask, out_prefix
         Isotropic working resolution.
     dilate_mm : float
         Dilation of the brain masks before masking the images (keeps the brain edge).
+    iterations : sequence of 3 int
+        Largest number of iterations at shrink 4, 2 and 1.
     convergence_threshold : float
         Each of the three levels (shrink 4, 2, 1) stops when the metric's slope over 10
         iterations falls below this. 1e-5 rather than the template registration's 1e-6:
@@ -126,6 +128,7 @@ def register_sessions(reference, reference_mask, moving, moving_mask, out_prefix
                         reference_mask.affine), resolution_mm, interp="nearest")
     forward, inverse = register_images(fixed, mov, out_prefix, stages=("Rigid",),
                                        seed=seed, mask_linear_stages=False,
+                                       affine_iterations=tuple(iterations),
                                        convergence_threshold=convergence_threshold)
     moved_mask = apply_transform(
         nib.Nifti1Image((np.asarray(moving_mask.dataobj) > 0).astype(np.float32),

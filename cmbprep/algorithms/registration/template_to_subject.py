@@ -48,6 +48,7 @@ def register_template_to_subject(
     refine_affine_iterations=(100, 10),
     mask_dilation_mm: float = 6.0,
     qc_thresholds: dict | None = None,
+    convergence_threshold: float = 1e-6,
 ) -> RegistrationResult:
     """Register the ICBM152 template (moving) to a subject image with skull (fixed).
 
@@ -85,6 +86,10 @@ def register_template_to_subject(
         fixed-image metric mask of the second pass (excludes most scalp).
     qc_thresholds : dict, optional
         Overrides for :data:`~cmbprep.algorithms.registration.QC_THRESHOLDS`.
+    convergence_threshold : float
+        Every level of both passes stops when the metric's slope over 10 iterations falls
+        below this (1e-5 saves about 15 % here for the same error,
+        ``benchmarks/template_registration.py``).
 
     Returns
     -------
@@ -105,7 +110,7 @@ def register_template_to_subject(
     fwd, inv, durations = _register_two_passes(
         sub, tpl, tpl_mask, head, work_dir, prefix, seed=seed,
         refine_affine_iterations=refine_affine_iterations, syn_iterations=syn_iterations,
-        mask_dilation_mm=mask_dilation_mm,
+        mask_dilation_mm=mask_dilation_mm, convergence_threshold=convergence_threshold,
     )  # fmt: skip
     qc, warped_mask = _quality(sub, tpl, tpl_mask, head, fwd, qc_thresholds)
     qc["resolution_mm"] = float(resolution_mm)
@@ -138,7 +143,8 @@ def _centroid_lps(image) -> np.ndarray:
 
 
 def _register_two_passes(sub, tpl, tpl_mask, head, work_dir: Path, prefix: str, *, seed,
-                         refine_affine_iterations, syn_iterations, mask_dilation_mm):
+                         refine_affine_iterations, syn_iterations, mask_dilation_mm,
+                         convergence_threshold):
     """Centre-of-mass initialisation, pass 1 (rigid + affine, whole head) and pass 2
     (affine + SyN inside the dilated, affinely warped template brain).
 
@@ -153,6 +159,7 @@ def _register_two_passes(sub, tpl, tpl_mask, head, work_dir: Path, prefix: str, 
         sub, tpl, work_dir / f"{prefix}pass1_", initial_transform=init,
         stages=("Rigid", "Affine"), seed=seed, affine_iterations=(500, 250),
         shrink_factors=(4, 2), smoothing_mm=(4.0, 2.0), mask_linear_stages=False,
+        convergence_threshold=convergence_threshold,
     )  # fmt: skip
     fixed_mask = _pass2_metric_mask(tpl_mask, sub, lin_fwd, head, mask_dilation_mm)
     t_pass1 = time.perf_counter() - t_start
@@ -162,6 +169,7 @@ def _register_two_passes(sub, tpl, tpl_mask, head, work_dir: Path, prefix: str, 
         initial_transform=lin_fwd, stages=("Affine", "SyN"), seed=seed,
         affine_iterations=tuple(refine_affine_iterations), shrink_factors=(2, 1),
         smoothing_mm=(2.0, 0.0), syn_iterations=syn_iterations,
+        convergence_threshold=convergence_threshold,
     )  # fmt: skip
     t_pass2 = time.perf_counter() - t_start - t_pass1
     for f in work_dir.glob(f"{prefix}pass1_*"):
