@@ -190,15 +190,23 @@ def write_per_scan(features, prefix, cache, out, jobs=1):
         [_job(t) for t in todo]
 
 
-def add_bilateral_features(cand, extra_dir):
-    """``cand`` with :data:`ALL_COLUMNS` read from ``extra_dir`` (NaN where screened)."""
-    tables = [pd.read_csv(p) for p in sorted(Path(extra_dir).glob("bilateral_*.csv"))]
+def read_per_scan(cand, extra_dir, prefix):
+    """``cand`` with the columns of :func:`write_per_scan`'s ``<prefix>_*.csv`` files in
+    ``extra_dir`` merged on family, seed and candidate (NaN where screened)."""
+    tables = [pd.read_csv(p) for p in sorted(Path(extra_dir).glob(f"{prefix}_*.csv"))]
+    if not tables:
+        raise RuntimeError(f"{extra_dir}: no {prefix}_*.csv")
     extra = pd.concat(tables, ignore_index=True)
     merged = cand.merge(extra, on=["family", "seed", "candidate_id"], how="left",
                         validate="many_to_one")
     if len(merged) != len(cand):
         raise RuntimeError(f"{extra_dir}: candidate ids repeated")
     return merged
+
+
+def add_bilateral_features(cand, extra_dir):
+    """``cand`` with :data:`ALL_COLUMNS` read from ``extra_dir`` (NaN where screened)."""
+    return read_per_scan(cand, extra_dir, "bilateral")
 
 
 def roc_auc(pos, neg):
@@ -214,27 +222,38 @@ def roc_auc(pos, neg):
     return float(roc_auc_score(y, np.r_[pos, neg]))
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def feature_script_main(argv, description, features, prefix, add, names, title):
+    """Command line of a per-candidate feature script: ``--cache``, ``--out``, ``--jobs``
+    (:func:`write_per_scan` of ``features`` as ``<prefix>_*.csv``) and ``--auc`` (ROC
+    AUC of ``names`` per family, microbleeds against candidates on no lesion, after
+    ``add(cand, out)``)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--cache", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--auc", action="store_true")
     args = parser.parse_args(argv)
-    write_per_scan(scan_features, "bilateral", args.cache, args.out, args.jobs)
+    write_per_scan(features, prefix, args.cache, args.out, args.jobs)
     if args.auc:
         data = [dt.collect(dt.scan_list(c), args.cache)[0] for c in ("train", "validation")]
-        cand = add_bilateral_features(pd.concat(data, ignore_index=True), args.out)
+        cand = add(pd.concat(data, ignore_index=True), args.out)
         cand = cand[~cand["screened_out"]]
-        names = (*ALL_COLUMNS, "continuation_fraction", "tube_length_mm")
-        print("ROC AUC, microbleeds against candidates on no lesion (low value = "
-              "microbleeds lower)")
-        print("family " + " ".join(f"{n:>22}" for n in names))
+        width = max(22, max(len(n) for n in names) + 2)
+        print(title)
+        print("family " + " ".join(f"{n:>{width}}" for n in names))
         for family, g in cand.groupby("family"):
             cmb, none = g[g["truth"] == "cmb"], g[g["truth"] == "none"]
-            print(f"{family:6} " + " ".join(f"{roc_auc(cmb[n], none[n]):22.3f}"
+            print(f"{family:6} " + " ".join(f"{roc_auc(cmb[n], none[n]):{width}.3f}"
                                              for n in names))
     return 0
+
+
+def main(argv=None):
+    return feature_script_main(
+        argv, __doc__.splitlines()[0], scan_features, "bilateral", add_bilateral_features,
+        (*ALL_COLUMNS, "continuation_fraction", "tube_length_mm"),
+        "ROC AUC, microbleeds against candidates on no lesion (low value = microbleeds "
+        "lower)")
 
 
 if __name__ == "__main__":

@@ -41,16 +41,12 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-from bilateral_continuation import candidate_centres, roc_auc, write_per_scan
+from bilateral_continuation import candidate_centres, feature_script_main, read_per_scan
 from cmbprep.algorithms.detection import context as ctx
-from cmbprep.testing import detector_training as dt
 
 #: The shipped context features measured here on the magnitude (unprefixed names).
 GEOMETRY_FEATURES = ("continuation_fraction", "continuation_axiality", "tube_length_mm",
@@ -122,54 +118,18 @@ def scan_features(spec, cache):
 
 
 def add_magnitude_geometry(cand, extra_dir):
-    """``cand`` with :data:`MAG_CONTEXT_FEATURES` read from ``extra_dir`` (NaN where
-    screened).
-
-    Parameters
-    ----------
-    cand : DataFrame
-        Candidate table with ``family``, ``seed`` and ``candidate_id``.
-    extra_dir : str or Path
-        ``--out`` directory of this module (``magctx_*.csv``).
-
-    Returns
-    -------
-    DataFrame
-        ``cand`` with the added columns, rows in the same order.
-    """
-    tables = [pd.read_csv(p) for p in sorted(Path(extra_dir).glob("magctx_*.csv"))]
-    if not tables:
-        raise RuntimeError(f"{extra_dir}: no magctx_*.csv")
-    extra = pd.concat(tables, ignore_index=True)
-    merged = cand.merge(extra, on=["family", "seed", "candidate_id"], how="left",
-                        validate="many_to_one")
-    if len(merged) != len(cand):
-        raise RuntimeError(f"{extra_dir}: candidate ids repeated")
-    return merged
+    """``cand`` with :data:`MAG_CONTEXT_FEATURES` read from ``extra_dir``
+    (``magctx_*.csv``; NaN where screened), rows in the same order."""
+    return read_per_scan(cand, extra_dir, "magctx")
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--auc", action="store_true")
-    args = parser.parse_args(argv)
-    write_per_scan(scan_features, "magctx", args.cache, args.out, args.jobs)
-    if args.auc:
-        data = [dt.collect(dt.scan_list(c), args.cache)[0] for c in ("train", "validation")]
-        cand = add_magnitude_geometry(pd.concat(data, ignore_index=True), args.out)
-        cand = cand[~cand["screened_out"]]
-        names = [n for pair in zip(MAG_CONTEXT_FEATURES, GEOMETRY_FEATURES) for n in pair
-                 if n != "continuation_axiality"]
-        print("ROC AUC, microbleeds against candidates on no lesion (low value = "
-              "microbleeds lower); mag_ on the magnitude, beside the shipped SWI ones")
-        print("family " + " ".join(f"{n:>26}" for n in names))
-        for family, g in cand.groupby("family"):
-            cmb, none = g[g["truth"] == "cmb"], g[g["truth"] == "none"]
-            print(f"{family:6} " + " ".join(f"{roc_auc(cmb[n], none[n]):26.3f}"
-                                             for n in names))
-    return 0
+    return feature_script_main(
+        argv, __doc__.splitlines()[0], scan_features, "magctx", add_magnitude_geometry,
+        [n for pair in zip(MAG_CONTEXT_FEATURES, GEOMETRY_FEATURES) for n in pair
+         if n != "continuation_axiality"],
+        "ROC AUC, microbleeds against candidates on no lesion (low value = microbleeds "
+        "lower); mag_ on the magnitude, beside the shipped SWI ones")
 
 
 if __name__ == "__main__":
