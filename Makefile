@@ -53,7 +53,8 @@ benchmarks: install
 			args="--cache $(TRAIN_CACHE) --extra $(TRAIN_CACHE)/bilateral";; \
 		*/classifier_ablation.py|*/detection_ceiling.py|\
 			*/false_positive_sources.py|*/learning_curve.py|*/megre_blooming.py|\
-			*/patch_network.py|*/phase_fit_centre.py|*/phase_patch_network.py|\
+			*/patch_network.py|*/phase_convention_in_brain.py|*/phase_fit_centre.py|\
+			*/phase_patch_network.py|\
 			*/phase_sign_calibration.py|*/score_reliability.py|\
 			*/sensitivity_by_slice.py) \
 			args="--cache $(TRAIN_CACHE)";; \

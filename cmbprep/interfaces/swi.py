@@ -299,3 +299,73 @@ class MinIP(SimpleInterface):
                          "SliceThicknessmm": float(voxel_sizes(img.affine)[axis])}
         self._results["out_meta"] = meta
         return runtime
+
+
+class _ConfirmHandednessInputSpec(BaseInterfaceInputSpec):
+    swi = File(exists=True, mandatory=True, desc="the SWI made with step 2's convention")
+    minip = File(exists=True, mandatory=True, desc="its minimum-intensity projection")
+    magnitude = File(exists=True, mandatory=True, desc="bias-corrected magnitude")
+    filtered_phase = traits.Either(File(exists=True), traits.Str(), mandatory=True,
+                                   desc='filtered phase (rad) or "n/a"')
+    handedness = traits.Str(mandatory=True, desc='step 2\'s convention, or "n/a"')
+    brain_mask = File(exists=True, mandatory=True, desc="brain mask on the SWI grid")
+    swi_meta = traits.Dict(mandatory=True, desc="the SWI's metadata")
+    requested = traits.Enum("auto", "right", "left", usedefault=True,
+                            desc="the convention asked for (only auto is checked)")
+    swi_power = traits.Int(4, usedefault=True)
+    highpass_mm = traits.Float(12.0, usedefault=True)
+    slab_mm = traits.Float(8.0, usedefault=True, desc="minIP slab thickness (mm)")
+    omp_nthreads = traits.Int(1, usedefault=True)
+
+
+class _ConfirmHandednessOutputSpec(TraitedSpec):
+    swi = File(exists=True)
+    minip = File(exists=True)
+    handedness = traits.Str()
+    swi_meta = traits.Dict()
+
+
+class ConfirmHandedness(SimpleInterface):
+    """Step 5 of the chain, after brain extraction: the phase convention decided again
+    inside the brain (:func:`cmbprep.algorithms.swi.confirm_handedness_in_brain`). Where it
+    differs from step 2's, the SWI (the bias-corrected magnitude times the phase mask)
+    and its minimum-intensity projection are made again with it; otherwise the input
+    files are passed on as they are. Without phase, or with a convention asked for, it
+    does nothing."""
+
+    input_spec = _ConfirmHandednessInputSpec
+    output_spec = _ConfirmHandednessOutputSpec
+
+    def _run_interface(self, runtime):
+        from ..algorithms.mip import sliding_minip
+        from ..algorithms.swi import compute_swi, confirm_handedness_in_brain
+
+        inputs = self.inputs
+        meta = dict(inputs.swi_meta)
+        self._results.update(swi=inputs.swi, minip=inputs.minip,
+                             handedness=inputs.handedness, swi_meta=meta)
+        if inputs.filtered_phase == "n/a" or inputs.requested != "auto":
+            return runtime
+        affine = nib.load(inputs.magnitude).affine
+        magnitude, filtered = _load(inputs.magnitude), _load(inputs.filtered_phase)
+        used, check = confirm_handedness_in_brain(
+            magnitude, filtered, affine, _load(inputs.brain_mask, bool), inputs.handedness,
+            highpass_mm=inputs.highpass_mm, n_threads=inputs.omp_nthreads)
+        detection = dict(meta.get("HandednessDetection") or {})
+        detection["InBrain"] = check
+        meta["HandednessDetection"] = detection
+        if check["Changed"]:
+            LOGGER.warning("phase convention: %s inside the brain, %s before brain "
+                           "extraction; the SWI is made again with %s", used,
+                           inputs.handedness, used)
+            detection["FirstPass"] = {"Handedness": inputs.handedness,
+                                      "Method": detection.get("Method", "n/a")}
+            detection["Method"] = "pole-minus-equator inside the brain mask (second pass)"
+            meta["Handedness"] = used
+            swi = compute_swi(magnitude, filtered, handedness=used, power=inputs.swi_power)
+            minip = sliding_minip(swi, affine, inputs.slab_mm)
+            for name, data in (("swi", swi), ("minip", minip)):  # never over an input
+                self._results[name] = _save_like(
+                    data, inputs.swi, os.path.join(runtime.cwd, f"{name}_confirmed.nii.gz"))
+            self._results["handedness"] = used
+        return runtime

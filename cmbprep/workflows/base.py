@@ -14,7 +14,7 @@ from ..utils.derivatives import bids_uri
 from .anatomical import init_anat_wf
 from .detection import init_detection_wf
 from .outputs import init_outputs_wf
-from .swi import init_swi_wf
+from .swi import init_confirm_handedness_node, init_swi_wf
 
 
 def _node_name(text: str) -> str:
@@ -41,7 +41,8 @@ def init_single_subject_wf(unit, settings, name: str | None = None):
 
     Graph: conform inputs -> SWI preparation (phase processing, bias correction,
     minimum-intensity projection) -> anatomy (brain extraction, template registration,
-    atlas labels) -> microbleed detection -> derivatives and report figures.
+    atlas labels) -> the phase convention confirmed inside the brain (the SWI made again
+    if it changes) -> microbleed detection -> derivatives and report figures.
     """
     name = name or f"single_subject_{_node_name(unit.name[len('sub-'):])}_wf"
     workflow = pe.Workflow(name=name)
@@ -59,6 +60,11 @@ def init_single_subject_wf(unit, settings, name: str | None = None):
         handedness=settings.handedness, swi_power=settings.swi_power,
         highpass_mm=settings.highpass_mm, minip_slab_mm=settings.minip_slab_mm,
         megre_echoes=settings.megre_echoes, omp_nthreads=omp)
+    # the phase convention checked again inside the brain mask (SWI chain, step 5)
+    confirm = init_confirm_handedness_node(
+        handedness=settings.handedness, swi_power=settings.swi_power,
+        highpass_mm=settings.highpass_mm, minip_slab_mm=settings.minip_slab_mm,
+        omp_nthreads=omp)
     anat_wf = init_anat_wf(
         has_t1w=unit.t1w is not None, omp_nthreads=omp, seed=settings.random_seed,
         registration_resolution_mm=settings.registration_resolution_mm)
@@ -83,21 +89,24 @@ def init_single_subject_wf(unit, settings, name: str | None = None):
                            ("phase", "inputnode.phase")]),
         (swi_wf, anat_wf, [("outputnode.magnitude", "inputnode.magnitude"),
                            ("outputnode.head_mask", "inputnode.head_mask")]),
-        (swi_wf, detection_wf, [("outputnode.swi", "inputnode.swi"),
-                                ("outputnode.minip", "inputnode.minip"),
-                                ("outputnode.filtered_phase", "inputnode.filtered_phase"),
-                                ("outputnode.handedness", "inputnode.swi_handedness"),
+        (swi_wf, confirm, [("outputnode.swi", "swi"), ("outputnode.minip", "minip"),
+                           ("outputnode.magnitude", "magnitude"),
+                           ("outputnode.filtered_phase", "filtered_phase"),
+                           ("outputnode.handedness", "handedness"),
+                           ("outputnode.swi_meta", "swi_meta")]),
+        (anat_wf, confirm, [("outputnode.brain_mask", "brain_mask")]),
+        (confirm, detection_wf, [("swi", "inputnode.swi"), ("minip", "inputnode.minip"),
+                                 ("handedness", "inputnode.swi_handedness")]),
+        (swi_wf, detection_wf, [("outputnode.filtered_phase", "inputnode.filtered_phase"),
                                 ("outputnode.magnitude", "inputnode.magnitude")]),
         (anat_wf, detection_wf, [
             ("outputnode.brain_mask", "inputnode.brain_mask"),
             ("outputnode.dseg", "inputnode.dseg"),
             ("outputnode.dseg_tsv", "inputnode.dseg_tsv"),
             ("outputnode.template_to_swi_xfm", "inputnode.template_to_swi_xfm")]),
-        (swi_wf, outputs_wf, [
-            ("outputnode.swi", "inputnode.swi"),
-            ("outputnode.minip", "inputnode.minip"),
-            ("outputnode.filtered_phase", "inputnode.filtered_phase"),
-            ("outputnode.swi_meta", "inputnode.swi_meta")]),
+        (confirm, outputs_wf, [("swi", "inputnode.swi"), ("minip", "inputnode.minip"),
+                               ("swi_meta", "inputnode.swi_meta")]),
+        (swi_wf, outputs_wf, [("outputnode.filtered_phase", "inputnode.filtered_phase")]),
         (anat_wf, outputs_wf, [
             ("outputnode.brain_mask", "inputnode.brain_mask"),
             ("outputnode.dseg", "inputnode.dseg"),

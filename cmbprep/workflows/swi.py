@@ -1,6 +1,7 @@
 """SWI sub-workflow: from the user's magnitude/phase (or scanner SWI) to the image that
 microbleed detection runs on, its sliding-slab minimum-intensity projection, the
-bias-corrected magnitude, the filtered phase and a head mask (all on the input grid)."""
+bias-corrected magnitude, the filtered phase and a head mask (all on the input grid);
+and the node that confirms the phase convention once the brain mask exists."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from ..algorithms.swi import source_fingerprint
-from ..interfaces.swi import ComputeSWI, FilterPhase, MinIP, N4BiasField, PrepareMagnitude
+from ..interfaces.swi import (
+    ComputeSWI,
+    ConfirmHandedness,
+    FilterPhase,
+    MinIP,
+    N4BiasField,
+    PrepareMagnitude,
+)
 
 
 def init_swi_wf(*, input_kind, echo_times, field_strength, phase_units, handedness,
@@ -96,6 +104,22 @@ def init_swi_wf(*, input_kind, echo_times, field_strength, phase_units, handedne
         (add_meta, outputnode, [("meta", "swi_meta")]),
     ])
     return workflow
+
+
+def init_confirm_handedness_node(*, handedness, swi_power, highpass_mm, minip_slab_mm,
+                                 omp_nthreads=1, name="confirm_handedness"):
+    """Step 5 of the SWI chain, for after brain extraction: the phase convention decided
+    again inside the brain mask, and the SWI and minIP made again where it changes
+    (:class:`~cmbprep.interfaces.swi.ConfirmHandedness`).
+
+    Inputs: swi, minip, magnitude, filtered_phase, handedness, swi_meta (the SWI
+    workflow's outputs) and brain_mask. Outputs: swi, minip, handedness, swi_meta.
+    """
+    return pe.Node(ConfirmHandedness(requested=handedness, swi_power=int(swi_power),
+                                     highpass_mm=float(highpass_mm),
+                                     slab_mm=float(minip_slab_mm),
+                                     omp_nthreads=int(omp_nthreads)),
+                   name=name, mem_gb=2.0)
 
 
 def _chain_nodes(*, input_kind, echo_times, phase_units, handedness, swi_power,

@@ -26,6 +26,7 @@ negative phase mask is applied: ``mask = 1`` for phase >= 0 and ``(pi + phase) /
 from .chain import (
     MEGRE_ECHOES,
     apply_swi_contrast,
+    confirm_handedness_in_brain,
     filter_phase,
     fit_bias_field,
     longest_echo,
@@ -82,5 +83,6 @@ __all__ = [
     "filter_phase",
     "fit_bias_field",
     "apply_swi_contrast",
+    "confirm_handedness_in_brain",
     "process_swi",
 ]
