@@ -200,8 +200,8 @@ def test_dataset_links_name_no_host_path(tmp_path):
 
 
 def test_participant_report_shows_input_and_detection_warnings(tmp_path):
-    """Warnings of the summary JSON (the detector's, and the input fallbacks the commit
-    adds) appear in the report's warnings box."""
+    """Warnings of the summary JSON (the SWI's, the detector's, and the input fallbacks
+    the commit adds) appear in the report's warnings box."""
     import re
 
     from cmbprep.reports.participant import assemble_participant_reports
@@ -213,10 +213,16 @@ def test_participant_report_shows_input_and_detection_warnings(tmp_path):
     cmb = _cmb_table(anat / "sub-01_desc-cmb_cmb.tsv", [
         {"cmb_id": 1, "x": 0, "y": 0, "z": 0, "volume_mm3": 10.0, "region": "frontal",
          "lobe": "frontal", "hemisphere": "left", "mars_category": "lobar"}])
-    summary = summarize_cmbs(cmb, None, {"subject": "01", "kind": "gre"}, {}, {},
+    swi_meta = {"Handedness": "left", "HandednessDetection": {
+        "Method": "pole-minus-equator inside the brain mask (second pass)",
+        "InBrain": {"Handedness": "left", "Changed": True},
+        "FirstPass": {"Handedness": "right", "Method": "veins"}}}
+    summary = summarize_cmbs(cmb, None, {"subject": "01", "kind": "gre"}, swi_meta, {},
                              {"detector": "cmbprep",
                               "warnings": ["phase sign conflicts with the veins: phase "
                                            "dropped <b>"]})
+    assert summarize_cmbs(cmb, None, {"subject": "01", "kind": "gre"}, {}, {},
+                          {})["swi_warnings"] == []
     (anat / "sub-01_desc-summary_cmb.json").write_text(json.dumps(summary))
     out = tmp_path / "out"
     commit_unit(tmp_path / "staging", out, {"subject": "01"}, {"swi_power": 4},
@@ -231,6 +237,8 @@ def test_participant_report_shows_input_and_detection_warnings(tmp_path):
     assert box, "no warnings box"
     assert "input: ses-2: no phase selected, ran magnitude-only" in box.group(0)
     assert "phase sign conflicts with the veins: phase dropped &lt;b&gt;" in box.group(0)
+    assert ("SWI: phase convention: &#x27;right&#x27; before brain extraction, "
+            "&#x27;left&#x27; inside the brain" in box.group(0)), box.group(0)
 
 
 def test_methods_boilerplate_says_which_echoes_made_the_swi():

@@ -50,6 +50,18 @@ def _mars_counts(cmbs: pd.DataFrame) -> dict:
     return by_mars
 
 
+def _swi_warnings(swi_meta: dict) -> list:
+    """What the SWI's metadata says a reader should know: a phase convention changed by
+    the second pass inside the brain (SWI chain step 5)."""
+    detection = swi_meta.get("HandednessDetection") or {}
+    if not (detection.get("InBrain") or {}).get("Changed"):
+        return []
+    first = (detection.get("FirstPass") or {}).get("Handedness", "n/a")
+    used = swi_meta.get("Handedness", "n/a")
+    return [f"phase convention: '{first}' before brain extraction, '{used}' inside the "
+            f"brain; the SWI and minIP were made with '{used}'"]
+
+
 def summarize_cmbs(cmb_tsv: str | Path, candidates_tsv: str | Path | None,
                    unit: dict, swi_meta: dict, anat_meta: dict,
                    detection_meta: dict, swi: str | Path | None = None) -> dict:
@@ -98,6 +110,7 @@ def summarize_cmbs(cmb_tsv: str | Path, candidates_tsv: str | Path | None,
         "detector": detection_meta.get("detector"),
         "detector_version": detection_meta.get("version", __version__),
         "detection_warnings": list(detection_meta.get("warnings", []) or []),
+        "swi_warnings": _swi_warnings(swi_meta),
         "phase_artefact_zone_cm3": detection_meta.get("phase_artefact_zone_cm3"),
         "n_cmb": int(len(cmbs)),
         "n_candidates": int(len(candidates)) if candidates is not None else None,
@@ -269,7 +282,8 @@ def _unit_context(summary: dict, mosaic_png: Path | None, cmb_tsv: Path | None,
     if mosaic_png is not None and Path(mosaic_png).exists():
         mosaic = base64.b64encode(Path(mosaic_png).read_bytes()).decode()
     extras = dict(extras or {})
-    warnings = [f"input: {w}" for w in summary.get("input_warnings") or []] + list(
+    warnings = [f"input: {w}" for w in summary.get("input_warnings") or []] + [
+        f"SWI: {w}" for w in summary.get("swi_warnings") or []] + list(
         summary.get("detection_warnings") or []) + list(extras.get("warnings", []))
     return {
         "title": title,
