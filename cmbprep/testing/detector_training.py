@@ -161,6 +161,11 @@ def detector_fingerprint():
 def prepare_scan(spec, cache_dir=None):
     """Simulate one scan and compute SWI, filtered phase and minIP (cached as npz).
 
+    The SWI chain's steps 1-4 (:func:`~cmbprep.algorithms.swi.process_swi`); the
+    pipeline's step 5 (the phase convention decided again inside the brain mask,
+    :func:`~cmbprep.algorithms.swi.confirm_handedness_in_brain`) is not run, so that the
+    shipped classifier stays reproducible (docs/swi.rst).
+
     Returns
     -------
     arrays : dict
