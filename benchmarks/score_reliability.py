@@ -19,8 +19,8 @@ the review band (the review probability is a fixed score). Candidate level, not 
 level (several candidates can lie on one microbleed).
 
 Reads the candidate tables of a training cache (``python -m
-cmbprep.testing.detector_training --cache DIR --collect-only``); 1 minute, about 13 with
-``--out-of-family`` (one core)::
+cmbprep.testing.detector_training --cache DIR --collect-only``); about 2 minutes with
+``--out-of-family`` on one core::
 
     python benchmarks/score_reliability.py --cache /work/train/cache [--out-of-family] \
         [--json FILE]
