@@ -316,6 +316,9 @@ class _ConfirmHandednessInputSpec(BaseInterfaceInputSpec):
     highpass_mm = traits.Float(12.0, usedefault=True)
     slab_mm = traits.Float(8.0, usedefault=True, desc="minIP slab thickness (mm)")
     omp_nthreads = traits.Int(1, usedefault=True)
+    code_id = traits.Str("", usedefault=True,
+                         desc="identifies the SWI chain's code (a change makes Nipype re-run "
+                              "the node in an existing work directory)")
 
 
 class _ConfirmHandednessOutputSpec(TraitedSpec):

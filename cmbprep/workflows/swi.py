@@ -118,7 +118,8 @@ def init_confirm_handedness_node(*, handedness, swi_power, highpass_mm, minip_sl
     return pe.Node(ConfirmHandedness(requested=handedness, swi_power=int(swi_power),
                                      highpass_mm=float(highpass_mm),
                                      slab_mm=float(minip_slab_mm),
-                                     omp_nthreads=int(omp_nthreads)),
+                                     omp_nthreads=int(omp_nthreads),
+                                     code_id=f"swi sha256:{source_fingerprint()}"),
                    name=name, mem_gb=2.0)
 
 
