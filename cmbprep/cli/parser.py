@@ -110,7 +110,8 @@ def _add_workflow_options(parser: argparse.ArgumentParser) -> None:
     g_wf.add_argument("--phase-handedness", dest="handedness",
                       choices=HANDEDNESS, default="auto",
                       help="phase sign convention of the scanner; 'auto' detects it "
-                      "from the data (veins must be dark)")
+                      "from the data (veins must be dark): in the head mask first, then "
+                      "again inside the brain after brain extraction, which decides")
     g_wf.add_argument("--megre-echoes", choices=MEGRE_ECHOES, default="longest",
                       help="multi-echo GRE with phase: SWI of the echo with the longest "
                       "echo time alone ('longest', default: the classifier learned from "
