@@ -120,7 +120,7 @@ def init_confirm_handedness_node(*, handedness, swi_power, highpass_mm, minip_sl
                                      slab_mm=float(minip_slab_mm),
                                      omp_nthreads=int(omp_nthreads),
                                      code_id=f"swi sha256:{source_fingerprint()}"),
-                   name=name, mem_gb=2.0)
+                   name=name, mem_gb=1.0)
 
 
 def _chain_nodes(*, input_kind, echo_times, phase_units, handedness, swi_power,
