@@ -17,10 +17,10 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
+from phase_sign_calibration import map_phase_scans
 
 from cmbprep.algorithms.detection import PHASE_SIGN_OF_HANDEDNESS
 from cmbprep.algorithms.swi import confirm_handedness_in_brain
@@ -52,11 +52,7 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--json", help="write the per-scan table here")
     args = parser.parse_args(argv)
-    specs = [s for c in ("train", "validation") for s in dt.scan_list(c)
-             if s.input_kind != "swi"]
-    with Pool(args.jobs) as pool:
-        rows = [r for r in pool.map(check_scan, [(args.cache, s) for s in specs],
-                                    chunksize=4) if r]
+    rows = map_phase_scans(check_scan, args.cache, args.jobs)
     print(f"{len(rows)} scans with phase; step 5 decided on "
           f"{sum(r['decided'] for r in rows)}")
     for step in ("step2", "step5"):

@@ -42,6 +42,7 @@ from cmbprep.algorithms.detection.patches import (
     PATCH_POINTS,
     b0_lattice_mm,
     candidate_patches,
+    patch_views,
 )
 from cmbprep.testing import detector_training as dt
 
@@ -93,15 +94,9 @@ def scan_patches3(cache, tag, rng, keep_all):
     return np.concatenate([two, third[:, None]], axis=1), cand
 
 
-def views3(p):
-    """The patches and three mirror images that keep B0 the last axis (as
-    :func:`cmbprep.algorithms.detection.patches.patch_views`, any channel count)."""
-    return [p, p[..., ::-1], p[:, :, ::-1], p.transpose(0, 1, 3, 2, 4)]
-
-
 def scores(net, patches):
     """Probability averaged over the four views."""
-    return np.mean([net.predict_proba(flat(v))[:, 1] for v in views3(patches)], axis=0)
+    return np.mean([net.predict_proba(flat(v))[:, 1] for v in patch_views(patches)], axis=0)
 
 
 def fit(x, y, channels, hidden, seed):
@@ -116,7 +111,7 @@ def fit(x, y, channels, hidden, seed):
     rows = np.concatenate([negatives, rng.choice(positives, len(negatives) // 3)])
     rng.shuffle(rows)
     sub = x[rows][:, channels]
-    x_aug = np.concatenate([flat(v) for v in views3(sub)])
+    x_aug = np.concatenate([flat(v) for v in patch_views(sub)])
     y_aug = np.tile(y[rows], 4)
     net = MLPClassifier(hidden_layer_sizes=tuple(hidden), alpha=1e-3, batch_size=256,
                         max_iter=60, early_stopping=True, validation_fraction=0.1,

@@ -93,17 +93,22 @@ def calibrate_scan(args):
             **{k: outcome(info[k], truth) for k in SOURCES}}
 
 
+def map_phase_scans(job, cache, jobs):
+    """``job((cache, spec))`` for every training and validation scan with phase (the
+    scanner-SWI scans are skipped), in ``jobs`` processes; the non-None results."""
+    specs = [s for c in ("train", "validation") for s in dt.scan_list(c)
+             if s.input_kind != "swi"]
+    with Pool(jobs) as pool:
+        return [r for r in pool.map(job, [(cache, s) for s in specs], chunksize=4) if r]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", required=True)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--json", help="write the per-scan table here")
     args = parser.parse_args(argv)
-    specs = [s for c in ("train", "validation") for s in dt.scan_list(c)
-             if s.input_kind != "swi"]
-    with Pool(args.jobs) as pool:
-        rows = [r for r in pool.map(calibrate_scan, [(args.cache, s) for s in specs],
-                                    chunksize=4) if r]
+    rows = map_phase_scans(calibrate_scan, args.cache, args.jobs)
     print(f"{len(rows)} scans with phase; the SWI stage's convention is right on "
           f"{sum(r['swi_stage_right'] for r in rows)}")
     for name in SOURCES:
