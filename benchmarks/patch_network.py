@@ -86,8 +86,9 @@ def scan_patches(cache, tag, rng, keep_all, analysed=False):
 
 
 def views(patches):
-    """The patch and its three flips/swaps that keep B0 (third axis) an axis."""
-    return patch_views(patches.reshape(len(patches), 2, POINTS, POINTS, POINTS))
+    """The patch and its three flips/swaps that keep B0 (third axis) an axis; ``patches``
+    (N, channels, POINTS, POINTS, POINTS), or flattened to (N, channels * POINTS ** 3)."""
+    return patch_views(patches.reshape(len(patches), -1, POINTS, POINTS, POINTS))
 
 
 def protocol_augment(patches, rng):

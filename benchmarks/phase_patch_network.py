@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from patch_network import flat, sensitivity_at
+from patch_network import fit_network, network_scores, sensitivity_at
 from scipy import ndimage as ndi
 
 from cmbprep.algorithms.detection import PHASE_SIGN_OF_HANDEDNESS, classifier
@@ -42,7 +42,6 @@ from cmbprep.algorithms.detection.patches import (
     PATCH_POINTS,
     b0_lattice_mm,
     candidate_patches,
-    patch_views,
 )
 from cmbprep.testing import detector_training as dt
 
@@ -94,29 +93,11 @@ def scan_patches3(cache, tag, rng, keep_all):
     return np.concatenate([two, third[:, None]], axis=1), cand
 
 
-def scores(net, patches):
-    """Probability averaged over the four views."""
-    return np.mean([net.predict_proba(flat(v))[:, 1] for v in patch_views(patches)], axis=0)
-
-
 def fit(x, y, channels, hidden, seed):
-    """The MLP of ``benchmarks/patch_network.py`` (same settings, the same resampling:
-    all negatives, positives drawn to a quarter of the set, the four views) on the
-    ``channels`` of ``x``. The rows drawn depend on ``seed`` only, so both networks of a
-    seed see the same rows."""
-    from sklearn.neural_network import MLPClassifier
-
-    rng = np.random.default_rng(seed)
-    positives, negatives = np.flatnonzero(y), np.flatnonzero(~y)
-    rows = np.concatenate([negatives, rng.choice(positives, len(negatives) // 3)])
-    rng.shuffle(rows)
-    sub = x[rows][:, channels]
-    x_aug = np.concatenate([flat(v) for v in patch_views(sub)])
-    y_aug = np.tile(y[rows], 4)
-    net = MLPClassifier(hidden_layer_sizes=tuple(hidden), alpha=1e-3, batch_size=256,
-                        max_iter=60, early_stopping=True, validation_fraction=0.1,
-                        n_iter_no_change=5, random_state=seed)
-    return net.fit(x_aug, y_aug)
+    """:func:`patch_network.fit_network` (the same MLP and resampling: all negatives,
+    positives drawn to a quarter of the set, the four views) on the ``channels`` of ``x``.
+    The rows drawn depend on ``seed`` only, so both networks of a seed see the same rows."""
+    return fit_network(x[:, channels], y, np.random.default_rng(seed), hidden, seed)[0]
 
 
 def measures(y, p, n_scans):
@@ -164,7 +145,7 @@ def main(argv=None):
         for name, channels in (("net2", [0, 1]), ("net3", [0, 1, 2])):
             t0 = time.perf_counter()
             net = fit(x, y, channels, args.hidden, seed)
-            p[f"{name}/{seed}"] = scores(net, np.ascontiguousarray(x_test[:, channels]))
+            p[f"{name}/{seed}"] = network_scores(net, x_test[:, channels])
             print(f"{name} seed {seed}: {net.n_iter_} epochs, "
                   f"{time.perf_counter() - t0:.0f} s", flush=True)
             p[f"trees+{name}/{seed}"] = (rank(p_trees) + rank(p[f"{name}/{seed}"])) / 2
