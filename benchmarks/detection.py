@@ -361,12 +361,14 @@ def direct_mode(args, cohort):
 def timing_mode(args):
     """Detection time of the default detector on the 0.5x0.5x1 mm whole-head scans: each
     stage, and the wall time with the analysis in ``--nprocs`` chunks run in parallel
-    (as the pipeline's MapNode does)."""
+    (as the pipeline's MapNode does); also the SWI chain's step 5 (the phase convention
+    decided again inside the brain), which the pipeline runs just before detection."""
     from cmbprep.algorithms.detection import (
         analyse_candidates,
         find_candidates,
         merge_and_score,
     )
+    from cmbprep.algorithms.swi import confirm_handedness_in_brain
     from cmbprep.testing.detector_training import prepare_scan
 
     n_chunks = max(1, args.nprocs)
@@ -388,6 +390,14 @@ def timing_mode(args):
         t0 = time.perf_counter()
         r = merge_and_score(context, analysed, images=(a["swi"], a["magnitude"], a["brain"]))
         t_merge = time.perf_counter() - t0
+        if a["phase"] is not None and a["handedness"] in ("right", "left"):
+            # the SWI chain's step 5 (its own node, before detection in the pipeline)
+            t0 = time.perf_counter()
+            _, step5 = confirm_handedness_in_brain(a["magnitude"], a["phase"], a["affine"],
+                                                   a["brain"], a["handedness"])
+            print(f"{protocol} {seed}: SWI step 5 (phase convention inside the brain) "
+                  f"{time.perf_counter() - t0:.1f} s, changed: {step5['Changed']}",
+                  flush=True)
         print(f"{protocol} {seed} {'x'.join(map(str, a['swi'].shape))}: find {t_find:.1f} s, "
               f"analyse {sum(t_chunks):.1f} s ({n_chunks} chunks, slowest "
               f"{max(t_chunks):.1f} s), merge+score {t_merge:.1f} s; one process "
