@@ -1,5 +1,7 @@
 """Training-data plumbing of the detector classifier (cmbprep.testing.detector_training)."""
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -91,13 +93,16 @@ def test_scanner_swi_scans_enter_without_phase(tmp_path):
     assert not cand["has_phase"].any() and cand["paramagnetic_evidence"].isna().all()
 
 
-def test_candidate_tables_are_reused_only_for_the_same_detector(tmp_path, monkeypatch):
+def test_candidate_tables_are_reused_only_for_the_same_detector(cache, tmp_path, monkeypatch):
     """Cached candidate tables carry the phantom's and the detector's source fingerprints:
     a change to either recomputes them (a table with another detector's features or
     phase-sign rules would otherwise be trained on silently)."""
     import cmbprep.testing.detector_training as training
 
     spec = fixed_scan("small", FAST, 7)
+    prepare_scan(spec, cache)  # the module's scan (made once), without its candidate table
+    for suffix in (".npz", ".csv", ".phantom"):
+        shutil.copy(cache / f"small_7{suffix}", tmp_path)
     real, calls = training.candidate_table, []
 
     def counting(*args, **kwargs):
