@@ -48,10 +48,12 @@ Variants (``--variants``; default all):
     family), so that the operating point is set on families the trees did not see, as
     the held-out family will be. Six to seven times the fits of the others.
 ``without_shape``, ``without_surroundings``, ``without_vesselness``, ``without_phase_fits``,
-``without_contrast``
+``without_contrast``, ``without_edge``
     One group of :data:`FEATURE_GROUPS` left out of both parts' inputs: which groups
     carry the ranking of families the trees never saw (read at matched false-positive
-    rates), and which only help the families they learned from.
+    rates), and which only help the families they learned from. ``edge`` is
+    ``distance_to_edge_mm`` alone: the phantom places almost no microbleed within 3 mm
+    of the brain edge, where juxtacortical microbleeds lie in real brains.
 ``bilateral_continuation``
     Three more inputs per candidate from ``benchmarks/bilateral_continuation.py`` (run it
     first; its ``--out`` directory is passed here as ``--extra``): the darkness on both
@@ -127,6 +129,8 @@ FEATURE_GROUPS = {
                    "scale_mm"),
     "phase_fits": tuple(classifier.PHASE_FEATURES),
     "contrast": ("contrast", "magnitude_contrast"),
+    # the phantom puts almost no microbleed near the brain edge (docs/benchmarks.md)
+    "edge": ("distance_to_edge_mm",),
 }
 
 VARIANTS = ("shipped", "regularised", "feature_subsampling", "physics_monotone", "bagged3",
@@ -297,8 +301,23 @@ def fit_and_measure(data, extra_features=(), measure=None, drop_features=()):
             "validation": model["validation"]["measured"]["all"], "measured": measured}
 
 
-def run_variant(name, data, cache, extra_dir=None):
-    """Fit one variant with the shipped recipe; the module settings are restored after."""
+def _model_writer(path):
+    """A ``measure`` for :func:`fit_and_measure` that writes the fitted model to ``path``."""
+    from cmbprep.utils.io import write_text_atomic
+
+    def write(model):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps(model, separators=(",", ":")) + "\n")
+        return str(path)
+
+    return write
+
+
+def run_variant(name, data, cache, extra_dir=None, model_out=None):
+    """Fit one variant with the shipped recipe; the module settings are restored after.
+    With ``model_out`` the variant's model file is written there too (as
+    ``python -m cmbprep.testing.detector_training`` writes one; for
+    ``--detector-model`` and ``benchmarks/real_background.py --model``)."""
     saved = (dict(dt.TREE_PARAMETERS), dt._fit_part, dt.system_scores, dt._choose_threshold,
              dt.MAGNITUDE_FEATURES)
     extra, drop = (), ()
@@ -344,7 +363,8 @@ def run_variant(name, data, cache, extra_dir=None):
             dt._choose_threshold = every_family_fp_threshold
         elif name.startswith("without_"):
             drop = FEATURE_GROUPS[name.removeprefix("without_")]
-        result = fit_and_measure(data, extra, drop_features=drop)
+        result = fit_and_measure(data, extra, drop_features=drop,
+                                 measure=_model_writer(model_out) if model_out else None)
     finally:
         dt.TREE_PARAMETERS.clear()
         dt.TREE_PARAMETERS.update(saved[0])
@@ -360,6 +380,8 @@ def main(argv=None):
     parser.add_argument("--variants", nargs="+", default=None, choices=VARIANTS,
                         help="default: all (those that need --extra only with it)")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--write-models", metavar="DIR",
+                        help="also write each variant's model file, DIR/<variant>.json")
     parser.add_argument("--extra", help="output directory of benchmarks/"
                         "bilateral_continuation.py and/or magnitude_geometry.py")
     args = parser.parse_args(argv)
@@ -369,7 +391,9 @@ def main(argv=None):
     results = {}
     for name in args.variants:
         t0 = time.perf_counter()
-        results[name] = run_variant(name, data, args.cache, args.extra)
+        results[name] = run_variant(
+            name, data, args.cache, args.extra,
+            Path(args.write_models) / f"{name}.json" if args.write_models else None)
         r = results[name]
         print(f"{name}: leave-one-family-out mean F1 {r['lofo_mean_f1']:.3f} ("
               + " ".join(f"{f} {v:.3f}" for f, v in r["lofo_f1"].items())

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/real_background.py [--rounds 20] [--input-kind megre|swi]
                                                     [--megre-echoes longest|fit] [--json OUT]
+                                                    [--model MODEL.json]
 
 romeo-small (tests/data/romeo-small, MIT; a 51x51x41 crop of a real 3-echo GRE with veins
 and no microbleeds) is the background. Each round (seed 0..N-1) injects 5 lesions
@@ -90,14 +91,16 @@ def placement_mask(magnitude, affine):
                              has_phase=False)[2]
 
 
-def run_detector(magnitude, phase, affine, input_kind, megre_echoes="longest"):
+def run_detector(magnitude, phase, affine, input_kind, megre_echoes="longest", model=None):
     out = process_swi(magnitude, phase, affine, input_kind="megre", echo_times=ECHO_TIMES,
                       phase_units="rad", megre_echoes=megre_echoes, n_threads=1)
     fp = out["filtered_phase"] if input_kind == "megre" else None
     # as in the pipeline: the SWI chain's handedness cross-checks the detector's phase sign
     handedness = out["meta"].get("Handedness") if fp is not None else None
     parameters = ({"phase_sign_reference": PHASE_SIGN_OF_HANDEDNESS[handedness]}
-                  if handedness in PHASE_SIGN_OF_HANDEDNESS else None)
+                  if handedness in PHASE_SIGN_OF_HANDEDNESS else {})
+    if model is not None:
+        parameters["model"] = str(model)
     result = detect_cmbprep(out["swi"], out["head_mask"], affine, filtered_phase=fp,
                             magnitude=out["magnitude"], parameters=parameters)
     return result
@@ -131,12 +134,14 @@ def main(argv=None):
     ap.add_argument("--megre-echoes", choices=MEGRE_ECHOES, default="longest",
                     help="the SWI chain's echoes (as the pipeline's --megre-echoes)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--model", type=Path, default=None,
+                    help="classifier model file (default: the packaged one)")
     ap.add_argument("--phase-sign", type=int, choices=[1, -1], default=PHASE_SIGN,
                     help="phase convention of the injected lesions (default: the crop's)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     mag, phase, affine = load()
-    base = run_detector(mag, phase, affine, args.input_kind, args.megre_echoes)
+    base = run_detector(mag, phase, affine, args.input_kind, args.megre_echoes, args.model)
     mask0 = placement_mask(mag, affine)
     untouched = {"accepted": int((base.candidates["status"] == "cmb").sum()),
                  "review": int((base.candidates["status"] == "review").sum()),
@@ -152,7 +157,7 @@ def main(argv=None):
                                n_calcifications=n_calc)
         m, p, truth = inject_lesions(mag, phase, affine, ECHO_TIMES, FIELD_T, specs,
                                      phase_sign=args.phase_sign, noise_sigma=sigma, rng=rng)
-        result = run_detector(m, p, affine, args.input_kind, args.megre_echoes)
+        result = run_detector(m, p, affine, args.input_kind, args.megre_echoes, args.model)
         rows, counts = score_round(result.candidates, truth)
         for r in rows:
             r["seed"] = seed
@@ -174,6 +179,7 @@ def main(argv=None):
                "megre_echoes": args.megre_echoes,
                "field_strength_t": FIELD_T, "echo_times_s": ECHO_TIMES,
                "phase_sign": args.phase_sign, "noise_sigma": sigma, "untouched": untouched,
+               "model": str(args.model) if args.model else "packaged",
                "n_cmbs": len(les), "n_visible": int(vis.sum()),
                "wall_s": round(time.perf_counter() - t0, 1)}
     table = ["| measure | accepted (`cmb`) | accepted or review |", "|---|---|---|"]
