@@ -75,23 +75,13 @@ def cache_measures(cache, model):
             print("; ".join(line), flush=True)
 
 
-def real_background_measures(model, rounds=20):
+def real_background_measures(model, model_path=None, rounds=20):
     import real_background as rb
 
     mag, phase, affine = rb.load()
-    mask0 = rb.placement_mask(mag, affine)
-    avoid, sigma = rb.dark_voxels(mag), rb.noise_sigma(mag, mask0)
     totals = {"as measured": np.zeros(3, int), f"edge >= {FAR_MM:g} mm": np.zeros(3, int)}
     n_visible = n_large = 0
-    for seed in range(rounds):
-        rng = np.random.default_rng(seed)
-        n_calc = int(rng.random() < 0.5)
-        specs = rb.random_lesions(mask0, affine, 5, rng, radius_mm=(0.2, 1.5),
-                                  dchi_ppm=(0.4, 3.0), min_spacing_mm=8.0, avoid=avoid,
-                                  n_calcifications=n_calc)
-        m, p, truth = rb.inject_lesions(mag, phase, affine, rb.ECHO_TIMES, rb.FIELD_T, specs,
-                                        phase_sign=rb.PHASE_SIGN, noise_sigma=sigma, rng=rng)
-        result = rb.run_detector(m, p, affine, "megre")
+    for _, truth, result in rb.injected_rounds(mag, phase, affine, rounds, model=model_path):
         cand = result.candidates.assign(
             has_phase=bool(result.parameters.get("phase_used", False)))
         cand["screened_out"] = (cand["screened_out"].astype(bool)
@@ -124,7 +114,7 @@ def main(argv=None):
     if args.cache:
         cache_measures(args.cache, model)
     if args.real_background:
-        real_background_measures(model)
+        real_background_measures(model, args.model)
     return 0
 
 

@@ -106,6 +106,23 @@ def run_detector(magnitude, phase, affine, input_kind, megre_echoes="longest", m
     return result
 
 
+def injected_rounds(magnitude, phase, affine, rounds, *, phase_sign=PHASE_SIGN,
+                    input_kind="megre", megre_echoes="longest", model=None):
+    """Each round (seed 0..``rounds``-1): 5 lesions injected into the crop as described
+    above, then the SWI chain and the detector. Yields ``(seed, truth, result)``."""
+    mask0 = placement_mask(magnitude, affine)
+    avoid, sigma = dark_voxels(magnitude), noise_sigma(magnitude, mask0)
+    for seed in range(rounds):
+        rng = np.random.default_rng(seed)
+        n_calc = int(rng.random() < 0.5)
+        specs = random_lesions(mask0, affine, 5, rng, radius_mm=(0.2, 1.5),
+                               dchi_ppm=(0.4, 3.0), min_spacing_mm=8.0, avoid=avoid,
+                               n_calcifications=n_calc)
+        m, p, truth = inject_lesions(magnitude, phase, affine, ECHO_TIMES, FIELD_T, specs,
+                                     phase_sign=phase_sign, noise_sigma=sigma, rng=rng)
+        yield seed, truth, run_detector(m, p, affine, input_kind, megre_echoes, model)
+
+
 def score_round(candidates, truth):
     """Per-lesion rows (found accepted / found accepted-or-review) and per-crop counts."""
     acc = candidates[candidates["status"] == "cmb"].reset_index(drop=True)
@@ -146,24 +163,17 @@ def main(argv=None):
     untouched = {"accepted": int((base.candidates["status"] == "cmb").sum()),
                  "review": int((base.candidates["status"] == "review").sum()),
                  "candidates": len(base.candidates)}
-    avoid = dark_voxels(mag)
     sigma = noise_sigma(mag, mask0)
     lesions, crops = [], []
-    for seed in range(args.rounds):
-        rng = np.random.default_rng(seed)
-        n_calc = int(rng.random() < 0.5)
-        specs = random_lesions(mask0, affine, 5, rng, radius_mm=(0.2, 1.5),
-                               dchi_ppm=(0.4, 3.0), min_spacing_mm=8.0, avoid=avoid,
-                               n_calcifications=n_calc)
-        m, p, truth = inject_lesions(mag, phase, affine, ECHO_TIMES, FIELD_T, specs,
-                                     phase_sign=args.phase_sign, noise_sigma=sigma, rng=rng)
-        result = run_detector(m, p, affine, args.input_kind, args.megre_echoes, args.model)
+    for seed, truth, result in injected_rounds(
+            mag, phase, affine, args.rounds, phase_sign=args.phase_sign,
+            input_kind=args.input_kind, megre_echoes=args.megre_echoes, model=args.model):
         rows, counts = score_round(result.candidates, truth)
         for r in rows:
             r["seed"] = seed
         counts["seed"] = seed
         counts["phase_used"] = bool(result.parameters.get("phase_used", False))
-        counts["lesions"] = len(specs)
+        counts["lesions"] = len(truth)
         lesions += rows
         crops.append(counts)
     les = pd.DataFrame(lesions)
