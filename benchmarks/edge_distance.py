@@ -39,15 +39,21 @@ def spread_by_truth(cand):
     return cand.groupby([bins, cand["truth"]], observed=False).size().unstack(fill_value=0)
 
 
-def accepted_share(cand, model, distance_mm=None):
-    """Share of ``cand`` the model accepts (and the median score), with
-    ``distance_to_edge_mm`` replaced by ``distance_mm`` when given."""
+def accepted(cand, model, distance_mm=None):
+    """Which of ``cand`` the model accepts (each by its part's threshold) and their
+    scores, with ``distance_to_edge_mm`` replaced by ``distance_mm`` when given."""
     if distance_mm is not None:
         cand = cand.assign(distance_to_edge_mm=distance_mm)
     score = dt.system_scores(cand, model)
     accept = np.where(cand["has_phase"], model["phase"]["accept_score"],
                       model["no_phase"]["accept_score"])
-    return float(np.mean(score >= accept)), float(np.median(score))
+    return score >= accept, score
+
+
+def accepted_share(cand, model, distance_mm=None):
+    """Share of ``cand`` the model accepts and the median score (:func:`accepted`)."""
+    keep, score = accepted(cand, model, distance_mm)
+    return float(np.mean(keep)), float(np.median(score))
 
 
 def cache_measures(cache, model):
@@ -86,12 +92,10 @@ def real_background_measures(model, model_path=None, rounds=20):
             has_phase=bool(result.parameters.get("phase_used", False)))
         cand["screened_out"] = (cand["screened_out"].astype(bool)
                                 | (cand["reason"] == "duplicate"))
-        accept = model["phase" if cand["has_phase"].iloc[0] else "no_phase"]["accept_score"]
-        floored = cand.assign(distance_to_edge_mm=np.maximum(cand["distance_to_edge_mm"],
-                                                             FAR_MM))
-        for name, scored in zip(totals, (cand, floored)):
-            accepted = cand[dt.system_scores(scored, model) >= accept]
-            rows, counts = rb.score_round(accepted.assign(status="cmb"), truth)
+        floored = np.maximum(cand["distance_to_edge_mm"], FAR_MM)
+        for name, distance in zip(totals, (None, floored)):
+            keep, _ = accepted(cand, model, distance)
+            rows, counts = rb.score_round(cand[keep].assign(status="cmb"), truth)
             visible = [r for r in rows if r["apparent_diameter_mm"] > 0]
             totals[name] += [sum(r["found"] for r in visible),
                              sum(r["found"] for r in visible if r["apparent_diameter_mm"] >= 3),
