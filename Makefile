@@ -52,6 +52,7 @@ benchmarks: install
 		*/classifier_settings.py) \
 			args="--cache $(TRAIN_CACHE) --extra $(TRAIN_CACHE)/bilateral";; \
 		*/edge_distance.py) args="--cache $(TRAIN_CACHE) --real-background";; \
+		*/juxtacortical.py) args="--cache $(TRAIN_CACHE)/juxtacortical --jobs 2";; \
 		*/classifier_ablation.py|*/detection_ceiling.py|\
 			*/false_positive_sources.py|*/learning_curve.py|*/megre_blooming.py|\
 			*/patch_network.py|*/phase_convention_in_brain.py|*/phase_fit_centre.py|\

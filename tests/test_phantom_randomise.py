@@ -216,6 +216,74 @@ def test_lesions_keep_their_vein_clearance():
     assert nearest[2.0] < 3.0  # closer than the default clearance allows
 
 
+def _grid_veins():
+    """Vein points 6 mm apart through the template brain."""
+    g = np.arange(-70.0, 71.0, 6.0)
+    return np.stack(np.meshgrid(g, g - 15.0, g[:-4] + 10.0, indexing="ij"), -1).reshape(-1, 3)
+
+
+def _place(seed, **kw):
+    from cmbprep.testing.phantom.lesions import place_lesions
+    from cmbprep.testing.phantom.transforms import TemplateTransform
+
+    rng = np.random.default_rng(seed)
+    rows = place_lesions(PhantomConfig(**kw), rng, _grid_veins(),
+                         TemplateTransform(np.eye(3), np.zeros(3)), lambda p: True)
+    return rows, rng
+
+
+def _template_depth(points_mm):
+    """Distance (mm) of template points to the edge of the 1 mm template brain mask."""
+    from cmbprep.testing.phantom.anatomy import template_maps
+    from cmbprep.testing.phantom.geometry import apply_affine
+
+    t = template_maps()
+    depth = ndi.distance_transform_edt(t["brain"] > 0.5)
+    ijk = np.round(apply_affine(t["inv_affine"], np.asarray(points_mm))).astype(int)
+    return depth[tuple(ijk.T)]
+
+
+def test_juxtacortical_share_places_lobar_microbleeds_under_the_surface():
+    """``juxtacortical_share=1`` puts every lobar microbleed 1-3.5 mm inside the brain
+    mask's edge (still lobar, still clear of veins); 0 places lesions exactly as before the
+    option existed (centres and the random stream after them pinned from that code), and
+    the benchmark's families keep 0 while the learned ones draw 0.3-0.7."""
+    from scipy.spatial import cKDTree
+
+    kw = dict(n_cmbs=12, n_calcifications=0, lesion_vein_clearance_mm=2.0,
+              min_lesion_spacing_mm=4.0, cmb_location_weights={"lobar": 1.0})
+    off, _ = _place(3, **kw)
+    on, _ = _place(3, **kw, juxtacortical_share=1.0)
+    assert len(off) >= 8 and len(on) >= 8
+    assert {r["mars_category"] for r in on} == {"lobar"}
+    depth_on = _template_depth([r["mni"] for r in on])
+    depth_off = _template_depth([r["mni"] for r in off])
+    radius = np.array([r["radius_mm"] for r in on])
+    assert np.all((depth_on >= np.maximum(radius, 1.0) - 0.5) & (depth_on <= 3.5 + 0.5))
+    assert np.median(depth_off) > 6.0  # the lobar region reaches the surface only here and there
+    margin = cKDTree(_grid_veins()).query(np.array([r["mni"] for r in on]))[0] - radius
+    assert margin.min() >= 2.0 - 1e-9
+    with pytest.raises(ValueError, match="juxtacortical_share"):
+        PhantomConfig(juxtacortical_share=1.5)
+
+    # share 0: what the generator placed before the option existed (commit 43e069f)
+    rows, rng = _place(5, n_cmbs=6, n_calcifications=1, lesion_vein_clearance_mm=2.0,
+                       min_lesion_spacing_mm=4.0)
+    assert [(r["kind"], r["mars_category"]) for r in rows] == [
+        ("cmb", "lobar"), ("cmb", "infratentorial"), ("cmb", "deep"), ("cmb", "deep"),
+        ("cmb", "infratentorial"), ("cmb", "lobar"), ("calcification", "lobar")]
+    np.testing.assert_allclose(rows[0]["mni"], [-25.455, -56.451, 57.499], atol=2e-3)
+    np.testing.assert_allclose(rows[-1]["mni"], [16.877, -17.701, 60.694], atol=2e-3)
+    assert rng.random() == pytest.approx(0.3904589137977216, abs=1e-12)
+
+    for name, fam in FAMILIES.items():
+        shares = [random_scan(name, s).config.juxtacortical_share for s in range(20)]
+        if name in ("D", "G", "H"):
+            assert fam.juxtacortical_share == (0.0, 0.0) and set(shares) == {0.0}
+        else:
+            assert 0.3 <= min(shares) and max(shares) <= 0.7 and max(shares) > min(shares)
+
+
 def test_lobulated_lesions_are_irregular_with_decaying_signal_inside():
     """A ``lobulated`` lesion (family H) is a sphere with overlapping lobes: its volume
     lies between the main sphere's and the lobes' extent, it is not round, and signal is

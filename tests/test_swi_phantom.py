@@ -262,8 +262,10 @@ def test_scanner_swi_workflow_has_no_phase_output(phantom, tmp_path):
 @pytest.mark.parametrize("family, seed", [("A", 30008), ("B", 30105)])
 def test_handedness_from_the_veins_where_the_local_rule_fails(family, seed):
     """Randomised validation scans (gre 0.6-0.9 mm, megre 1.5 T) on which the local
-    pole-minus-equator rule picks the wrong convention (|score| < 0.03 rad): the global
-    vein fit gets it right and ``filter_phase`` (auto) uses it."""
+    pole-minus-equator rule picks the wrong convention with a weak score (|score| < 0.06
+    rad; the median over the training scans is about 0.09): the global vein fit gets it
+    right and ``filter_phase`` (auto) uses it. (A_30008's score went from under 0.03 to
+    -0.054 when families A-C, E and F gained juxtacortical microbleeds.)"""
     from cmbprep.algorithms.swi.chain import filter_phase, prepare_magnitude
     from cmbprep.testing.phantom.randomise import random_scan, simulate_scan
 
@@ -277,7 +279,7 @@ def test_handedness_from_the_veins_where_the_local_rule_fails(family, seed):
     filtered, used, meta = filter_phase(echoes, combined, sub.phase, mask, sub.affine,
                                         echo_times=tes, phase_units="rad")
     local, score, _ = S.detect_handedness(combined, filtered, sub.affine, mask)
-    assert local != expected and abs(score) < 0.03, "the local rule is right here now"
+    assert local != expected and abs(score) < 0.06, "the local rule is right here now"
     veins, corr, n_vein = S.calibrate_handedness_on_veins(combined, filtered, sub.affine,
                                                           mask)
     assert veins == expected and abs(corr) > 0.1 and n_vein > 50

@@ -26,6 +26,7 @@ __all__ = [
     "TEMPLATE_PAD_MM",
     "TISSUE_NAMES",
     "distance_and_gradient",
+    "juxtacortical_sites",
     "lesion_site_ok",
     "sample",
     "template_maps",
@@ -181,6 +182,38 @@ def template_maps() -> dict:
         "wm_deep": regions["wm_deep"],
         "brain_bbox_mm": bbox_mm,
     }
+
+
+#: Depth range (mm inside the template brain mask's edge) of juxtacortical lesion sites.
+JUXTACORTICAL_DEPTH_MM = (1.0, 3.5)
+
+
+@functools.lru_cache(maxsize=1)
+def juxtacortical_sites() -> dict:
+    """Template voxels where a juxtacortical microbleed may sit (cached per process;
+    computed only when ``PhantomConfig.juxtacortical_share`` is used).
+
+    A site lies :data:`JUXTACORTICAL_DEPTH_MM` inside the edge of the 1 mm template brain
+    mask (``brain > 0.5``, so the depth follows the sulci, unlike the smoothed 2 mm
+    distance the lobar region uses), in tissue (grey + white matter >= 0.7) and within
+    3 mm of the lobar region (so not in deep grey matter or below the tentorium).
+
+    Returns
+    -------
+    dict
+        ``index`` (int16 voxel indices of the 1 mm maps) and ``depth_mm`` (float32, each
+        site's distance to the brain mask's edge).
+    """
+    t = template_maps()
+    inside = t["brain"] > 0.5
+    depth = ndi.distance_transform_edt(inside).astype(np.float32)
+    lobar = np.zeros(inside.shape, bool)
+    lobar[tuple(t["regions"]["lobar"].T)] = True
+    near_lobar = ndi.distance_transform_edt(~lobar) <= 3.0
+    lo, hi = JUXTACORTICAL_DEPTH_MM
+    sites = (depth >= lo) & (depth <= hi) & (t["gm"] + t["wm"] >= 0.7) & near_lobar
+    index = np.argwhere(sites)
+    return {"index": index.astype(np.int16), "depth_mm": depth[sites].astype(np.float32)}
 
 
 @functools.lru_cache(maxsize=1)

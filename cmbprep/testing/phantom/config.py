@@ -83,6 +83,13 @@ class PhantomConfig:
         of every vein of radius >= 0.3 mm (thinner veins: 1.5 mm). The default 4 mm keeps
         lesions clear of veins; the randomised training families draw 2-4 mm, so that
         microbleeds beside veins are learned too.
+    juxtacortical_share : float
+        Share (0-1) of the microbleeds drawn as ``lobar`` that are placed juxtacortically:
+        centre 1-3.5 mm inside the brain surface (the 1 mm template brain mask's edge,
+        sulci included) and at least the lesion's extent from it, in grey or white
+        matter, with the same vein clearance (so beside the surface veins). Where no such
+        site is free they go to the ordinary lobar region. 0 (the default) draws no
+        random numbers, so configurations without it simulate exactly as before.
     n_veins : int
         Number of random veins (about 60 % branching cortical veins, 40 % straight
         medullary veins crossing slices). When > 0, the internal cerebral veins and the
@@ -191,6 +198,7 @@ class PhantomConfig:
     min_lesion_spacing_mm: float = 10.0
     lesion_vein_clearance_mm: float = 4.0
     lesion_model: str = "sphere"
+    juxtacortical_share: float = 0.0
     n_veins: int = 30
     vein_radius_mm: tuple[float, float] = (0.3, 1.0)
     vein_model: str = "surface_walk"
@@ -248,6 +256,8 @@ class PhantomConfig:
             raise ValueError(f"atrophy must be in [0, 1]: {self.atrophy}")
         if not 1.0 <= self.ventricle_scale <= 3.0:
             raise ValueError(f"ventricle_scale must be in [1, 3]: {self.ventricle_scale}")
+        if not 0.0 <= self.juxtacortical_share <= 1.0:
+            raise ValueError(f"juxtacortical_share must be in [0, 1]: {self.juxtacortical_share}")
         if not self.lesion_vein_clearance_mm >= 1.5:
             raise ValueError("lesion_vein_clearance_mm must be at least 1.5: "
                              f"{self.lesion_vein_clearance_mm}")

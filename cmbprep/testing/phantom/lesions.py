@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from .anatomy import lesion_site_ok, template_maps
+from .anatomy import juxtacortical_sites, lesion_site_ok, template_maps
 from .geometry import apply_affine
 from .physics import GAMMA_RAD, sphere_field_ppm
 
@@ -52,9 +52,17 @@ def _lesion_specs(cfg):
 
 def _draw_centre(category, radius, rng, centres, tree, xfm, fov_check, min_spacing,
                  thin_tree, site_check, clearance):
-    """A template mm centre in ``category`` (up to 500 attempts), or None."""
+    """A template mm centre in ``category`` (a MARS category or ``"juxtacortical"``:
+    :func:`~.anatomy.juxtacortical_sites` at least ``radius`` deep; up to 500 attempts),
+    or None."""
     t = template_maps()
-    candidates = t["regions"][category]
+    if category == "juxtacortical":
+        sites = juxtacortical_sites()
+        candidates = sites["index"][sites["depth_mm"] >= radius]
+        if not len(candidates):
+            return None
+    else:
+        candidates = t["regions"][category]
     for _attempt in range(500):
         m = apply_affine(t["affine"], candidates[rng.integers(len(candidates))])
         m = m + rng.uniform(-0.5, 0.5, 3)
@@ -82,7 +90,9 @@ def place_lesions(cfg, rng, vein_points, xfm, fov_check,
     Each lesion draws its radius, susceptibility and MARS category (CMBs from
     ``cmb_location_weights``, calcifications 70 % deep); when that category cannot hold
     it (e.g. outside a slab field of view) the other categories are tried, and a lesion
-    with no room anywhere is dropped.
+    with no room anywhere is dropped. With ``cfg.juxtacortical_share > 0`` a lobar
+    microbleed is first tried at a juxtacortical site with that probability (one more
+    random number per lobar microbleed; none when the share is 0).
 
     Returns
     -------
@@ -112,12 +122,17 @@ def place_lesions(cfg, rng, vein_points, xfm, fov_check,
             rng.choice(["deep", "lobar"], p=[0.7, 0.3]))
         shape = _draw_lobes(rng, radius, dchi) if cfg.lesion_model == "lobulated" else {}
         extent = shape.get("extent_mm", radius)
-        for category in [drawn] + [c for c in _CATEGORIES if c != drawn]:
+        order = [drawn] + [c for c in _CATEGORIES if c != drawn]
+        if (kind == "cmb" and drawn == "lobar" and cfg.juxtacortical_share > 0
+                and rng.random() < cfg.juxtacortical_share):
+            order = ["juxtacortical"] + order
+        for category in order:
             m = _draw_centre(category, extent, rng, centres, tree, xfm, fov_check,
                              cfg.min_lesion_spacing_mm, thin_tree, check,
                              cfg.lesion_vein_clearance_mm)
             if m is not None:
                 break
+        category = "lobar" if category == "juxtacortical" else category
         if m is None:
             continue  # no room anywhere (tiny FOV): the truth table has fewer lesions
         centres.append(m)
