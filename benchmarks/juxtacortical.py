@@ -82,8 +82,8 @@ def near_edge_found(cand, near):
     hits = cand[cand["truth"] == "cmb"]
     found = {}
     for name, ok in (("accepted", ["cmb"]), ("accepted_or_review", ["cmb", "review"])):
-        got = set(zip(hits.loc[hits["status"].isin(ok), "seed"],
-                      hits.loc[hits["status"].isin(ok), "truth_row"]))
+        sel = hits[hits["status"].isin(ok)]
+        got = set(zip(sel["seed"], sel["truth_row"]))
         found[name] = int(sum((s, r) in got for s, r in zip(near["seed"], near["truth_row"])))
     return found
 
