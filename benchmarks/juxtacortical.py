@@ -28,7 +28,6 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-from cmbprep.algorithms.detection import CMBPREP_PARAMETERS, assign_status
 from cmbprep.algorithms.detection.classifier import DEFAULT_MODEL_PATH
 from cmbprep.testing import detector_training as dt
 
@@ -59,18 +58,11 @@ def truth_edge_distance(cache, spec, truth):
 
 
 def statuses(cand, model):
-    """Each candidate's status (``cmb``, ``review``, ...) under ``model``, as
-    :func:`~cmbprep.testing.detector_training.evaluate_system` assigns it."""
+    """``cand`` with each candidate's status (``cmb``, ``review``, ...) under ``model``
+    (:func:`~cmbprep.testing.detector_training.scan_statuses`)."""
     cand = cand.reset_index(drop=True)
-    scores = dt.system_scores(cand, model)
     status = pd.Series("", index=cand.index, dtype=object)
-    for _, rows in cand.groupby(["family", "seed"], sort=True).groups.items():
-        c = cand.loc[rows].reset_index(drop=True)
-        part = model["phase" if bool(c["has_phase"].iloc[0]) else "no_phase"]
-        accept = part["accept_score"]
-        assign_status(c, scores[np.asarray(rows)], ["n/a"] * len(c), accept,
-                      min(part["review_score"], accept),
-                      CMBPREP_PARAMETERS["max_accept_diameter_mm"])
+    for _, rows, c in dt.scan_statuses(cand, model):
         status.loc[rows] = c["status"].to_numpy()
     return cand.assign(status=status.to_numpy())
 

@@ -197,6 +197,53 @@ def test_matched_rates_do_not_depend_on_the_accept_threshold(cache):
             < _measures(cand, truths, model)["all"]["sensitivity"])
 
 
+def test_scan_statuses_give_each_candidate_the_status_its_score_earns(cache):
+    """On real candidates: every candidate gets, once, in its own scan, the status its
+    system score earns under the accept threshold (``cmb`` only at or above it and no
+    larger than a microbleed can be; ``rejected`` below the review score), and a lower
+    threshold accepts more; ``evaluate_system`` counts the same review candidates."""
+    import json
+
+    from cmbprep.algorithms.detection import CMBPREP_PARAMETERS
+    from cmbprep.algorithms.detection.classifier import DEFAULT_MODEL_PATH
+    from cmbprep.testing.detector_training import (
+        collect,
+        evaluate_system,
+        scan_statuses,
+        system_scores,
+    )
+
+    model = json.loads(DEFAULT_MODEL_PATH.read_text())
+    cand, truths = collect([fixed_scan("small", FAST, s) for s in (7, 8)], cache)
+    cand = cand.reset_index(drop=True)
+    scores = system_scores(cand, model)
+    largest = CMBPREP_PARAMETERS["max_accept_diameter_mm"]
+    accepted = {}
+    for t in (0.2, 0.9):
+        thresholds = {"phase": t, "no_phase": t}
+        seen, keys, n_cmb, n_review = [], [], 0, []
+        for key, rows, c in scan_statuses(cand, model, thresholds):
+            keys.append(key)
+            seen.extend(rows)
+            assert set(zip(cand.loc[rows, "family"], cand.loc[rows, "seed"])) == {key}
+            np.testing.assert_array_equal(c["score"], scores[rows])
+            part = model["phase" if bool(c["has_phase"].iloc[0]) else "no_phase"]
+            cmb = c["status"] == "cmb"
+            assert (c.loc[cmb, "score"] >= t).all()
+            assert (c.loc[cmb, "diameter_mm"] <= largest).all()
+            assert (c.loc[c["score"] < min(part["review_score"], t), "status"]
+                    == "rejected").all()
+            n_cmb += int(cmb.sum())
+            n_review.append(int((c["status"] == "review").sum()))
+        assert keys == sorted(keys) and len(keys) == 2
+        assert sorted(seen) == list(range(len(cand)))
+        measured = evaluate_system(cand, truths, model, thresholds)["all"]
+        assert measured["n_scans"] == 2
+        assert measured["review_per_scan"] == pytest.approx(np.mean(n_review))
+        accepted[t] = n_cmb
+    assert accepted[0.2] > accepted[0.9]
+
+
 def test_measure_test_families_measures_each_and_touches_nothing_else(cache):
     """``--measure-test-families``: the model's measures on every scan of each test
     family in the candidates replace its ``test_families`` block; the trees, thresholds

@@ -57,8 +57,8 @@ from ..utils.io import python_sources_fingerprint, write_text_atomic
 __all__ = ["COHORTS", "HELD_OUT_FAMILY", "TEST_FAMILIES", "candidate_table",
            "detector_fingerprint", "detector_parameters", "evaluate_system", "fixed_scan",
            "main", "measure_test_families", "model_families", "phantom_fingerprint",
-           "prepare_scan", "scan_list", "swi_fingerprint", "system_scores", "train_model",
-           "trees_only"]
+           "prepare_scan", "scan_list", "scan_statuses", "swi_fingerprint", "system_scores",
+           "train_model", "trees_only"]
 
 #: The family held out of the shipped model (fit, calibration and thresholds; ``--hold-out
 #: D``): the benchmark's held-out figure is measured on it.
@@ -503,9 +503,44 @@ def _calibrate_stack(cand, part):
     return _platt(z, (data["truth"] == "cmb").to_numpy(int))
 
 
+def scan_statuses(cand, model, thresholds=None, scores=None):
+    """Each scan's candidates with the status the detector gives them under ``model``:
+    the ``phase`` part on scans with phase, ``no_phase`` on the others.
+
+    Parameters
+    ----------
+    cand : DataFrame
+        Candidate tables (``collect``).
+    model : dict
+        With ``phase`` and ``no_phase`` parts (calibrated, with thresholds).
+    thresholds : dict, optional
+        ``{"phase": t, "no_phase": t}`` accept thresholds overriding the model's.
+    scores : ndarray, optional
+        :func:`system_scores` of ``cand`` (computed when not given).
+
+    Yields
+    ------
+    (family, seed), rows, DataFrame
+        Per scan, in (family, seed) order: its key, its row labels in ``cand`` reindexed
+        from 0, and its candidates with a ``status`` column (``cmb``, ``review``, ...).
+    """
+    from ..algorithms.detection import CMBPREP_PARAMETERS, assign_status
+
+    cand = cand.reset_index(drop=True)
+    scores = system_scores(cand, model) if scores is None else np.asarray(scores)
+    for key, rows in cand.groupby(["family", "seed"], sort=True).groups.items():
+        c = cand.loc[rows].reset_index(drop=True)
+        name = "phase" if bool(c["has_phase"].iloc[0]) else "no_phase"
+        part = model[name]
+        accept = part["accept_score"] if thresholds is None else thresholds[name]
+        assign_status(c, scores[np.asarray(rows)], ["n/a"] * len(c), accept,
+                      min(part["review_score"], accept),
+                      CMBPREP_PARAMETERS["max_accept_diameter_mm"])
+        yield key, np.asarray(rows), c
+
+
 def evaluate_system(cand, truths, model, thresholds=None, scores=None):
-    """Measures of the two-part model as the detector uses it: the ``phase`` part on
-    scans with phase, ``no_phase`` on the others.
+    """Measures of the two-part model as the detector uses it (:func:`scan_statuses`).
 
     Parameters
     ----------
@@ -527,35 +562,25 @@ def evaluate_system(cand, truths, model, thresholds=None, scores=None):
         phase (``phase``) and of scans without (``swi_only``), each with
         ``review_per_scan`` (mean candidates left for review) and ``n_scans``.
     """
-    from ..algorithms.detection import CMBPREP_PARAMETERS, assign_status
     from .scoring import summarise
 
-    cand = cand.reset_index(drop=True)
-    scores = system_scores(cand, model) if scores is None else np.asarray(scores)
     groups = {"all": [], "phase": [], "swi_only": []}
     review = {"all": [], "phase": [], "swi_only": []}
-    for (family, seed), rows in cand.groupby(["family", "seed"], sort=True).groups.items():
-        c = cand.loc[rows].reset_index(drop=True)
-        score = scores[np.asarray(rows)]
+    for key, _, c in scan_statuses(cand, model, thresholds, scores):
         use_phase = bool(c["has_phase"].iloc[0])
-        name = "phase" if use_phase else "no_phase"
-        part = model[name]
-        accept = part["accept_score"] if thresholds is None else thresholds[name]
-        assign_status(c, score, ["n/a"] * len(c), accept, min(part["review_score"], accept),
-                      CMBPREP_PARAMETERS["max_accept_diameter_mm"])
         kind = c["input_kind"].iloc[0]
-        entry = {"truth": truths[(family, seed)], "protocol": f"{family}/{kind}",
+        entry = {"truth": truths[key], "protocol": f"{key[0]}/{kind}",
                  "detections": c[c["status"] == "cmb"]}
         n_review = int((c["status"] == "review").sum())
-        for key in ("all", "phase" if use_phase else "swi_only"):
-            groups[key].append(entry)
-            review[key].append(n_review)
+        for name in ("all", "phase" if use_phase else "swi_only"):
+            groups[name].append(entry)
+            review[name].append(n_review)
     out = {}
-    for key, per_scan in groups.items():
+    for name, per_scan in groups.items():
         if per_scan:
-            out[key] = summarise(per_scan)
-            out[key]["review_per_scan"] = float(np.mean(review[key]))
-            out[key]["n_scans"] = len(per_scan)
+            out[name] = summarise(per_scan)
+            out[name]["review_per_scan"] = float(np.mean(review[name]))
+            out[name]["n_scans"] = len(per_scan)
     return out
 
 
