@@ -522,8 +522,9 @@ def scan_statuses(cand, model, thresholds=None, scores=None):
     Yields
     ------
     (family, seed), rows, DataFrame
-        Per scan, in (family, seed) order: its key, its row labels in ``cand`` reindexed
-        from 0, and its candidates with a ``status`` column (``cmb``, ``review``, ...).
+        Per scan, in (family, seed) order: its key, the positions of its rows in ``cand``,
+        and its candidates (index from 0) with a ``status`` column (``cmb``, ``review``,
+        ...).
     """
     from ..algorithms.detection import CMBPREP_PARAMETERS, assign_status
 
