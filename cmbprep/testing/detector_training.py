@@ -531,14 +531,15 @@ def scan_statuses(cand, model, thresholds=None, scores=None):
     cand = cand.reset_index(drop=True)
     scores = system_scores(cand, model) if scores is None else np.asarray(scores)
     for key, rows in cand.groupby(["family", "seed"], sort=True).groups.items():
+        rows = np.asarray(rows)
         c = cand.loc[rows].reset_index(drop=True)
         name = "phase" if bool(c["has_phase"].iloc[0]) else "no_phase"
         part = model[name]
         accept = part["accept_score"] if thresholds is None else thresholds[name]
-        assign_status(c, scores[np.asarray(rows)], ["n/a"] * len(c), accept,
+        assign_status(c, scores[rows], ["n/a"] * len(c), accept,
                       min(part["review_score"], accept),
                       CMBPREP_PARAMETERS["max_accept_diameter_mm"])
-        yield key, np.asarray(rows), c
+        yield key, rows, c
 
 
 def evaluate_system(cand, truths, model, thresholds=None, scores=None):
@@ -546,16 +547,10 @@ def evaluate_system(cand, truths, model, thresholds=None, scores=None):
 
     Parameters
     ----------
-    cand : DataFrame
-        Candidate tables (``collect``).
+    cand, model, thresholds, scores
+        As for :func:`scan_statuses`.
     truths : dict
         ``(family, seed)`` -> truth table.
-    model : dict
-        With ``phase`` and ``no_phase`` parts (calibrated, with thresholds).
-    thresholds : dict, optional
-        ``{"phase": t, "no_phase": t}`` accept thresholds overriding the model's.
-    scores : ndarray, optional
-        :func:`system_scores` of ``cand`` (computed when not given).
 
     Returns
     -------
