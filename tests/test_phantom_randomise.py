@@ -284,6 +284,47 @@ def test_juxtacortical_share_places_lobar_microbleeds_under_the_surface():
             assert 0.3 <= min(shares) and max(shares) <= 0.7 and max(shares) > min(shares)
 
 
+def test_beside_vein_share_places_lesions_next_to_a_vein():
+    """``beside_vein_share=1`` puts every lesion (microbleeds and calcifications) 1.2-3 mm
+    beyond its radius from a vein's centre line (the drawn point moves up to 0.87 mm
+    from its template voxel), where the ordinary clearance leaves them farther; the
+    benchmark's families keep 0 while the learned ones draw 0.2-0.4."""
+    from scipy.spatial import cKDTree
+
+    from cmbprep.testing.phantom.lesions import BESIDE_VEIN_GAP_MM, place_lesions
+    from cmbprep.testing.phantom.transforms import TemplateTransform
+
+    x = np.arange(-70.0, 70.0, 0.5)
+    veins = np.concatenate([np.stack([x, np.full_like(x, y), np.full_like(x, z)], 1)
+                            for y, z in [(-40, 30), (0, 45), (30, 20), (-10, 0), (10, -20)]])
+    kw = dict(n_cmbs=10, n_calcifications=3, lesion_vein_clearance_mm=2.0,
+              min_lesion_spacing_mm=4.0)
+
+    def margins(**extra):
+        rows = place_lesions(PhantomConfig(**kw, **extra), np.random.default_rng(4), veins,
+                             TemplateTransform(np.eye(3), np.zeros(3)), lambda p: True)
+        d = cKDTree(veins).query(np.array([r["mni"] for r in rows]))[0]
+        return d - np.array([r["radius_mm"] for r in rows]), rows
+
+    beside, rows = margins(beside_vein_share=1.0)
+    ordinary, _ = margins()
+    assert len(beside) >= 11 and {r["kind"] for r in rows} == {"cmb", "calcification"}
+    lo, hi = BESIDE_VEIN_GAP_MM
+    assert beside.min() >= lo - 1e-9
+    # one lesion, drawn into a category no vein crosses here, falls back to the rules
+    assert (beside <= hi + 0.9).sum() >= len(beside) - 1
+    assert ordinary.min() >= 2.0 - 1e-9 and (ordinary <= hi + 0.9).sum() <= 2
+    with pytest.raises(ValueError, match="beside_vein_share"):
+        PhantomConfig(beside_vein_share=-0.1)
+
+    for name, fam in FAMILIES.items():
+        shares = [random_scan(name, s).config.beside_vein_share for s in range(20)]
+        if name in ("D", "G", "H"):
+            assert fam.beside_vein_share == (0.0, 0.0) and set(shares) == {0.0}
+        else:
+            assert 0.2 <= min(shares) and max(shares) <= 0.4 and max(shares) > min(shares)
+
+
 def test_lobulated_lesions_are_irregular_with_decaying_signal_inside():
     """A ``lobulated`` lesion (family H) is a sphere with overlapping lobes: its volume
     lies between the main sphere's and the lobes' extent, it is not round, and signal is

@@ -90,6 +90,13 @@ class PhantomConfig:
         matter, with the same vein clearance (so beside the surface veins). Where no such
         site is free they go to the ordinary lobar region. 0 (the default) draws no
         random numbers, so configurations without it simulate exactly as before.
+    beside_vein_share : float
+        Share (0-1) of the lesions (microbleeds and calcifications alike, so that nearness
+        to a vein tells nothing about the kind) that are first tried beside a vein: centre
+        1.2-3 mm beyond the lesion's extent from the centre line of a vein of radius >=
+        0.3 mm (:data:`~.lesions.BESIDE_VEIN_GAP_MM`), in the category the lesion would
+        try first. Where no such site is free the ordinary rules place it. 0 (the
+        default) draws no random numbers.
     n_veins : int
         Number of random veins (about 60 % branching cortical veins, 40 % straight
         medullary veins crossing slices). When > 0, the internal cerebral veins and the
@@ -199,6 +206,7 @@ class PhantomConfig:
     lesion_vein_clearance_mm: float = 4.0
     lesion_model: str = "sphere"
     juxtacortical_share: float = 0.0
+    beside_vein_share: float = 0.0
     n_veins: int = 30
     vein_radius_mm: tuple[float, float] = (0.3, 1.0)
     vein_model: str = "surface_walk"
@@ -258,6 +266,8 @@ class PhantomConfig:
             raise ValueError(f"ventricle_scale must be in [1, 3]: {self.ventricle_scale}")
         if not 0.0 <= self.juxtacortical_share <= 1.0:
             raise ValueError(f"juxtacortical_share must be in [0, 1]: {self.juxtacortical_share}")
+        if not 0.0 <= self.beside_vein_share <= 1.0:
+            raise ValueError(f"beside_vein_share must be in [0, 1]: {self.beside_vein_share}")
         if not self.lesion_vein_clearance_mm >= 1.5:
             raise ValueError("lesion_vein_clearance_mm must be at least 1.5: "
                              f"{self.lesion_vein_clearance_mm}")

@@ -21,8 +21,9 @@ from .anatomy import juxtacortical_sites, lesion_site_ok, template_maps
 from .geometry import apply_affine
 from .physics import GAMMA_RAD, sphere_field_ppm
 
-__all__ = ["THIN_VEIN_CLEARANCE_MM", "THIN_VEIN_RADIUS_MM", "TRUTH_COLUMNS", "LesionSignal",
-           "in_field_of_view", "lesion_signal", "place_lesions"]
+__all__ = ["BESIDE_VEIN_GAP_MM", "THIN_VEIN_CLEARANCE_MM", "THIN_VEIN_RADIUS_MM",
+           "TRUTH_COLUMNS", "LesionSignal", "in_field_of_view", "lesion_signal",
+           "place_lesions"]
 
 #: Column order of the truth table (before ``lesion_id``).
 TRUTH_COLUMNS = [
@@ -33,6 +34,10 @@ _CATEGORIES = ("lobar", "deep", "infratentorial")
 #: :data:`THIN_VEIN_CLEARANCE_MM` (instead of 4 mm) beyond the lesion radius.
 THIN_VEIN_RADIUS_MM = 0.3
 THIN_VEIN_CLEARANCE_MM = 1.5
+#: A lesion placed *beside a vein* (``PhantomConfig.beside_vein_share``) has its centre
+#: this far (mm, min and max) beyond its extent from the centre line of the nearest vein of
+#: radius >= :data:`THIN_VEIN_RADIUS_MM`, instead of ``lesion_vein_clearance_mm`` or more.
+BESIDE_VEIN_GAP_MM = (1.2, 3.0)
 
 
 def in_field_of_view(point_sc, inv_affine, crop, margin=2):
@@ -51,18 +56,30 @@ def _lesion_specs(cfg):
 
 
 def _draw_centre(category, radius, rng, centres, tree, xfm, fov_check, min_spacing,
-                 thin_tree, site_check, clearance):
+                 thin_tree, site_check, clearance, vein_distance=None):
     """A template mm centre in ``category`` (a MARS category or ``"juxtacortical"``:
     :func:`~.anatomy.juxtacortical_sites` at least ``radius`` deep; up to 500 attempts),
-    or None."""
+    or None.
+
+    With ``vein_distance`` (each site's distance, mm, to the nearest centre line in
+    ``tree``) only sites :data:`BESIDE_VEIN_GAP_MM` beyond ``radius`` from a vein are
+    drawn, and ``clearance`` is that band's lower end."""
     t = template_maps()
     if category == "juxtacortical":
         sites = juxtacortical_sites()
-        candidates = sites["index"][sites["depth_mm"] >= radius]
-        if not len(candidates):
-            return None
+        keep = sites["depth_mm"] >= radius
+        candidates = sites["index"]
     else:
         candidates = t["regions"][category]
+        keep = np.ones(len(candidates), bool)
+    if vein_distance is not None:
+        lo, hi = BESIDE_VEIN_GAP_MM
+        d = vein_distance(category)
+        keep &= (d >= radius + lo) & (d <= radius + hi)
+        clearance = lo
+    candidates = candidates[keep]
+    if not len(candidates):
+        return None
     for _attempt in range(500):
         m = apply_affine(t["affine"], candidates[rng.integers(len(candidates))])
         m = m + rng.uniform(-0.5, 0.5, 3)
@@ -92,7 +109,12 @@ def place_lesions(cfg, rng, vein_points, xfm, fov_check,
     it (e.g. outside a slab field of view) the other categories are tried, and a lesion
     with no room anywhere is dropped. With ``cfg.juxtacortical_share > 0`` a lobar
     microbleed is first tried at a juxtacortical site with that probability (one more
-    random number per lobar microbleed; none when the share is 0).
+    random number per lobar microbleed; none when the share is 0). With
+    ``cfg.beside_vein_share > 0`` each lesion (microbleed or calcification) is then first
+    tried, with that probability, *beside a vein*: its centre :data:`BESIDE_VEIN_GAP_MM`
+    beyond its extent from a vein's centre line, in the category it would try first (one
+    more random number per lesion; none when the share is 0 or the scan has no vein of
+    radius >= :data:`THIN_VEIN_RADIUS_MM`).
 
     Returns
     -------
@@ -109,6 +131,20 @@ def place_lesions(cfg, rng, vein_points, xfm, fov_check,
         return lesion_site_ok(m, radius, cfg.atrophy, cfg.ventricle_scale)
 
     check = site_check if cfg.atrophy > 0 or cfg.ventricle_scale > 1 else None
+    distances = {}
+
+    def vein_distance(category):
+        """Distance (mm) of each of ``category``'s template sites to the nearest vein
+        centre line in ``tree`` (computed once per category)."""
+        if category not in distances:
+            t = template_maps()
+            index = (juxtacortical_sites()["index"] if category == "juxtacortical"
+                     else t["regions"][category])
+            distances[category] = tree.query(
+                apply_affine(t["affine"], index.astype(float)),
+                distance_upper_bound=10.0 + BESIDE_VEIN_GAP_MM[1])[0]
+        return distances[category]
+
     rows = []
     centres: list[np.ndarray] = []
     weights = {k: float(v) for k, v in cfg.cmb_location_weights.items() if v > 0}
@@ -126,10 +162,13 @@ def place_lesions(cfg, rng, vein_points, xfm, fov_check,
         if (kind == "cmb" and drawn == "lobar" and cfg.juxtacortical_share > 0
                 and rng.random() < cfg.juxtacortical_share):
             order = ["juxtacortical"] + order
-        for category in order:
+        beside = (cfg.beside_vein_share > 0 and tree is not None
+                  and rng.random() < cfg.beside_vein_share)
+        for attempt, category in enumerate([order[0]] * beside + order):
             m = _draw_centre(category, extent, rng, centres, tree, xfm, fov_check,
                              cfg.min_lesion_spacing_mm, thin_tree, check,
-                             cfg.lesion_vein_clearance_mm)
+                             cfg.lesion_vein_clearance_mm,
+                             vein_distance if beside and attempt == 0 else None)
             if m is not None:
                 break
         category = "lobar" if category == "juxtacortical" else category

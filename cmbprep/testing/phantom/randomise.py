@@ -58,7 +58,8 @@ class Family:
     ``lesion_model`` that of ``PhantomConfig.lesion_model``; ``juxtacortical_share`` the
     range of ``PhantomConfig.juxtacortical_share`` (drawn after the clearance, only when
     its upper end is above 0, so families without it draw the scans they drew before it
-    existed).
+    existed); ``beside_vein_share`` likewise for ``PhantomConfig.beside_vein_share``
+    (drawn after that).
     """
 
     description: str
@@ -70,30 +71,33 @@ class Family:
     lesion_vein_clearance_mm: tuple = (2.0, 4.0)
     lesion_model: str = "sphere"
     juxtacortical_share: tuple = (0.0, 0.0)
+    beside_vein_share: tuple = (0.0, 0.0)
 
 
-#: ``Family.juxtacortical_share`` of the families the shipped model learns from; the
-#: benchmark's families (D, G, H) keep 0, so that their scans stay as they were.
+#: ``Family.juxtacortical_share`` and ``Family.beside_vein_share`` of the families the
+#: shipped model learns from; the benchmark's families (D, G, H) keep 0, so that their
+#: scans stay as they were.
 _JUXTACORTICAL = (0.3, 0.7)
+_BESIDE_VEIN = (0.2, 0.4)
 
 FAMILIES: dict[str, Family] = {
     "A": Family("surface-walk veins, 3 T, clinical 2D-like slices", "surface_walk",
                 (3.0,), (15.0, 25.0), (0.6, 1.0), (1.0, 2.5),
-                juxtacortical_share=_JUXTACORTICAL),
+                juxtacortical_share=_JUXTACORTICAL, beside_vein_share=_BESIDE_VEIN),
     "B": Family("dense medullary veins, 1.5/3 T, long TE, fine in-plane", "dense_medullary",
                 (1.5, 3.0), (20.0, 40.0), (0.4, 0.9), (0.8, 2.0),
-                juxtacortical_share=_JUXTACORTICAL),
+                juxtacortical_share=_JUXTACORTICAL, beside_vein_share=_BESIDE_VEIN),
     "C": Family("vein trees, 3/7 T, short TE", "tree",
                 (3.0, 7.0), (10.0, 25.0), (0.5, 1.0), (1.0, 3.0),
-                juxtacortical_share=_JUXTACORTICAL),
+                juxtacortical_share=_JUXTACORTICAL, beside_vein_share=_BESIDE_VEIN),
     "D": Family("tortuous vein segments, 1.5/3 T, thick slices", "tortuous_segments",
                 (1.5, 3.0), (15.0, 35.0), (0.7, 1.0), (1.5, 3.0), (4.0, 4.0)),
     "E": Family("beaded veins and short stubs, 3/7 T", "beaded",
                 (3.0, 7.0), (10.0, 30.0), (0.5, 0.9), (0.8, 2.5),
-                juxtacortical_share=_JUXTACORTICAL),
+                juxtacortical_share=_JUXTACORTICAL, beside_vein_share=_BESIDE_VEIN),
     "F": Family("randomly oriented straight cylinders, 1.5/3/7 T, any protocol",
                 "random_cylinders", (1.5, 3.0, 7.0), (10.0, 40.0), (0.4, 1.0), (1.0, 3.0),
-                juxtacortical_share=_JUXTACORTICAL),
+                juxtacortical_share=_JUXTACORTICAL, beside_vein_share=_BESIDE_VEIN),
     "G": Family("converging veins (medusa heads, confluences), 1.5/3/7 T", "converging",
                 (1.5, 3.0, 7.0), (10.0, 35.0), (0.5, 1.0), (0.8, 3.0)),
     "H": Family("lobulated lesions with signal inside, closer to veins; D's veins and "
@@ -214,6 +218,9 @@ def random_scan(family: str, seed: int) -> ScanSpec:
     lo, hi = fam.juxtacortical_share
     if hi > 0:
         params["juxtacortical_share"] = float(round(rng.uniform(lo, hi), 3))
+    lo, hi = fam.beside_vein_share
+    if hi > 0:
+        params["beside_vein_share"] = float(round(rng.uniform(lo, hi), 3))
     return ScanSpec(family=family, seed=int(seed), input_kind=input_kind,
                     config=PhantomConfig(**params), sim_seed=sim_seed, swi_power=swi_power,
                     swi_highpass_mm=swi_hp)
