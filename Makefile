@@ -40,8 +40,8 @@ test: install
 test-slow: install
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
-# The classifier experiments read (and first fill: 384 scans, 110 min on 2 cores measured
-# 2026-12-02, docs/benchmarks.md) the training cache.
+# The classifier experiments read (and first fill: 384 scans and the fit, 69 min on 2 cores
+# measured 2026-12-03, docs/benchmarks.md) the training cache.
 # The per-candidate inputs of the experimental variants first (classifier_settings reads them).
 benchmarks: install
 	for b in bilateral_continuation magnitude_geometry; do \

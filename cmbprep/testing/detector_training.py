@@ -583,8 +583,9 @@ def evaluate_system(cand, truths, model, thresholds=None, scores=None):
 
 #: Version written into a fitted model file (the trees; ``+network`` when stacked with the
 #: patch network). 6 and 7 were fitted on the training data before the families drew
-#: juxtacortical microbleeds (v6 is reproduced at commit 43e069f); 8 is the first after.
-MODEL_VERSION = "8"
+#: juxtacortical microbleeds (v6 is reproduced at commit 43e069f); 8 is the first after;
+#: 9 the first after they also drew lesions beside veins (``beside_vein_share``).
+MODEL_VERSION = "9"
 
 #: Accept thresholds tried on the validation scans (calibrated probabilities).
 THRESHOLD_GRID = np.round(np.concatenate([np.arange(0.05, 0.3, 0.025),
